@@ -1,0 +1,425 @@
+"""Shared pieces of every connector: rows, hits, reports, ids, byte-budget batches,
+the embed/write overlap, and the search-then-rerank step.
+
+A connector module holds only what is specific to its database and composes these.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import pathlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from embedder.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CONTENT_KEYS = ("text", "image", "video")
+ROW_KEYS = {"id", "text", "image", "video", "vector", "metadata", "instruction"}
+DEFAULT_QUERY_INSTRUCTION = "Retrieve images, videos or texts relevant to the user's query."
+
+
+# ---------------------------------------------------------------------------- types
+@dataclass(frozen=True)
+class Row:
+    """One object to store: an id, the content to embed (or a precomputed vector), fields.
+
+    Attributes:
+        id: the row's own id, or a stable hash of its content.
+        text: text content (stored, and used to rerank).
+        image: image source (path, bytes, data URI, PIL...), embedded.
+        video: video source (path or frame list), embedded.
+        media: the reference stored for the image/video (a path or URI), or None when the
+            media was given as bytes/pixels and cannot be referred to.
+        modality: ``text``, ``image``, ``video`` or ``vl`` (fused).
+        vector: a precomputed vector at the store's dim (stored as is, not re-embedded).
+        metadata: JSON-serialisable dict stored with the row.
+        fields: user-declared scalar fields (top-level keys other than the above).
+    """
+
+    id: str
+    text: str | None = None
+    image: Any = None
+    video: Any = None
+    media: str | None = None
+    modality: str = "text"
+    vector: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
+    instruction: str | None = None
+
+    def item(self) -> dict:
+        """The embedder item for this row."""
+        out: dict[str, Any] = {}
+        if self.text is not None:
+            out["text"] = self.text
+        if self.image is not None:
+            out["image"] = self.image
+        if self.video is not None:
+            out["video"] = self.video
+        if self.instruction is not None:
+            out["instruction"] = self.instruction
+        return out
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result.
+
+    Attributes:
+        id: the row id.
+        score: vector similarity (cosine / inner product; higher is better).
+        rerank_score: the reranker's score in [0, 1], or None when not reranked.
+        fields: stored fields (text, media, modality, metadata, user fields).
+    """
+
+    id: str
+    score: float
+    rerank_score: float | None = None
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpsertReport:
+    """What an upsert did.
+
+    Attributes:
+        written: ids that landed.
+        failed: ``(id or "#index", reason)`` for rows that did not.
+    """
+
+    written: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __add__(self, other: "UpsertReport") -> "UpsertReport":
+        return UpsertReport(self.written + other.written, self.failed + other.failed)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The surface every connector offers (see DESIGN.md)."""
+
+    dim: int
+
+    def create(self, fields: Mapping[str, type] | None = None, *, exist_ok: bool = False) -> None: ...
+
+    def upsert(self, rows: Iterable[Mapping[str, Any]], **kwargs: Any) -> UpsertReport: ...
+
+    def search(self, query: Any, k: int = 10, **kwargs: Any) -> list[Hit]: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def count(self) -> int: ...
+
+    def drop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------- ids and rows
+def content_id(row: Mapping[str, Any]) -> str:
+    """A stable id from a row's content (text, image, video): re-running an ingest is idempotent."""
+    h = hashlib.sha256()
+    for key in CONTENT_KEYS:
+        h.update(key.encode())
+        h.update(b"\0")
+        _hash_value(h, row.get(key))
+        h.update(b"\1")
+    return h.hexdigest()[:32]
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    if value is None:
+        h.update(b"~")
+    elif isinstance(value, (bytes, bytearray)):
+        h.update(b"b" + hashlib.sha256(value).digest())
+    elif isinstance(value, (str, pathlib.Path)):
+        h.update(b"s" + str(value).encode())
+    elif isinstance(value, (list, tuple)):
+        h.update(b"l%d" % len(value))
+        for v in value:
+            _hash_value(h, v)
+    elif type(value).__module__ == "numpy":
+        h.update(b"n" + np.ascontiguousarray(value).tobytes())
+    elif hasattr(value, "tobytes"):  # PIL image
+        h.update(b"p" + str(getattr(value, "size", "")).encode() + hashlib.sha256(value.tobytes()).digest())
+    else:
+        h.update(b"r" + repr(value).encode())
+
+
+def media_ref(value: Any) -> str | None:
+    """A storable reference for a media source: paths and URIs; None for bytes/pixels/frames."""
+    if isinstance(value, pathlib.Path):
+        return str(value)
+    if isinstance(value, str) and not value.startswith("data:"):
+        return value
+    return None
+
+
+def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
+                  declared_fields: Iterable[str] = ()) -> Row:
+    """Validate a caller's row dict; raise :class:`InputError` naming the index/id."""
+    if not isinstance(obj, Mapping):
+        raise InputError(f"row must be a dict, got {type(obj).__name__}", index=index)
+    rid = obj.get("id")
+    if rid is None or rid == "":
+        rid = content_id(obj)
+    elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise InputError(f"id must be a string or an integer, got {type(rid).__name__}", index=index)
+    rid = str(rid)
+    text = obj.get("text")
+    if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+        text = "".join(text)
+    if text is not None and not isinstance(text, str):
+        raise InputError(f"text must be a string, got {type(text).__name__}", index=index, item_id=rid)
+    image, video = obj.get("image"), obj.get("video")
+    vector = obj.get("vector")
+    if vector is not None:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if dim is not None and vector.shape[0] != dim:
+            raise InputError(f"vector has {vector.shape[0]} dims, the store has {dim}", index=index, item_id=rid)
+        if not np.all(np.isfinite(vector)):
+            raise InputError("vector contains NaN or infinity", index=index, item_id=rid)
+    elif text is None and image is None and video is None:
+        raise InputError("row has no text, image, video or vector", index=index, item_id=rid)
+    metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise InputError(f"metadata must be a dict, got {type(metadata).__name__}", index=index, item_id=rid)
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"metadata is not JSON-serialisable: {exc}", index=index, item_id=rid) from exc
+    declared = set(declared_fields)
+    extra = {k: v for k, v in obj.items() if k not in ROW_KEYS}
+    unknown = set(extra) - declared
+    if declared and unknown:
+        raise InputError(f"unknown field(s) {sorted(unknown)}; declared fields are {sorted(declared)}",
+                         index=index, item_id=rid)
+    kinds = [k for k in CONTENT_KEYS if obj.get(k) is not None]
+    modality = kinds[0] if len(kinds) == 1 else ("vl" if kinds else "vector")
+    media = media_ref(video) if video is not None else media_ref(image) if image is not None else None
+    return Row(id=rid, text=text, image=image, video=video, media=media, modality=modality, vector=vector,
+               metadata=dict(metadata), fields=extra, instruction=obj.get("instruction"))
+
+
+def document_item(fields: Mapping[str, Any], *, text_field: str = "text", media_field: str = "media",
+                  modality_field: str = "modality") -> dict:
+    """Turn stored fields back into a document item for the reranker."""
+    item: dict[str, Any] = {}
+    text = fields.get(text_field)
+    if text:
+        item["text"] = text
+    media = fields.get(media_field)
+    if media:
+        item["video" if fields.get(modality_field) == "video" else "image"] = media
+    return item
+
+
+# ---------------------------------------------------------------------------- batching
+def row_bytes(row: Row, dim: int) -> int:
+    """A generous estimate of a row's size on the wire."""
+    size = 4 * dim + 64 + len(row.id)
+    size += len((row.text or "").encode())
+    size += len(row.media or "")
+    size += len(json.dumps(row.metadata)) + len(json.dumps(row.fields, default=str))
+    return size
+
+
+def byte_batches(rows: Sequence[Row], dim: int, *, max_bytes: int, max_rows: int | None = None) -> Iterator[list[int]]:
+    """Indices of ``rows`` grouped so that each group stays under ``max_bytes`` (and ``max_rows``)."""
+    current: list[int] = []
+    size = 0
+    for i, row in enumerate(rows):
+        b = row_bytes(row, dim)
+        if current and (size + b > max_bytes or (max_rows and len(current) >= max_rows)):
+            yield current
+            current, size = [], 0
+        current.append(i)
+        size += b
+    if current:
+        yield current
+
+
+def dedupe_rows(rows: Sequence[Row]) -> list[Row]:
+    """Keep the last row of each id (as an upsert would), in first-seen order."""
+    last: dict[str, Row] = {}
+    for row in rows:
+        last[row.id] = row
+    return list(last.values())
+
+
+def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row], np.ndarray, list[tuple[str, str]]]:
+    """Vectors for rows: precomputed ones as is, the others embedded as documents.
+
+    Returns the rows that have a vector, their vectors, and ``(id, reason)`` failures.
+    """
+    vectors = np.zeros((len(rows), dim), dtype=np.float32)
+    ok = [True] * len(rows)
+    failed: list[tuple[str, str]] = []
+    todo = [i for i, r in enumerate(rows) if r.vector is None]
+    for i, r in enumerate(rows):
+        if r.vector is not None:
+            vectors[i] = r.vector
+    if todo:
+        result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
+        for j, vec in zip(result.indices, result.vectors):
+            vectors[todo[j]] = vec
+        for j, reason in result.errors:
+            ok[todo[j]] = False
+            failed.append((rows[todo[j]].id, reason))
+    good = [i for i in range(len(rows)) if ok[i]]
+    return [rows[i] for i in good], vectors[good], failed
+
+
+WriteBatch = Callable[[list[Row], np.ndarray], list[tuple[str, str]]]
+
+
+def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: int, write: WriteBatch,
+                     batch_rows: int = 256, max_bytes: int = 32 * 1024 * 1024,
+                     declared_fields: Iterable[str] = (), show_progress: bool = False,
+                     desc: str = "upsert") -> UpsertReport:
+    """Validate, embed and write rows; embedding of batch k+1 overlaps the write of batch k.
+
+    ``write(rows, vectors)`` writes one batch (already deduplicated) and returns the
+    ``(id, reason)`` pairs that failed; raising marks the whole batch failed. Nothing is
+    silently skipped: every input row ends up in ``written`` or ``failed``.
+    """
+    from tqdm.auto import tqdm
+
+    declared = list(declared_fields)
+    written: list[str] = []
+    failed: list[tuple[str, str]] = []
+    total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
+    bar = tqdm(total=total, unit="row", disable=not show_progress, desc=desc)
+
+    def chunks() -> Iterator[list[Row]]:
+        batch: list[Row] = []
+        for i, obj in enumerate(rows):
+            try:
+                batch.append(normalize_row(obj, i, dim=dim, declared_fields=declared))
+            except InputError as exc:
+                rid = obj.get("id") if isinstance(obj, Mapping) else None
+                failed.append((str(rid) if rid is not None else f"#{i}", exc.reason))
+                bar.update(1)
+            if len(batch) >= batch_rows:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def do_write(batch_rows_: list[Row], vecs: np.ndarray) -> tuple[list[str], list[tuple[str, str]]]:
+        ok_ids: list[str] = []
+        bad: list[tuple[str, str]] = []
+        for idx in byte_batches(batch_rows_, dim, max_bytes=max_bytes):
+            part = [batch_rows_[i] for i in idx]
+            try:
+                errs = write(part, vecs[idx])
+            except Exception as exc:  # noqa: BLE001 - reported per row, never lost
+                errs = [(r.id, f"{type(exc).__name__}: {exc}") for r in part]
+            bad_ids = {e[0] for e in errs}
+            ok_ids += [r.id for r in part if r.id not in bad_ids]
+            bad += errs
+        return ok_ids, bad
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qvl-write") as pool:
+        pending: Future | None = None
+        pending_n = 0
+        try:
+            for batch in chunks():
+                unique = dedupe_rows(batch)
+                good, vecs, errs = embed_rows(embedder, unique, dim)
+                failed.extend(errs)
+                if pending is not None:
+                    ok_ids, bad = pending.result()
+                    written.extend(ok_ids)
+                    failed.extend(bad)
+                    bar.update(pending_n)
+                pending = pool.submit(do_write, good, vecs) if good else None
+                pending_n = len(batch) - len(errs)
+                if pending is None:
+                    bar.update(pending_n)
+                bar.update(len(errs))
+            if pending is not None:
+                ok_ids, bad = pending.result()
+                written.extend(ok_ids)
+                failed.extend(bad)
+                bar.update(pending_n)
+        finally:
+            bar.close()
+    if failed:
+        log.warning("%s: %d rows written, %d failed", desc, len(written), len(failed))
+    return UpsertReport(written=written, failed=failed)
+
+
+# ---------------------------------------------------------------------------- search
+def query_vector(embedder: Any, query: Any, dim: int, instruction: str | None = None) -> np.ndarray:
+    """A query item embedded with a query instruction, or a precomputed vector checked for size."""
+    if isinstance(query, (list, tuple, np.ndarray)) and len(query) and isinstance(query[0], (int, float, np.floating)):
+        vec = np.asarray(query, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != dim:
+            raise InputError(f"query vector has {vec.shape[0]} dims, the store has {dim}")
+        return vec
+    if embedder is None:
+        raise InputError("this store has no embedder: pass a query vector, or an embedder when opening it")
+    return embedder.embed_queries([query], dim=dim, instruction=instruction or DEFAULT_QUERY_INSTRUCTION)[0]
+
+
+@dataclass(frozen=True)
+class RerankOutcome:
+    """Reranked hits and the candidates that could not be reranked (id, reason)."""
+
+    hits: list[Hit]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def rerank_hits(reranker: Any, query: Any, candidates: Sequence[Hit], *, k: int,
+                document_of: Callable[[Hit], Any] = lambda h: document_item(h.fields),
+                instruction: str | None = None) -> RerankOutcome:
+    """Rerank candidates (best vector score first) and return the best ``k``.
+
+    A candidate whose document cannot be rebuilt or loaded keeps its vector rank: it is
+    placed after every reranked candidate, in vector order, with ``rerank_score=None``,
+    and reported in ``failed``; it is never dropped.
+    """
+    if not candidates:
+        return RerankOutcome([])
+    docs = []
+    pre_failed: dict[int, str] = {}
+    for i, hit in enumerate(candidates):
+        try:
+            doc = document_of(hit)
+            if not doc:
+                raise ValueError("no stored text or media reference to rerank with")
+        except Exception as exc:  # noqa: BLE001
+            doc, pre_failed[i] = {}, f"cannot rebuild document: {exc}"
+        docs.append(doc)
+    result = reranker.score(query, docs, instruction=instruction, on_error="skip")
+    scores = result.scores if hasattr(result, "scores") else np.asarray(result)
+    errors = dict(getattr(result, "errors", []))
+    errors.update(pre_failed)
+    reranked = sorted((i for i in range(len(candidates)) if i not in errors),
+                      key=lambda i: (-float(scores[i]), i))
+    order = reranked + [i for i in range(len(candidates)) if i in errors]
+    hits = []
+    for i in order[:k]:
+        c = candidates[i]
+        rs = None if i in errors else float(scores[i])
+        hits.append(Hit(id=c.id, score=c.score, rerank_score=rs, fields=c.fields))
+    failed = [(candidates[i].id, errors[i]) for i in sorted(errors)]
+    for cid, reason in failed:
+        log.warning("rerank: candidate %s kept at its vector rank: %s", cid, reason)
+    return RerankOutcome(hits, failed)
+
+
+def encode_bytes(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

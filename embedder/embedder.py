@@ -1,0 +1,262 @@
+"""The Qwen3-VL-Embedding embedder (spec points 1-12)."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .batching import token_budget_batches
+from .errors import InputError
+from .items import Item, LoadOptions, normalize_item
+from .model import Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
+from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
+                      tokenize_embed_prompt, user_content)
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH = 8192
+MIN_DIM = 64
+DEFAULT_QUERY_INSTRUCTION = "Retrieve images, videos or texts relevant to the user's query."
+DEFAULT_MAX_BATCH_TOKENS = 16384
+CHUNK_ITEMS = 128  # items prepared ahead of the model, bounding memory
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Result of ``embed(..., on_error="skip")``.
+
+    Attributes:
+        vectors: float32 array (number of good items, dim), L2-normalised.
+        indices: input index of each row of ``vectors``.
+        errors: ``(index, reason)`` for each item that failed.
+    """
+
+    vectors: np.ndarray
+    indices: list[int] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def mrl(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Matryoshka truncation: first ``dim`` components, L2-normalised again (spec point 11)."""
+    out = np.ascontiguousarray(vectors[:, :dim], dtype=np.float32)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return out / norms
+
+
+class Embedder:
+    """Turn texts, images, videos and fused items into vectors in one space.
+
+    Build one with :meth:`from_pretrained`. One model per process; calls are thread-safe
+    in the sense that they are serialised on the model.
+
+    Example:
+        >>> emb = Embedder.from_pretrained("Qwen/Qwen3-VL-Embedding-2B")   # doctest: +SKIP
+        >>> q = emb.embed_queries(["a dog on a beach"], dim=1024)          # doctest: +SKIP
+        >>> d = emb.embed_documents([{"image": "dog.jpg", "text": "Rex"}], dim=1024)  # doctest: +SKIP
+        >>> (q @ d.T).shape                                                # doctest: +SKIP
+        (1, 1)
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: int = MAX_LENGTH,
+                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "") -> None:
+        import threading
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.video_processor = video_processor
+        self.device = device
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_length = int(max_length)
+        self.load_options = load_options
+        self.name = name
+        self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="qvl-prep")
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
+                        attn_implementation: str | None = None,
+                        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, allow_urls: bool = False,
+                        allow_paths: bool = True, num_workers: int = 2, **kwargs: Any) -> "Embedder":
+        """Load a Qwen3-VL-Embedding checkpoint from a local directory or a Hugging Face id.
+
+        Args:
+            path_or_id: local directory, or hub id such as ``Qwen/Qwen3-VL-Embedding-2B``.
+            device: ``auto`` (CUDA, then MPS, then CPU), or any torch device string.
+            dtype: ``auto`` (bf16 on CUDA, float32 on CPU) or a torch dtype / its name.
+            attn_implementation: ``flash_attention_2``, ``sdpa`` or ``eager``; default picks
+                flash-attention-2 on CUDA when installed, else SDPA.
+            max_batch_tokens: padded tokens per forward pass.
+            allow_urls: let items name ``http(s)://`` images and videos.
+            allow_paths: let items name local files.
+            num_workers: preprocessing threads.
+            **kwargs: passed to ``transformers``' ``from_pretrained`` (e.g. ``revision``).
+
+        Raises:
+            ModelLoadError: the checkpoint cannot be found or does not load every weight.
+        """
+        model, tok, ip, vp, dev = load_model(path_or_id, head=False, device=device, dtype=dtype,
+                                             attn_implementation=attn_implementation, **kwargs)
+        return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
+                   load_options=LoadOptions(allow_urls=allow_urls, allow_paths=allow_paths),
+                   num_workers=num_workers, name=str(path_or_id))
+
+    @property
+    def dim(self) -> int:
+        """Full embedding dimension (the text model's hidden size)."""
+        return int(self.model.config.text_config.hidden_size)
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self, item: Any, *, instruction: str | None = None, index: int | None = None) -> Prepared:
+        """Normalise, load and tokenise one item (thread-safe; no model call)."""
+        norm = normalize_item(item, index)
+        media = encode_media(norm, self.load_options, self.image_processor, self.video_processor)
+        instr = normalize_instruction(norm.instruction if norm.instruction is not None else instruction,
+                                      DEFAULT_EMBED_INSTRUCTION)
+        # The user's texts come last (spec point 4): everything before them is the prefix,
+        # so that truncation can cut text tokens only.
+        if norm.is_empty:
+            content, texts = "", user_content((), (), ())
+        else:
+            content, texts = "".join(media.video_blocks + media.image_blocks), "".join(norm.texts)
+        prefix, suffix = embed_prompt_parts(instr, content)
+        try:
+            tok = tokenize_embed_prompt(self.tokenizer, prefix, texts, suffix, self.max_length)
+        except ValueError as exc:
+            raise InputError(str(exc), index=index) from exc
+        if tok.truncated:
+            log.warning("item %s: text truncated to fit %d tokens", index, self.max_length)
+        return Prepared(tok.input_ids, [media])
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, items: Sequence[Any], *, dim: int | None = None, instruction: str | None = None,
+              batch_size: int | None = None, show_progress: bool = False,
+              on_error: str = "raise") -> Any:
+        """Embed items; one L2-normalised float32 vector per item, in the caller's order.
+
+        Args:
+            items: texts, PIL images, or dicts of ``text`` / ``image`` / ``video`` /
+                ``instruction`` (several parts give one fused vector).
+            dim: Matryoshka dimension, 64..``self.dim`` (default: full).
+            instruction: task instruction for items that carry none (default
+                ``Represent the user's input.``).
+            batch_size: optional cap on items per forward pass (the token budget applies too).
+            show_progress: show a progress bar with rate and ETA.
+            on_error: ``"raise"`` raises :class:`InputError` naming the first bad item's index;
+                ``"skip"`` returns an :class:`EmbedResult` with the good vectors, their input
+                indices and the errors.
+
+        Returns:
+            ``numpy.ndarray`` of shape ``(len(items), dim)``, or an :class:`EmbedResult`.
+
+        Raises:
+            InputError: bad ``dim``, bad ``on_error``, or (``on_error="raise"``) a bad item.
+        """
+        dim = self._check_dim(dim)
+        if on_error not in ("raise", "skip"):
+            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if isinstance(items, (str, dict)) or not hasattr(items, "__len__"):
+            raise InputError("items must be a list (wrap a single item in a list)")
+        full = np.zeros((len(items), self.dim), dtype=np.float32)
+        ok = np.zeros(len(items), dtype=bool)
+        errors: list[tuple[int, str]] = []
+        for idx, vecs in self._run(items, instruction, batch_size, show_progress, on_error, errors):
+            full[idx] = vecs
+            ok[idx] = True
+        if on_error == "skip":
+            good = np.flatnonzero(ok)
+            return EmbedResult(vectors=mrl(full[good], dim), indices=good.tolist(), errors=sorted(errors))
+        return mrl(full, dim)
+
+    def embed_queries(self, items: Sequence[Any], *, instruction: str | None = None, dim: int | None = None,
+                      **kwargs: Any) -> Any:
+        """Embed search queries with a task instruction (default: a generic retrieval one)."""
+        return self.embed(items, dim=dim, instruction=instruction or DEFAULT_QUERY_INSTRUCTION, **kwargs)
+
+    def embed_documents(self, items: Sequence[Any], *, dim: int | None = None, **kwargs: Any) -> Any:
+        """Embed documents with the default instruction, as the release does."""
+        return self.embed(items, dim=dim, **kwargs)
+
+    def _check_dim(self, dim: int | None) -> int:
+        if dim is None:
+            return self.dim
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not MIN_DIM <= dim <= self.dim:
+            raise InputError(f"dim must be an integer from {MIN_DIM} to {self.dim}, got {dim!r}")
+        return int(dim)
+
+    def _run(self, items: Sequence[Any], instruction: str | None, batch_size: int | None, show_progress: bool,
+             on_error: str, errors: list) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Prepare chunk k+1 in the thread pool while the model runs chunk k."""
+        from tqdm.auto import tqdm
+
+        if self._closed:
+            raise RuntimeError("Embedder is closed")
+        chunks = [range(s, min(s + CHUNK_ITEMS, len(items))) for s in range(0, len(items), CHUNK_ITEMS)]
+        submit: Callable[[range], list[Future]] = lambda r: [
+            self._pool.submit(self.prepare, items[i], instruction=instruction, index=i) for i in r]
+        bar = tqdm(total=len(items), unit="item", disable=not show_progress, desc="embedding")
+        try:
+            pending = submit(chunks[0]) if chunks else []
+            for c, chunk in enumerate(chunks):
+                ready: list[tuple[int, Prepared]] = []
+                for i, fut in zip(chunk, pending):
+                    try:
+                        ready.append((i, fut.result()))
+                    except Exception as exc:  # noqa: BLE001 - every failure is attributed to its item
+                        err = as_input_error(exc, i)
+                        if on_error == "raise":
+                            for f in pending:
+                                f.cancel()
+                            raise err from exc
+                        errors.append((i, err.reason))
+                        bar.update(1)
+                pending = submit(chunks[c + 1]) if c + 1 < len(chunks) else []
+                for idx, vecs in self._forward_prepared(ready, batch_size):
+                    bar.update(len(idx))
+                    yield idx, vecs
+        finally:
+            bar.close()
+
+    def _forward_prepared(self, ready: list[tuple[int, Prepared]],
+                          batch_size: int | None) -> Iterator[tuple[list[int], np.ndarray]]:
+        lengths = [p.n_tokens for _, p in ready]
+        for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size):
+            prepared = [ready[j][1] for j in batch]
+            yield [ready[j][0] for j in batch], self.forward(prepared)
+
+    def forward(self, prepared: Sequence[Prepared]) -> np.ndarray:
+        """Pooled, un-truncated, L2-normalised vectors for already prepared items (one batch)."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            batch = collate(prepared, pad_id=ENDOFTEXT_ID, left_pad=False, device=self.device)
+            hidden = last_hidden_state(self.model, batch)
+            last = batch["attention_mask"].sum(dim=1) - 1   # right padding: last real token
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+            return pooled.cpu().numpy()
+
+    def count_tokens(self, item: Any, *, instruction: str | None = None) -> int:
+        """Number of tokens the item's prompt takes (loads its media)."""
+        return self.prepare(item, instruction=instruction).n_tokens
+
+    def close(self) -> None:
+        """Stop the preprocessing threads. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> "Embedder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.name!r}, dim={self.dim}, device={self.device})"

@@ -1,0 +1,231 @@
+"""Checkpoint loading, device choice, input preparation and the forward pass.
+
+Torch and transformers are imported here, lazily, and nowhere else in ``embedder``'s
+import path, so ``import embedder`` stays fast.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .errors import InputError, MissingDependencyError, ModelLoadError
+from .items import Item, LoadOptions, load_image, load_video
+from .prompts import IMAGE_PAD_ID, VIDEO_PAD_ID, image_placeholder, video_placeholder
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto"):
+    """``auto``: CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: Any, device) -> Any:
+    """``auto``: bf16 on CUDA (the release's precision), float16 on MPS, float32 on CPU."""
+    import torch
+
+    if dtype not in (None, "auto"):
+        if isinstance(dtype, str):
+            try:
+                return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                        "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+            except KeyError:
+                raise ValueError(f"dtype must be one of auto, float32, bfloat16, float16; got {dtype!r}") from None
+        return dtype
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def resolve_attention(attn_implementation: str | None, device) -> str:
+    """flash-attention-2 on CUDA when installed, else SDPA."""
+    if attn_implementation:
+        return attn_implementation
+    if device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+# Keys that a checkpoint in the Qwen3VLForConditionalGeneration layout legitimately has
+# beyond a bare Qwen3VLModel.
+_IGNORABLE_UNEXPECTED = ("lm_head.weight",)
+
+
+def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any = "auto",
+               attn_implementation: str | None = None, **kwargs: Any):
+    """Load the backbone (``head=False``: ``Qwen3VLModel``) or the full generation model.
+
+    Every weight must be found: a missing or unexpected key raises :class:`ModelLoadError`
+    instead of silently leaving random weights (a known transformers 4.57 trap).
+
+    Returns ``(model, tokenizer, image_processor, video_processor, device)``.
+    """
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    try:
+        from transformers import Qwen3VLForConditionalGeneration, Qwen3VLModel
+    except ImportError as exc:  # pragma: no cover - guarded by the pin
+        raise ModelLoadError("transformers >= 4.57 with Qwen3-VL support is required") from exc
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    attn = resolve_attention(attn_implementation, dev)
+    cls = Qwen3VLForConditionalGeneration if head else Qwen3VLModel
+    source = os.fspath(path_or_id)
+    is_local = os.path.isdir(source)
+    if not is_local and (source.startswith((".", "/", "~")) or source.count("/") != 1):
+        raise ModelLoadError(
+            f"checkpoint {source!r} is neither an existing local directory nor a Hugging Face id "
+            "of the form 'owner/name' (e.g. Qwen/Qwen3-VL-Embedding-2B)")
+    try:
+        model, info = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn,
+                                          output_loading_info=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        image_processor = AutoImageProcessor.from_pretrained(source)
+        video_processor = _load_video_processor(source)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as exc:
+        hint = ("" if is_local else
+                " It is not a local directory, so it was looked up on the Hugging Face Hub. If this machine "
+                "has no network access, download the checkpoint elsewhere (huggingface-cli download "
+                f"{source} --local-dir DIR), copy DIR here and pass its path; or set HF_HOME to a cache that "
+                "holds it.")
+        raise ModelLoadError(f"cannot load checkpoint {source!r}: {exc}.{hint}") from exc
+    missing = list(info.get("missing_keys", []))
+    unexpected = [k for k in info.get("unexpected_keys", []) if k not in _IGNORABLE_UNEXPECTED]
+    mismatched = list(info.get("mismatched_keys", []))
+    if missing or unexpected or mismatched:
+        raise ModelLoadError(
+            f"checkpoint {source!r} did not load faithfully into {cls.__name__}: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(mismatched)} mismatched keys. Refusing to run with randomly initialised weights.")
+    model.to(dev)
+    model.eval()
+    return model, tokenizer, image_processor, video_processor, dev
+
+
+def _load_video_processor(source: str):
+    try:
+        from transformers import AutoVideoProcessor
+
+        return AutoVideoProcessor.from_pretrained(source)
+    except (ImportError, OSError, ValueError) as exc:  # torchvision missing or no config
+        raise ModelLoadError(f"cannot load the video processor of {source!r}: {exc}") from exc
+
+
+@dataclass
+class Media:
+    """Visual content of one side (item) ready for the model, with its prompt blocks."""
+
+    video_blocks: list[str] = field(default_factory=list)
+    image_blocks: list[str] = field(default_factory=list)
+    pixel_values: Any = None          # images, in prompt order
+    image_grid_thw: Any = None
+    pixel_values_videos: Any = None   # videos, in prompt order
+    video_grid_thw: Any = None
+
+
+def encode_media(item: Item, options: LoadOptions, image_processor, video_processor) -> Media:
+    """Load, size and patchify an item's images and videos (spec points 7 and 8)."""
+    media = Media()
+    if item.videos:
+        loaded = []
+        for v in item.videos:
+            loaded.append(load_video(v, options))
+        out = video_processor(videos=[lv.frames for lv in loaded], do_resize=False, do_sample_frames=False,
+                              cap_pixels_per_frame=False, return_tensors="pt")
+        media.pixel_values_videos = out["pixel_values_videos"]
+        media.video_grid_thw = out["video_grid_thw"]
+        for lv, grid in zip(loaded, media.video_grid_thw.tolist()):
+            media.video_blocks.append(video_placeholder(grid, lv.timestamps))
+    if item.images:
+        images = [load_image(src, options) for src in item.images]
+        out = image_processor(images=images, do_resize=False, return_tensors="pt")
+        media.pixel_values = out["pixel_values"]
+        media.image_grid_thw = out["image_grid_thw"]
+        media.image_blocks = [image_placeholder(g) for g in media.image_grid_thw.tolist()]
+    return media
+
+
+@dataclass
+class Prepared:
+    """One sequence ready to batch: token ids plus the media its pad tokens stand for."""
+
+    input_ids: list[int]
+    media: list[Media]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+def collate(prepared: Sequence[Prepared], *, pad_id: int, left_pad: bool, device) -> dict:
+    """Pad a batch (right for the embedder, left for the reranker) and stack its media."""
+    import torch
+
+    width = max(p.n_tokens for p in prepared)
+    ids = torch.full((len(prepared), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prepared), width), dtype=torch.long)
+    for row, p in enumerate(prepared):
+        seq = torch.tensor(p.input_ids, dtype=torch.long)
+        if left_pad:
+            ids[row, width - len(seq):] = seq
+            mask[row, width - len(seq):] = 1
+        else:
+            ids[row, :len(seq)] = seq
+            mask[row, :len(seq)] = 1
+    types = torch.zeros_like(ids, dtype=torch.int32)
+    types[ids == IMAGE_PAD_ID] = 1
+    types[ids == VIDEO_PAD_ID] = 2
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "mm_token_type_ids": types.to(device)}
+    medias = [m for p in prepared for m in p.media]
+    for key, grid_key in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        parts = [getattr(m, key) for m in medias if getattr(m, key) is not None]
+        if parts:
+            batch[key] = torch.cat(parts, dim=0).to(device)
+            batch[grid_key] = torch.cat([getattr(m, grid_key) for m in medias if getattr(m, key) is not None],
+                                        dim=0).to(device)
+    return batch
+
+
+def last_hidden_state(model, batch: dict):
+    """Run the backbone; returns the final-norm hidden states (spec embedder point 1)."""
+    backbone = getattr(model, "model", model)
+    inputs = dict(batch)
+    dtype = next(backbone.parameters()).dtype
+    for key in ("pixel_values", "pixel_values_videos"):
+        if key in inputs:
+            inputs[key] = inputs[key].to(dtype)
+    out = backbone(**inputs, use_cache=False)
+    return out.last_hidden_state
+
+
+def require(package: str, extra: str, purpose: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise MissingDependencyError(package, extra, purpose)
+
+
+def as_input_error(exc: BaseException, index: int) -> InputError:
+    """Attribute any preprocessing failure to the caller's item index."""
+    if isinstance(exc, InputError):
+        return exc.at(index)
+    return InputError(f"{type(exc).__name__}: {exc}", index=index)

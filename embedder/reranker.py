@@ -1,0 +1,195 @@
+"""The Qwen3-VL-Reranker cross-encoder (spec reranker points 1-5), batched by a token budget."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .batching import token_budget_batches
+from .errors import InputError
+from .items import LoadOptions, normalize_item
+from .model import Media, Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
+from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID, YES_ID,
+                      rerank_prompt_parts, truncate_middle)
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH = 10240
+DEFAULT_MAX_BATCH_TOKENS = 16384
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Result of ``score(..., on_error="skip")``.
+
+    Attributes:
+        scores: float32 array with one score per document; NaN for a failed one.
+        errors: ``(document index, reason)`` for each document that failed.
+    """
+
+    scores: np.ndarray
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Reranker:
+    """Score (query, document) pairs in [0, 1] with Qwen3-VL-Reranker.
+
+    Example:
+        >>> rr = Reranker.from_pretrained("Qwen/Qwen3-VL-Reranker-2B")       # doctest: +SKIP
+        >>> rr.rerank("a red car", ["a red car", {"image": "car.jpg"}], top_k=1)  # doctest: +SKIP
+        [(0, 0.93)]
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: int = MAX_LENGTH,
+                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "") -> None:
+        import threading
+
+        import torch
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.video_processor = video_processor
+        self.device = device
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_length = int(max_length)
+        self.load_options = load_options
+        self.name = name
+        lm_head = model.get_output_embeddings().weight  # tied 2B: these are the input embeddings
+        with torch.no_grad():
+            self._score_row = (lm_head[YES_ID] - lm_head[NO_ID]).detach().float().clone()
+        self._keep_ids = set(int(i) for i in tokenizer.all_special_ids) | {IMAGE_PAD_ID, VIDEO_PAD_ID}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="qvl-rerank-prep")
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
+                        attn_implementation: str | None = None, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                        allow_urls: bool = False, allow_paths: bool = True, num_workers: int = 2,
+                        **kwargs: Any) -> "Reranker":
+        """Load a Qwen3-VL-Reranker checkpoint (local directory or hub id); see ``Embedder.from_pretrained``."""
+        model, tok, ip, vp, dev = load_model(path_or_id, head=True, device=device, dtype=dtype,
+                                             attn_implementation=attn_implementation, **kwargs)
+        return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
+                   load_options=LoadOptions(allow_urls=allow_urls, allow_paths=allow_paths),
+                   num_workers=num_workers, name=str(path_or_id))
+
+    # ------------------------------------------------------------------ preparation
+    def prepare_side(self, item: Any, index: int | None = None) -> tuple[str, Media]:
+        """Load one side (query or document): its rendered content and media."""
+        norm = normalize_item(item, index)
+        media = encode_media(norm, self.load_options, self.image_processor, self.video_processor)
+        if norm.is_empty:
+            return "NULL", media
+        return "".join(media.video_blocks + media.image_blocks) + "".join(norm.texts), media
+
+    def prepare_pair(self, query: tuple[str, Media], document: tuple[str, Media], instruction: str) -> Prepared:
+        text = rerank_prompt_parts(instruction, query[0], document[0])
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if ids and ids[-1] == ENDOFTEXT_ID:  # the reranker never ends with <|endoftext|>
+            ids = ids[:-1]
+        try:
+            ids = truncate_middle(ids, self.max_length, self._keep_ids)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+        return Prepared(ids, [query[1], document[1]])
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None = None,
+              batch_size: int | None = None, on_error: str = "raise", show_progress: bool = False) -> Any:
+        """Relevance of each document to the query, in [0, 1].
+
+        Args:
+            query: an item (text, image, video or fused dict).
+            documents: items.
+            instruction: task instruction (default: the release's retrieval instruction).
+            batch_size: optional cap on pairs per forward pass.
+            on_error: ``"raise"``: :class:`InputError` naming the bad document index (the
+                query is reported as ``query``); ``"skip"``: a :class:`ScoreResult` whose
+                failed documents score NaN and are listed in ``errors``.
+            show_progress: progress bar with rate and ETA.
+
+        Returns:
+            float32 array of scores, or a :class:`ScoreResult` for ``on_error="skip"``.
+        """
+        if on_error not in ("raise", "skip"):
+            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if isinstance(documents, (str, dict)) or not hasattr(documents, "__len__"):
+            raise InputError("documents must be a list (wrap a single document in a list)")
+        if self._closed:
+            raise RuntimeError("Reranker is closed")
+        instr = instruction.strip() if instruction and instruction.strip() else DEFAULT_RERANK_INSTRUCTION
+        try:
+            q = self.prepare_side(query)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"query: {as_input_error(exc, 0).reason}") from exc
+        futures = [self._pool.submit(self._prepare_doc, q, d, instr, i) for i, d in enumerate(documents)]
+        ready: list[tuple[int, Prepared]] = []
+        errors: list[tuple[int, str]] = []
+        for i, fut in enumerate(futures):
+            try:
+                ready.append((i, fut.result()))
+            except Exception as exc:  # noqa: BLE001
+                err = as_input_error(exc, i)
+                if on_error == "raise":
+                    for f in futures:
+                        f.cancel()
+                    bad = InputError(f"document {i}: {err.reason}")
+                    bad.index, bad.reason = i, err.reason
+                    raise bad from exc
+                errors.append((i, err.reason))
+        scores = np.full(len(documents), np.nan, dtype=np.float32)
+        from tqdm.auto import tqdm
+
+        lengths = [p.n_tokens for _, p in ready]
+        with tqdm(total=len(ready), unit="pair", disable=not show_progress, desc="reranking") as bar:
+            for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size):
+                scores[[ready[j][0] for j in batch]] = self.forward([ready[j][1] for j in batch])
+                bar.update(len(batch))
+        if on_error == "skip":
+            return ScoreResult(scores=scores, errors=errors)
+        return scores
+
+    def _prepare_doc(self, q: tuple[str, Media], doc: Any, instruction: str, index: int) -> Prepared:
+        return self.prepare_pair(q, self.prepare_side(doc, index), instruction)
+
+    def rerank(self, query: Any, documents: Sequence[Any], *, top_k: int | None = None,
+               instruction: str | None = None, **kwargs: Any) -> list[tuple[int, float]]:
+        """``(document index, score)`` pairs, best first, at most ``top_k`` of them."""
+        scores = self.score(query, documents, instruction=instruction, **kwargs)
+        if isinstance(scores, ScoreResult):
+            scores = scores.scores
+        order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if not np.isnan(scores[i])]
+        if top_k is not None:
+            order = order[:top_k]
+        return [(int(i), float(scores[i])) for i in order]
+
+    def forward(self, prepared: Sequence[Prepared]) -> np.ndarray:
+        """Scores of one batch of prepared pairs: sigmoid(w . h_last), left padded."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            batch = collate(prepared, pad_id=ENDOFTEXT_ID, left_pad=True, device=self.device)
+            hidden = last_hidden_state(self.model, batch)[:, -1].float()
+            logits = hidden @ self._score_row.to(hidden.device)
+            return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+
+    def close(self) -> None:
+        """Stop the preprocessing threads. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> "Reranker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Reranker({self.name!r}, device={self.device})"
