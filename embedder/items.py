@@ -243,7 +243,8 @@ def open_image(source: Any, options: LoadOptions) -> "Image.Image":
         try:
             img = Image.open(fh)
         except Image.DecompressionBombError as exc:
-            raise InputError(f"image {_describe(source)} refused as a decompression bomb: {exc}") from exc
+            raise InputError(f"image {_describe(source)} refused before decoding "
+                             f"(possible decompression bomb): {exc}") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             size = os.path.getsize(data) if isinstance(data, str) else len(data)
             if size == 0:

@@ -1,0 +1,104 @@
+"""``qvl serve``: one loaded model shared over HTTP, with dynamic batching.
+
+The service runs one :class:`~embedder.Embedder` (and optionally one
+:class:`~embedder.Reranker`) behind several wire protocols so that applications,
+ETL workers and the databases themselves can share a single model:
+
+* native ``POST /v1/embed`` and ``POST /v1/rerank`` (plus DashScope's request shape);
+* OpenAI ``POST /v1/embeddings``;
+* Hugging Face TEI ``POST /embed`` and ``POST /rerank``;
+* Weaviate module protocols (multi2vec-clip ``/vectorize``, text2vec-transformers
+  ``/vectors``, reranker-transformers ``/rerank``, ``/meta``, ``/.well-known/*``);
+* ``/health``, ``/ready`` and Prometheus ``/metrics``.
+
+FastAPI, uvicorn and httpx are imported only when a server or client is built, so
+importing this package is cheap.
+
+Example:
+    >>> from embedder.service import ServiceSettings, create_app   # doctest: +SKIP
+    >>> app = create_app(ServiceSettings(model="Qwen/Qwen3-VL-Embedding-2B"))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["ServiceSettings", "create_app", "ROUTE_NAMES"]
+
+# Route families that may each have their own default MRL dimension (``--route-dim``).
+ROUTE_NAMES = ("native", "dashscope", "openai", "tei", "clip", "transformers")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the service needs, read once by the CLI and passed down.
+
+    Attributes:
+        model: embedding checkpoint (local directory or hub id); None when an
+            :class:`~embedder.Embedder` is passed to :func:`create_app`.
+        reranker: reranker checkpoint, optional.
+        host: interface to bind (``127.0.0.1`` unless the operator says otherwise).
+        port: TCP port.
+        api_key: when set, model routes require ``Authorization: Bearer <api_key>``.
+        allow_urls: let items name ``http(s)://`` media (off: SSRF).
+        allow_paths: let items name files on the server (off: file disclosure).
+        default_dim: MRL dimension for requests that give none (None: full size).
+        route_dims: per route family (see :data:`ROUTE_NAMES`) default dimension,
+            overriding ``default_dim``; e.g. ``{"clip": 512}`` for Weaviate's
+            multi2vec-clip, whose requests carry no dimension.
+        max_batch_tokens: padded tokens per forward pass.
+        max_batch_items: items per forward pass.
+        max_wait_ms: how long the worker waits for more requests before running a
+            batch that is not full.
+        max_queue: items waiting for the model before requests are refused with 503.
+        max_items: items (or documents) per request.
+        max_body_bytes: request body limit (413 above).
+        timeout: seconds a request may take, preprocessing included (504 after).
+        device: torch device for models the service loads itself.
+        preprocess_workers: threads decoding and tokenising items.
+        retry_after: seconds suggested to clients in ``Retry-After`` on 503.
+    """
+
+    model: str | None = None
+    reranker: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = field(default=None, repr=False)
+    allow_urls: bool = False
+    allow_paths: bool = False
+    default_dim: int | None = None
+    route_dims: Mapping[str, int] = field(default_factory=dict)
+    max_batch_tokens: int = 16384
+    max_batch_items: int = 64
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024
+    max_items: int = 256
+    max_body_bytes: int = 64 * 1024 * 1024
+    timeout: float = 120.0
+    device: str = "auto"
+    preprocess_workers: int = 2
+    retry_after: float = 1.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.route_dims) - set(ROUTE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown route(s) {sorted(unknown)} in route_dims; valid: {list(ROUTE_NAMES)}")
+        for name, value in (("max_batch_tokens", self.max_batch_tokens), ("max_batch_items", self.max_batch_items),
+                            ("max_queue", self.max_queue), ("max_items", self.max_items),
+                            ("max_body_bytes", self.max_body_bytes), ("preprocess_workers", self.preprocess_workers)):
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+
+    def dim_for(self, route: str) -> int | None:
+        """Default dimension of a route family (None: the model's full size)."""
+        return self.route_dims.get(route, self.default_dim)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'embedder.service' has no attribute {name!r}")

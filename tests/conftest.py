@@ -1,0 +1,66 @@
+"""Shared fixtures: the tiny checkpoints (built once per session) and small media."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test that needs something this machine cannot provide; in CI, fail instead."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedding_path(tmp_path_factory) -> str:
+    from embedder.testing import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-embedding"), kind="embedding")
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_path(tmp_path_factory) -> str:
+    from embedder.testing import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-reranker"), kind="reranker", seed=1)
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_embedding_path):
+    from embedder import Embedder
+
+    with Embedder.from_pretrained(tiny_embedding_path, device="cpu") as emb:
+        yield emb
+
+
+@pytest.fixture(scope="session")
+def reranker(tiny_reranker_path):
+    from embedder import Reranker
+
+    with Reranker.from_pretrained(tiny_reranker_path, device="cpu") as rr:
+        yield rr
+
+
+def make_image(width: int = 96, height: int = 64, seed: int = 0, mode: str = "RGB"):
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = (rng.rand(height, width, channels) * 255).astype("uint8")
+    return Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode)
+
+
+@pytest.fixture()
+def image_files(tmp_path):
+    """A few small PNG/JPEG files on disk."""
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"img{i}.png"
+        make_image(80 + 16 * i, 60 + 8 * i, seed=i).save(p)
+        paths.append(str(p))
+    return paths
