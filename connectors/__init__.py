@@ -7,6 +7,7 @@
 ``milvus://host:19530``        Milvus server (``http://`` and ``https://`` too)
 ``postgresql://user@host/db``  PostgreSQL with pgvector
 ``weaviate://host:8080``       Weaviate server
+``memory:``                    exact in-process numpy store (tests, notebooks)
 =============================  ===============================================
 
 Every store offers ``create``, ``upsert``, ``search``, ``delete``, ``count``, ``drop``,
@@ -28,6 +29,7 @@ _REGISTRY: dict[str, str] = {
     "postgresql": "connectors.pgvector:open_store",
     "postgres": "connectors.pgvector:open_store",
     "weaviate": "connectors.weaviate:open_store",
+    "memory": "connectors.memory:open_store",
 }
 
 

@@ -358,7 +358,7 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
             bar.close()
     if failed:
         log.warning("%s: %d rows written, %d failed", desc, len(written), len(failed))
-    return UpsertReport(written=written, failed=failed)
+    return UpsertReport(written=list(dict.fromkeys(written)), failed=failed)
 
 
 # ---------------------------------------------------------------------------- search

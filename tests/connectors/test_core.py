@@ -1,0 +1,153 @@
+"""Shared connector pieces: rows, ids, byte batches, the upsert pipeline and the
+search-then-rerank step, exercised through the exact in-memory store."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import connectors
+from connectors.core import (Hit, byte_batches, content_id, document_item, normalize_row, rerank_hits,
+                             row_bytes)
+from embedder import InputError
+from embedder.errors import NotFoundError, SchemaMismatchError
+
+from ..conftest import make_image
+
+
+def test_content_id_is_stable_and_content_based(tmp_path):
+    a = {"text": "hello", "image": "/x/a.png", "metadata": {"k": 1}}
+    assert content_id(a) == content_id(dict(a)) == content_id({"image": "/x/a.png", "text": "hello"})
+    assert content_id(a) != content_id({"text": "hello"})
+    assert content_id({"image": b"abc"}) == content_id({"image": b"abc"}) != content_id({"image": b"abd"})
+    assert len(content_id(a)) == 32
+
+
+@pytest.mark.parametrize("row, message", [
+    ({}, "no text, image, video or vector"),
+    ({"id": 1.5, "text": "x"}, "id must be a string or an integer"),
+    ({"id": "a", "text": 3}, "text must be a string"),
+    ({"id": "a", "vector": [1.0, 2.0]}, "vector has 2 dims, the store has 4"),
+    ({"id": "a", "vector": [1.0, np.nan, 0, 0]}, "NaN"),
+    ({"id": "a", "text": "x", "metadata": {"f": object()}}, "not JSON-serialisable"),
+    ({"id": "a", "text": "x", "colour": "red"}, r"unknown field\(s\) \['colour'\]"),
+])
+def test_bad_rows_are_named(row, message):
+    with pytest.raises(InputError, match=message) as info:
+        normalize_row(row, 7, dim=4, declared_fields=["price"])
+    assert info.value.index == 7
+
+
+def test_row_modality_and_media_reference(tmp_path):
+    assert normalize_row({"text": "t"}, 0).modality == "text"
+    r = normalize_row({"text": "t", "image": "/a.png"}, 0)
+    assert (r.modality, r.media) == ("vl", "/a.png")
+    r = normalize_row({"image": b"raw"}, 0)
+    assert (r.modality, r.media) == ("image", None)
+    r = normalize_row({"video": "/v.mp4"}, 0)
+    assert (r.modality, r.media, document_item({"media": "/v.mp4", "modality": "video"})) == \
+        ("video", "/v.mp4", {"video": "/v.mp4"})
+
+
+def test_byte_batches_respect_the_budget():
+    rows = [normalize_row({"id": str(i), "text": "x" * 1000}, i) for i in range(10)]
+    one = row_bytes(rows[0], 128)
+    assert one > 4 * 128 + 1000
+    groups = list(byte_batches(rows, 128, max_bytes=2 * one + 10))
+    assert sorted(i for g in groups for i in g) == list(range(10))
+    assert all(len(g) == 2 for g in groups)
+    assert [len(g) for g in byte_batches(rows, 128, max_bytes=10**9, max_rows=4)] == [4, 4, 2]
+
+
+@pytest.fixture()
+def store(embedder):
+    s = connectors.connect("memory:", collection="core", embedder=embedder, dim=64)
+    s.create(fields={"price": float})
+    yield s
+    s.close()
+
+
+def test_upsert_reports_bad_rows_by_id_and_lands_the_rest(store, image_files, tmp_path):
+    rows = [
+        {"id": "t1", "text": "a red car", "price": 1.0},
+        {"id": "img", "image": image_files[0]},
+        {"id": "fused", "text": "cap", "image": image_files[1]},
+        {"id": "gone", "image": str(tmp_path / "missing.png")},
+        {"id": "vec", "vector": np.ones(64, dtype=np.float32)},
+        {"text": 5},
+        {"id": "t1", "text": "a red car, again"},   # duplicate id inside the batch: the last wins
+    ]
+    report = store.upsert(rows, batch_size=3)
+    assert sorted(report.written) == ["fused", "img", "t1", "vec"]
+    failed = dict(report.failed)
+    assert set(failed) == {"gone", "#5"}
+    assert "file not found" in failed["gone"] and "text must be a string" in failed["#5"]
+    assert store.count() == 4
+    hit = [h for h in store.search([1.0] * 64, k=4) if h.id == "t1"][0]
+    assert hit.fields["text"] == "a red car, again"
+    # Idempotent: the same rows again leave the same count.
+    store.upsert(rows)
+    assert store.count() == 4
+
+
+def test_every_item_finds_itself_first(store, embedder, image_files):
+    rows = [{"text": "a red car"}, {"text": "stock market news"}, {"image": image_files[0]},
+            {"image": image_files[2], "text": "caption"}]
+    report = store.upsert(rows)
+    assert report.ok and len(report.written) == 4
+    for row, rid in zip(rows, report.written):
+        vec = embedder.embed_documents([{k: v for k, v in row.items()}], dim=64)[0]
+        assert store.search(vec, k=1)[0].id == rid
+        assert store.search(vec, k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_validates_query_vectors(store):
+    with pytest.raises(InputError, match="query vector has 3 dims, the store has 64"):
+        store.search([1.0, 2.0, 3.0])
+
+
+def test_store_must_exist_and_schema_must_match(embedder):
+    s = connectors.connect("memory:", embedder=embedder, dim=64)
+    with pytest.raises(NotFoundError, match="call create"):
+        s.upsert([{"text": "x"}])
+    s.create(fields={"a": int})
+    with pytest.raises(SchemaMismatchError):
+        s.create(fields={"a": str}, exist_ok=True)
+
+
+def test_rerank_keeps_unloadable_candidates_at_their_vector_rank(reranker, image_files, tmp_path):
+    gone = tmp_path / "deleted.png"
+    make_image(50, 50).save(gone)
+    candidates = [
+        Hit("a", 0.9, fields={"text": "red car", "media": None, "modality": "text"}),
+        Hit("b", 0.8, fields={"text": None, "media": str(gone), "modality": "image"}),
+        Hit("c", 0.7, fields={"text": "caption", "media": image_files[0], "modality": "vl"}),
+        Hit("d", 0.6, fields={"text": None, "media": None, "modality": "image"}),  # nothing to rerank with
+        Hit("e", 0.5, fields={"text": "a red car", "media": None, "modality": "text"}),
+    ]
+    gone.unlink()
+    out = rerank_hits(reranker, "a red car", candidates, k=5)
+    ids = [h.id for h in out.hits]
+    assert ids[-2:] == ["b", "d"]                      # kept, in vector order, after the reranked ones
+    assert {h.id for h in out.hits} == {"a", "b", "c", "d", "e"}
+    reranked = [h for h in out.hits if h.rerank_score is not None]
+    assert [h.rerank_score for h in reranked] == sorted((h.rerank_score for h in reranked), reverse=True)
+    assert dict(out.failed).keys() == {"b", "d"}
+    assert "file not found" in dict(out.failed)["b"]
+    # Vector scores survive reranking.
+    assert {h.id: h.score for h in out.hits} == {c.id: c.score for c in candidates}
+    assert len(rerank_hits(reranker, "a red car", candidates, k=2).hits) == 2
+
+
+def test_search_then_rerank_through_a_store(store, reranker, image_files):
+    store.upsert([{"id": str(i), "text": t} for i, t in enumerate(
+        ["a red car", "a blue car", "stock market", "weather today", "red apples"])])
+    hits = store.search("red car", k=3, rerank=reranker, candidates=5)
+    assert len(hits) == 3 and all(h.rerank_score is not None for h in hits)
+    assert [h.rerank_score for h in hits] == sorted((h.rerank_score for h in hits), reverse=True)
+    expected = reranker.score("red car", [store.search("red car", k=5)[i].fields["text"] for i in range(5)])
+    assert hits[0].rerank_score == pytest.approx(float(expected.max()), abs=1e-4)
+
+
+def test_unknown_target_lists_the_known_ones():
+    with pytest.raises(ValueError, match="scheme 'redis' is not one of"):
+        connectors.connect("redis://x")
