@@ -1,0 +1,75 @@
+"""Shared helpers for the benchmark scripts: a wider random checkpoint and a mixed corpus."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def bench_checkpoint(kind: str = "embedding", layers: int = 2) -> str:
+    """Real Qwen3-VL-2B widths (hidden 2048, vision 1024) with few layers, random weights.
+
+    Cached under ``$XDG_CACHE_HOME/qvl/bench-<kind>-<layers>`` so repeated runs skip the build.
+    """
+    from embedder.testing import BENCH_2B, build_tiny_checkpoint
+
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qvl"
+    path = root / f"bench-{kind}-{layers}l"
+    if not (path / "model.safetensors").exists():
+        widths = dict(BENCH_2B, num_hidden_layers=layers)
+        build_tiny_checkpoint(path, kind=kind, widths=widths, init_std=0.05)
+    return str(path)
+
+
+def mixed_corpus(n: int = 48, seed: int = 0) -> list:
+    """Short and long texts, small and large images, and fused items, interleaved."""
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    words = ("search vector image video database query embedding model index result "
+             "beach dog sunset city night market revenue report chart table").split()
+    items: list = []
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:
+            items.append(" ".join(rng.choice(words, 8)))
+        elif kind == 1:
+            items.append(" ".join(rng.choice(words, 400)))
+        elif kind == 2:
+            side = int(rng.choice([48, 64, 96]))
+            items.append(Image.fromarray((rng.rand(side, side, 3) * 255).astype("uint8")))
+        elif kind == 3:
+            w, h = int(rng.choice([640, 800])), int(rng.choice([480, 600]))
+            items.append(Image.fromarray((rng.rand(h, w, 3) * 255).astype("uint8")))
+        elif kind == 4:
+            items.append({"text": " ".join(rng.choice(words, 20)),
+                          "image": Image.fromarray((rng.rand(128, 160, 3) * 255).astype("uint8"))})
+        else:
+            items.append(" ".join(rng.choice(words, 60)))
+    return items
+
+
+class Timer:
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def print_table(headers: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"
+    print(line)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def tmpdir() -> str:
+    return tempfile.mkdtemp(prefix="qvl-bench-")
