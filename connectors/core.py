@@ -337,7 +337,11 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
         try:
             for batch in chunks():
                 unique = dedupe_rows(batch)
-                good, vecs, errs = embed_rows(embedder, unique, dim)
+                try:
+                    good, vecs, errs = embed_rows(embedder, unique, dim)
+                except Exception as exc:  # noqa: BLE001 - a crashed embedder fails this batch, not the run
+                    good, vecs = [], np.zeros((0, dim), dtype=np.float32)
+                    errs = [(r.id, f"embedding failed: {type(exc).__name__}: {exc}") for r in unique]
                 failed.extend(errs)
                 if pending is not None:
                     ok_ids, bad = pending.result()
@@ -364,7 +368,10 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
 # ---------------------------------------------------------------------------- search
 def query_vector(embedder: Any, query: Any, dim: int, instruction: str | None = None) -> np.ndarray:
     """A query item embedded with a query instruction, or a precomputed vector checked for size."""
-    if isinstance(query, (list, tuple, np.ndarray)) and len(query) and isinstance(query[0], (int, float, np.floating)):
+    if isinstance(query, np.ndarray) and query.ndim == 2 and query.shape[0] == 1:
+        query = query[0]
+    if isinstance(query, (list, tuple, np.ndarray)) and len(query) and isinstance(
+            query[0], (int, float, np.integer, np.floating)) and not isinstance(query[0], bool):
         vec = np.asarray(query, dtype=np.float32).reshape(-1)
         if vec.shape[0] != dim:
             raise InputError(f"query vector has {vec.shape[0]} dims, the store has {dim}")

@@ -5,7 +5,8 @@ An *item* is what becomes one vector:
 * ``str``: a text;
 * ``PIL.Image.Image``: an image;
 * ``dict`` with any of ``text`` (str or list of str), ``image`` (one source or a list),
-  ``video`` (a file source, or a list of frame sources) and ``instruction``.
+  ``video`` (a file source, or a list of frame sources), ``instruction``, and for video
+  files ``fps`` (default 1) and ``max_frames`` (default 64), as in the release.
   Several parts in one dict give ONE fused vector.
 
 An image source is a path (``str`` or :class:`pathlib.Path`), ``bytes``, a
@@ -37,13 +38,12 @@ FPS = 1.0
 MAX_FRAMES = 64
 FRAME_MAX_PIXELS = 768 * IMAGE_FACTOR * IMAGE_FACTOR
 MAX_TOTAL_PIXELS = 10 * FRAME_MAX_PIXELS
-FILE_VIDEO_TOTAL_PIXELS = int(128000 * IMAGE_FACTOR * IMAGE_FACTOR * 0.9)  # qwen-vl-utils' default
 FRAME_LIST_FPS = 2.0
 MAX_ASPECT_RATIO = 200
 DEFAULT_MAX_SOURCE_PIXELS = 178_956_970  # refuse larger images before decoding (PIL's bomb limit)
 DEFAULT_MAX_URL_BYTES = 50 * 1024 * 1024
 
-_ITEM_KEYS = {"text", "image", "video", "instruction"}
+_ITEM_KEYS = {"text", "image", "video", "instruction", "fps", "max_frames"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class Item:
     images: tuple[Any, ...] = ()
     videos: tuple[Any, ...] = ()
     instruction: str | None = None
+    fps: float | None = None
+    max_frames: int | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -140,7 +142,14 @@ def normalize_item(obj: Any, index: int | None = None) -> Item:
         instruction = obj.get("instruction")
         if instruction is not None and not isinstance(instruction, str):
             raise InputError(f"'instruction' must be a string, got {type(instruction).__name__}", index=index)
-        return Item(texts=texts, images=images, videos=videos, instruction=instruction)
+        fps, max_frames = obj.get("fps"), obj.get("max_frames")
+        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 60):
+            raise InputError(f"'fps' must be a number in (0, 60], got {fps!r}", index=index)
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or not 4 <= max_frames <= 768):
+            raise InputError(f"'max_frames' must be an integer from 4 to 768, got {max_frames!r}", index=index)
+        return Item(texts=texts, images=images, videos=videos, instruction=instruction, fps=fps,
+                    max_frames=max_frames)
     raise InputError(
         f"unsupported item type {type(obj).__name__}; expected str, PIL.Image.Image, bytes, "
         "pathlib.Path, numpy array or a dict with text/image/video", index=index)

@@ -5,6 +5,7 @@ import path, so ``import embedder`` stays fast.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -146,9 +147,10 @@ def encode_media(item: Item, options: LoadOptions, image_processor, video_proces
     """Load, size and patchify an item's images and videos (spec points 7 and 8)."""
     media = Media()
     if item.videos:
-        loaded = []
-        for v in item.videos:
-            loaded.append(load_video(v, options))
+        if item.fps is not None or item.max_frames is not None:
+            options = dataclasses.replace(options, fps=item.fps or options.fps,
+                                          max_frames=item.max_frames or options.max_frames)
+        loaded = [load_video(v, options) for v in item.videos]
         out = video_processor(videos=[lv.frames for lv in loaded], do_resize=False, do_sample_frames=False,
                               cap_pixels_per_frame=False, return_tensors="pt")
         media.pixel_values_videos = out["pixel_values_videos"]

@@ -325,3 +325,16 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_video_fps_and_max_frames_per_item(embedder, mixed_items):
+    video = mixed_items[10]["video"]   # 12 frames at 4 fps: 3 s
+    default = embedder.prepare({"video": video}).input_ids
+    dense = embedder.prepare({"video": video, "fps": 4.0, "max_frames": 8}).input_ids
+    vs = 151652
+    assert default.count(vs) == 2      # fps 1 -> 3 frames -> at least 4 -> 2 pairs
+    assert dense.count(vs) == 4        # fps 4 -> 12 frames -> at most 8 -> 4 pairs
+    with pytest.raises(InputError, match="'fps' must be a number"):
+        embedder.embed([{"video": video, "fps": 0}])
+    with pytest.raises(InputError, match="'max_frames' must be an integer from 4 to 768"):
+        embedder.embed([{"video": video, "max_frames": 2}])
