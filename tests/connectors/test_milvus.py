@@ -1,0 +1,489 @@
+"""Milvus connector against real Milvus Lite (never a mock).
+
+One Milvus Lite file per module (Milvus Lite starts once); every test has its own
+collection, named after the test and dropped afterwards. With ``MILVUS_URI`` set, the
+same tests run against that Milvus server.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymilvus", reason="the Milvus tests need the 'milvus' extra (pymilvus, milvus-lite)")
+
+from tests.connectors.backend_milvus import collection_name, open_test_store, target_for  # noqa: E402
+
+from tests.conftest import make_image, skip_or_fail  # noqa: E402
+from embedder.errors import (ConnectorError, InputError, NotFoundError, SchemaMismatchError,  # noqa: E402
+                             UnavailableError)
+
+DIM = 128  # the tiny checkpoint's full dim
+
+
+@pytest.fixture(scope="module")
+def lite_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("milvus")
+
+
+@pytest.fixture()
+def store_factory(lite_dir, request):
+    """``make(suffix="", **kwargs)`` -> a created, empty store for this test (dropped afterwards)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        def make(suffix: str = "", *, embedder=None, dim=DIM, **kwargs):
+            return stack.enter_context(open_test_store(lite_dir, request.node.name + suffix, embedder=embedder,
+                                                       dim=dim, **kwargs))
+        yield make
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    paths = []
+    for i in range(4):
+        p = d / f"img{i}.png"
+        make_image(64 + 16 * i, 48 + 8 * i, seed=10 + i).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def corpus(media):
+    return [
+        {"id": "t0", "text": "a red apple on a table", "color": "red", "metadata": {"n": 0}},
+        {"id": "t1", "text": "a blue car in the rain", "color": "blue", "metadata": {"n": 1}},
+        {"id": "t2", "text": "green leaves in spring", "color": "green", "metadata": {"n": 2}},
+        {"id": "i0", "image": media[0], "color": "red", "metadata": {"n": 3}},
+        {"id": "i1", "image": media[1], "color": "blue", "metadata": {"n": 4}},
+        {"id": "f0", "text": "a cat photo", "image": media[2], "color": "red", "metadata": {"n": 5}},
+    ]
+
+
+# ---------------------------------------------------------------------------- targets and arguments
+def test_parse_target_forms():
+    from connectors.milvus import parse_target
+
+    assert parse_target("milvus:./x.db").uri == "./x.db" and parse_target("milvus:./x.db").lite
+    assert parse_target("photos.db").lite
+    assert parse_target("milvus:///abs/x.db").uri == "/abs/x.db"
+    assert parse_target("milvus://host:19530").uri == "http://host:19530"
+    assert parse_target("milvus+https://host:443").uri == "https://host:443"
+    assert not parse_target("https://host:19530").lite
+    with pytest.raises(InputError, match="must end in .db"):
+        parse_target("milvus:./data")
+
+
+def test_bad_arguments_name_allowed_values(lite_dir):
+    from connectors.milvus import open_store
+
+    target = target_for(lite_dir)
+    with pytest.raises(InputError, match=r"'L2'.*COSINE.*IP"):
+        open_store(target, collection="c", dim=64, metric="L2")
+    with pytest.raises(InputError, match=r"'DISKANN'.*HNSW"):
+        open_store(target, collection="c", dim=64, index="DISKANN")
+    with pytest.raises(InputError, match="collection name"):
+        open_store(target, collection="bad-name", dim=64)
+    with pytest.raises(InputError, match="coarse_dim"):
+        open_store(target, collection="c", dim=64, coarse_dim=64)
+
+
+def test_unreachable_server_is_unavailable():
+    from connectors.milvus import open_store
+
+    with pytest.raises(UnavailableError, match="127.0.0.1:1"):
+        open_store("http://127.0.0.1:1", collection="c", dim=64, timeout=2)
+
+
+def test_connect_registry_opens_milvus_lite(lite_dir, embedder):
+    import connectors
+    from connectors.milvus import MilvusStore
+
+    if os.environ.get("MILVUS_URI"):
+        pytest.skip("checks the Milvus Lite target forms")
+    name = collection_name("test_connect_registry")
+    with connectors.connect(str(lite_dir / "milvus.db"), collection=name, embedder=embedder) as store:
+        assert isinstance(store, MilvusStore) and isinstance(store, connectors.Store)
+        assert store.dim == DIM  # the embedder's full dim by default
+        store.create()
+        try:
+            assert store.client.has_collection(name)
+        finally:
+            store.drop()
+        store.close()  # idempotent
+
+
+# ---------------------------------------------------------------------------- schema
+@pytest.mark.parametrize("dim", [64, 128])
+def test_create_schema_at_dim(store_factory, embedder, dim):
+    store = store_factory(embedder=embedder, dim=dim, fields={"color": str, "n": int, "price": float, "ok": bool})
+    desc = store.client.describe_collection(store.collection)
+    types = {f["name"]: getattr(f["type"], "name", str(f["type"])) for f in desc["fields"]}
+    assert types == {"id": "VARCHAR", "vector": "FLOAT_VECTOR", "text": "VARCHAR", "media": "VARCHAR",
+                     "modality": "VARCHAR", "metadata": "JSON", "color": "VARCHAR", "n": "INT64",
+                     "price": "DOUBLE", "ok": "BOOL"}
+    vec = next(f for f in desc["fields"] if f["name"] == "vector")
+    assert vec["params"]["dim"] == dim and store.dim == dim
+    assert store.client.describe_index(store.collection, "vector")["metric_type"] == "COSINE"
+    assert str(store.client.get_load_state(store.collection)["state"]).endswith("Loaded")
+    assert store.count() == 0
+    report = store.upsert([{"id": "a", "text": "hello", "color": "x", "n": 1, "price": 2.5, "ok": True}])
+    assert report.written == ["a"] and report.ok
+    assert store.search("hello", k=1)[0].fields["price"] == 2.5
+
+
+@pytest.mark.parametrize("index", ["AUTOINDEX", "IVF_FLAT", "FLAT"])
+def test_other_index_types_and_ip(store_factory, index):
+    store = store_factory(dim=64, index=index, metric="IP")
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(10, 64)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    assert store.upsert([{"id": str(i), "vector": v} for i, v in enumerate(vecs)]).ok
+    info = store.client.describe_index(store.collection, "vector")
+    assert (info["index_type"], info["metric_type"]) == (index, "IP")
+    assert store.search(vecs[4], k=1)[0].id == "4"
+
+
+def test_reopen_checks_dim_fields_and_metric(store_factory, embedder):
+    from connectors.milvus import open_store
+
+    store = store_factory(embedder=embedder, dim=64, fields={"color": str})
+    target, name = target_for_store(store), store.collection
+    with open_store(target, collection=name, embedder=embedder, dim=64) as again:
+        again.create(fields={"color": str}, exist_ok=True)  # matching: fine
+        assert again.fields == {"color": str}
+        with pytest.raises(ConnectorError, match="already exists"):
+            again.create(fields={"color": str})
+        with pytest.raises(SchemaMismatchError, match=r"user fields .*'color': 'VARCHAR'.*'color': 'INT64'"):
+            again.create(fields={"color": int}, exist_ok=True)
+        with pytest.raises(SchemaMismatchError, match="user fields"):
+            again.create(fields={"color": str, "size": float}, exist_ok=True)
+    with open_store(target, collection=name) as adopted:  # no dim: adopt the collection's
+        assert adopted.dim == 64 and adopted.fields == {"color": str}
+    with pytest.raises(SchemaMismatchError, match=r"dim 64.*dim=128"):
+        open_store(target, collection=name, embedder=embedder, dim=128)
+    with pytest.raises(SchemaMismatchError, match="metric COSINE.*'IP'"):
+        open_store(target, collection=name, dim=64, metric="IP")
+    with pytest.raises(SchemaMismatchError, match="coarse_dim=None.*coarse_dim=32"):
+        open_store(target, collection=name, dim=64, coarse_dim=32)
+
+
+def test_foreign_collection_is_a_schema_mismatch(store_factory):
+    from connectors.milvus import open_store
+
+    store = store_factory(dim=64)
+    client, name = store.client, store.collection + "_foreign"
+    client.create_collection(name, dimension=64)  # pymilvus quick setup: int id, "vector" field
+    try:
+        with pytest.raises(SchemaMismatchError, match="'id' is INT64, expected VARCHAR"):
+            open_store(target_for_store(store), collection=name, dim=64)
+    finally:
+        client.drop_collection(name)
+
+
+def target_for_store(store) -> str:
+    return store.target.uri if not store.target.lite else f"milvus:{store.target.uri}"
+
+
+# ---------------------------------------------------------------------------- upsert
+def test_upsert_mixed_rows_reports_bad_ones(store_factory, embedder, media, tmp_path):
+    store = store_factory(embedder=embedder, fields={"color": str})
+    rows = corpus(media) + [
+        {"id": "v0", "vector": np.ones(DIM, np.float32), "color": "red"},
+        {"id": "missing", "image": str(tmp_path / "nope.png"), "color": "red"},
+        {"id": "wrongdim", "vector": np.ones(7, np.float32)},
+        {"id": "badfield", "text": "x", "colour": "red"},
+        {"id": "badtype", "text": "x", "color": 3},
+    ]
+    report = store.upsert(rows)
+    failed = dict(report.failed)
+    assert set(failed) == {"missing", "wrongdim", "badfield", "badtype"}
+    assert "nope.png" in failed["missing"] or "not found" in failed["missing"].lower()
+    assert "7 dims" in failed["wrongdim"] and "colour" in failed["badfield"] and "color" in failed["badtype"]
+    assert sorted(report.written) == sorted(["t0", "t1", "t2", "i0", "i1", "f0", "v0"])
+    assert len(report.written) + len(report.failed) == len(rows)
+    assert store.count() == 7
+    got = {r["id"]: r for r in store.client.get(store.collection, ids=["i0", "f0", "v0"],
+                                                 output_fields=["media", "modality", "text"])}
+    assert got["i0"]["media"] == media[0] and got["i0"]["modality"] == "image"
+    assert got["f0"]["modality"] == "vl" and got["f0"]["text"] == "a cat photo"
+    # idempotent: the same rows again leave the same count
+    again = store.upsert(rows)
+    assert sorted(again.written) == sorted(report.written) and store.count() == 7
+
+
+def test_rows_without_ids_get_stable_ids(store_factory, embedder):
+    store = store_factory(embedder=embedder)
+    first = store.upsert([{"text": "one"}, {"text": "two"}])
+    second = store.upsert([{"text": "one"}, {"text": "two"}])
+    assert first.written == second.written and len(set(first.written)) == 2 and store.count() == 2
+
+
+def test_an_embedder_crash_fails_its_rows_not_the_upsert(store_factory):
+    class CrashingEmbedder:
+        dim = 64
+
+        def embed_documents(self, items, **kwargs):
+            raise RuntimeError("CUDA out of memory")
+
+    store = store_factory(embedder=CrashingEmbedder(), dim=64)
+    report = store.upsert([{"id": "a", "text": "x"}, {"id": "b", "vector": np.ones(64)}], batch_size=1)
+    assert report.written == ["b"]
+    assert report.failed == [("a", "embedding failed: RuntimeError: CUDA out of memory")]
+
+
+def test_duplicate_ids_in_one_batch_are_merged(store_factory, embedder):
+    store = store_factory(embedder=embedder)
+    report = store.upsert([{"id": "d", "text": "first"}, {"id": "e", "text": "other"}, {"id": "d", "text": "last"}])
+    assert report.ok and store.count() == 2
+    assert store.client.get(store.collection, ids=["d"], output_fields=["text"])[0]["text"] == "last"
+
+
+@pytest.mark.parametrize("dim", [3000, 4096])
+def test_precomputed_vectors_at_large_dims(store_factory, dim):
+    store = store_factory(dim=dim)  # no embedder: a vector-only store
+    rng = np.random.default_rng(dim)
+    vecs = rng.normal(size=(12, dim)).astype(np.float32)
+    report = store.upsert([{"id": f"r{i}", "vector": v, "metadata": {"i": i}} for i, v in enumerate(vecs)]
+                          + [{"id": "text-only", "text": "needs an embedder"}])
+    assert report.failed == [("text-only", report.failed[0][1])] and "no embedder" in report.failed[0][1]
+    assert store.count() == 12
+    hits = store.search(vecs[7], k=3)
+    assert hits[0].id == "r7" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].fields["metadata"] == {"i": 7}
+    with pytest.raises(InputError, match=f"3 dims, the store has {dim}"):
+        store.search([0.1, 0.2, 0.3])
+    with pytest.raises(InputError, match="no embedder"):
+        store.search("a text query")
+
+
+def test_byte_budget_splits_requests(store_factory, caplog):
+    store = store_factory(dim=64)
+    rng = np.random.default_rng(3)
+    rows = [{"id": f"r{i}", "vector": rng.normal(size=64)} for i in range(20)]
+    with caplog.at_level(logging.DEBUG, logger="connectors.milvus"):
+        report = store.upsert(rows, max_bytes=1200)  # ~400 bytes a row: <= 3 rows a request
+    writes = [r for r in caplog.records if r.getMessage().startswith("milvus upsert:")]
+    sizes = [int(r.getMessage().split()[2]) for r in writes]
+    assert report.ok and store.count() == 20
+    assert len(writes) >= 7 and max(sizes) <= 3 and sum(sizes) == 20
+
+
+# ---------------------------------------------------------------------------- search
+def test_search_finds_the_item_itself_and_filters(store_factory, embedder, media):
+    store = store_factory(embedder=embedder, fields={"color": str})
+    assert store.upsert(corpus(media)).ok
+    for row in corpus(media):  # each stored item, embedded as a document, finds itself first
+        item = {k: row[k] for k in ("text", "image") if k in row}
+        vec = embedder.embed_documents([item], dim=DIM)[0]
+        hit = store.search(vec, k=1)[0]
+        assert hit.id == row["id"] and hit.score == pytest.approx(1.0, abs=1e-3)
+    hits = store.search("a red apple", k=6)
+    assert len(hits) == 6 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert set(hits[0].fields) == {"text", "media", "modality", "metadata", "color"}
+    red = store.search({"image": media[0]}, k=10, filter='color == "red"')
+    assert {h.id for h in red} == {"t0", "i0", "f0"}
+    by_meta = store.search("anything", k=10, filter='metadata["n"] >= 4', output_fields=["color"])
+    assert {h.id for h in by_meta} == {"i1", "f0"} and set(by_meta[0].fields) == {"color"}
+    with pytest.raises(InputError, match="filter 'colour =="):
+        store.search("x", filter='colour == "red"')
+    with pytest.raises(InputError, match="unknown output field"):
+        store.search("x", output_fields=["nope"])
+
+
+def test_rerank_orders_by_rerank_score(store_factory, embedder, reranker, media):
+    store = store_factory(embedder=embedder, fields={"color": str})
+    assert store.upsert(corpus(media)).ok
+    hits = store.search("a red apple", k=3, rerank=reranker, candidates=6)
+    assert len(hits) == 3 and all(h.rerank_score is not None for h in hits)
+    assert [h.rerank_score for h in hits] == sorted((h.rerank_score for h in hits), reverse=True)
+    plain = {h.id: h.score for h in store.search("a red apple", k=6)}
+    assert all(h.score == pytest.approx(plain[h.id], abs=1e-5) for h in hits)
+    red = store.search("a red apple", k=5, rerank=reranker, filter='color == "red"')
+    assert {h.id for h in red} == {"t0", "i0", "f0"}
+    with pytest.raises(InputError, match="rerank needs the query item"):
+        store.search(np.ones(DIM, np.float32), rerank=reranker)
+
+
+def test_rerank_keeps_unloadable_candidate_at_its_vector_rank(store_factory, embedder, reranker, tmp_path, caplog):
+    store = store_factory(embedder=embedder)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"gone{i}.png"
+        make_image(64, 64, seed=50 + i).save(p)
+        paths.append(str(p))
+    assert store.upsert([{"id": f"g{i}", "image": p} for i, p in enumerate(paths)]
+                        + [{"id": "txt", "text": "a photo"}]).ok
+    os.remove(paths[1])
+    with caplog.at_level(logging.WARNING):
+        hits = store.search("a photo", k=4, rerank=reranker, candidates=4)
+    assert [h.id for h in hits][-1] == "g1" and hits[-1].rerank_score is None
+    assert all(h.rerank_score is not None for h in hits[:-1]) and len(hits) == 4
+    assert any("g1" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+def test_coarse_field_shortlists_then_rescores_at_full_dim(store_factory, embedder, media):
+    store = store_factory(embedder=embedder, coarse_dim=64, fields={"color": str})
+    desc = store.client.describe_collection(store.collection)
+    assert {f["name"]: f["params"].get("dim") for f in desc["fields"]}["coarse_vector"] == 64
+    rows = corpus(media)
+    assert store.upsert(rows).ok
+    stored = store.client.get(store.collection, ids=["t1"], output_fields=["vector", "coarse_vector"])[0]
+    full = np.asarray(stored["vector"], np.float32)
+    coarse = full[:64] / np.linalg.norm(full[:64])
+    assert np.allclose(stored["coarse_vector"], coarse, atol=1e-5)  # the MRL prefix
+    hits = store.search(full, k=3)
+    assert hits[0].id == "t1" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    # scores are full-dim cosines, not coarse ones
+    q = embedder.embed_queries(["a blue car"], dim=DIM)[0]
+    got = store.search("a blue car", k=6)
+    vecs = {r["id"]: np.asarray(r["vector"]) for r in store.client.get(store.collection, ids=[h.id for h in got],
+                                                                       output_fields=["vector"])}
+    for h in got:
+        assert h.score == pytest.approx(float(vecs[h.id] @ q / np.linalg.norm(vecs[h.id])), abs=1e-4)
+    assert [h.score for h in got] == sorted((h.score for h in got), reverse=True)
+    assert {h.id for h in store.search("x", k=10, filter='color == "blue"')} == {"t1", "i1"}
+    reranked = store.search("a blue car", k=2, rerank=None, coarse_candidates=6)
+    assert [h.id for h in reranked] == [h.id for h in got[:2]]
+
+
+# ---------------------------------------------------------------------------- lifecycle
+def test_delete_count_drop_close(store_factory, embedder):
+    store = store_factory(embedder=embedder)
+    assert store.upsert([{"id": str(i), "text": f"row {i}"} for i in range(5)]).ok
+    store.delete(["1", "3", "does-not-exist"])
+    store.delete([])
+    assert store.count() == 3
+    assert {h.id for h in store.search("row", k=10)} == {"0", "2", "4"}
+    store.drop()
+    assert not store.client.has_collection(store.collection)
+    with pytest.raises(NotFoundError, match="create"):
+        store.upsert([{"id": "x", "text": "y"}])
+    with pytest.raises(NotFoundError):
+        store.count()
+    store.create()  # the same layout again
+    assert store.count() == 0
+    store.close()
+    store.close()
+    with pytest.raises(ConnectorError, match="closed"):
+        store.count()
+
+
+# ---------------------------------------------------------------------------- pymilvus integration
+def test_embedding_function_is_pymilvus_model_compatible(store_factory, embedder, media):
+    from connectors.milvus import QwenVLEmbeddingFunction
+
+    ef = QwenVLEmbeddingFunction(embedder, dim=64)
+    assert ef.dim == 64 and QwenVLEmbeddingFunction(embedder).dim == DIM
+    docs = ["a red apple", "a blue car", {"image": media[0]}]
+    dvecs = ef.encode_documents(docs)
+    qvecs = ef.encode_queries(["a red apple"])
+    assert isinstance(dvecs, list) and len(dvecs) == 3 and all(isinstance(v, np.ndarray) for v in dvecs)
+    assert dvecs[0].shape == (64,) and qvecs[0].shape == (64,)
+    assert np.allclose(ef(docs[:1])[0], dvecs[0])
+    # the plain pymilvus flow
+    store = store_factory(dim=64)  # only for a collection name and cleanup
+    client, name = store.client, store.collection + "_ef"
+    client.create_collection(name, dimension=ef.dim, id_type="string", max_length=64)
+    try:
+        client.insert(name, [{"id": f"d{i}", "vector": v} for i, v in enumerate(dvecs)])
+        res = client.search(name, data=[dvecs[2].tolist()], limit=1)
+        assert res[0][0]["id"] == "d2"
+    finally:
+        client.drop_collection(name)
+
+
+@pytest.fixture()
+def openai_service(embedder):
+    """``qvl serve``'s app over the tiny embedder, on a free local port: ``(base_url, requests seen)``."""
+    try:
+        import uvicorn
+
+        from embedder.service import ServiceSettings
+        from embedder.service.app import create_app
+    except ImportError as exc:
+        skip_or_fail(f"the embedding service (embedder.service, uvicorn) is not importable: {exc}")
+    seen: list[str] = []
+
+    class Counting:
+        """ASGI middleware counting the requests Milvus makes."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    app = Counting(create_app(ServiceSettings(), embedder=embedder))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the embedding service did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1", seen
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_text_embedding_function_in_milvus_lite(store_factory, openai_service, embedder):
+    from pymilvus import DataType
+
+    from connectors.milvus import add_text_embedding_function, text_embedding_function
+
+    if os.environ.get("MILVUS_URI"):
+        pytest.skip("a Milvus server cannot reach this test's local embedding service")
+    base_url, seen = openai_service
+    store = store_factory(dim=64)
+    client, name = store.client, store.collection + "_fn"
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("text", DataType.VARCHAR, max_length=1000)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=64)
+    schema.add_function(text_embedding_function(base_url=base_url, model_name="qwen3-vl-tiny", dim=64,
+                                                input_field="text", output_field="vector"))
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+    client.create_collection(name, schema=schema, index_params=index)
+    try:
+        texts = ["a red apple", "a blue car", "green leaves"]
+        client.insert(name, [{"id": f"s{i}", "text": t} for i, t in enumerate(texts)])  # Milvus embeds
+        assert "/v1/embeddings" in seen, "Milvus Lite never called the embedding service"
+        stored = client.get(name, ids=["s1"], output_fields=["vector"])[0]["vector"]
+        assert np.allclose(stored, embedder.embed_documents(["a blue car"], dim=64)[0], atol=1e-4)
+        res = client.search(name, data=["a blue car"], anns_field="vector", limit=1)  # Milvus embeds the query
+        assert res[0][0]["id"] == "s1"
+        with pytest.raises(ConnectorError, match="Milvus Lite .* cannot add a function .*text_embedding_function"):
+            add_text_embedding_function(client, name, base_url=base_url, model_name="qwen3-vl-tiny", dim=64,
+                                        input_field="text", output_field="vector")
+    finally:
+        client.drop_collection(name)
+
+
+def test_add_text_embedding_function_on_a_server(store_factory):
+    """Adding a function to an existing collection needs a Milvus 2.6 server (not in CI)."""
+    if not os.environ.get("MILVUS_URI") or not os.environ.get("QVL_OPENAI_BASE_URL"):
+        pytest.skip("needs a Milvus 2.6 server (MILVUS_URI) and a qvl serve OpenAI endpoint reachable from it "
+                    "(QVL_OPENAI_BASE_URL): Milvus Lite cannot add functions to existing collections")
+    from connectors.milvus import add_text_embedding_function
+
+    store = store_factory(dim=64)
+    fn = add_text_embedding_function(store.client, store.collection, base_url=os.environ["QVL_OPENAI_BASE_URL"],
+                                     model_name=os.environ.get("QVL_MODEL", "qwen3-vl"), dim=64,
+                                     input_field="text", output_field="vector")
+    desc = store.client.describe_collection(store.collection)
+    assert any(f.get("name") == fn.name for f in desc.get("functions", []))
