@@ -1,0 +1,163 @@
+"""``qvl pg``: keep a Postgres table's embeddings in sync from the command line.
+
+* ``qvl pg sync``: add the embedding column (or side table) and index to an existing table,
+  install the triggers, and queue the rows without an embedding.
+* ``qvl pg worker``: embed queued rows in batches (``--once``: until the queue is drained).
+* ``qvl pg status``: rows, embeddings, queue and failures.
+
+Example::
+
+    qvl pg sync   --dsn postgresql://app@db/shop --table products --text-col title --image-col photo --dim 1024
+    qvl pg worker --dsn postgresql://app@db/shop --table products --model Qwen/Qwen3-VL-Embedding-2B --once
+    qvl pg status --dsn postgresql://app@db/shop --table products
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``qvl pg {sync,worker,status}`` to the ``qvl`` parser's subparsers."""
+    pg = subparsers.add_parser("pg", help="Postgres/pgvector: sync an existing table's embeddings",
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = pg.add_subparsers(dest="pg_command", metavar="PG_COMMAND")
+    pg.set_defaults(func=lambda args: (pg.print_help(), 2)[1])
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dsn", default=os.environ.get("DATABASE_URL"),
+                       help="postgresql:// URL (default: $DATABASE_URL)")
+        p.add_argument("--table", required=True, help="existing table (table or schema.table)")
+        p.add_argument("--pk", help="primary-key column (default: detected)")
+        p.add_argument("--text-col", help="column holding text")
+        p.add_argument("--image-col", help="column holding image paths/URLs/bytes")
+        p.add_argument("--video-col", help="column holding video paths/URLs")
+        p.add_argument("--mode", choices=["column", "side_table"], help="embedding column (default) or side table")
+        p.add_argument("--dim", type=int, help="embedding dimension (default: the existing column's, else the model's)")
+        p.add_argument("--storage", default="auto",
+                       choices=["auto", "vector", "halfvec", "subvector", "binary", "exact"])
+        p.add_argument("--model", help="embedding model directory or hub id")
+        p.add_argument("--device", default="auto", help="torch device for --model (default: auto)")
+        p.add_argument("--batch-size", type=int, default=32, help="rows per batch (default: 32)")
+
+    p_sync = sub.add_parser("sync", help="add embedding storage and triggers, queue rows without embeddings")
+    common(p_sync)
+    p_sync.add_argument("--no-enqueue", action="store_true", help="do not queue the existing rows")
+    p_sync.set_defaults(func=cmd_sync)
+
+    p_worker = sub.add_parser("worker", help="embed queued rows")
+    common(p_worker)
+    p_worker.add_argument("--once", action="store_true", help="exit when no queued row is ready")
+    p_worker.add_argument("--max-attempts", type=int, default=3, help="failures before a row is set aside (default: 3)")
+    p_worker.add_argument("--retry-delay", type=float, default=5.0, help="seconds before the first retry (default: 5)")
+    p_worker.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls of an empty queue")
+    p_worker.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_worker.set_defaults(func=cmd_worker)
+
+    p_status = sub.add_parser("status", help="rows, embeddings, queue and failures")
+    common(p_status)
+    p_status.add_argument("--show-failed", action="store_true", help="list the failed rows with their reasons")
+    p_status.set_defaults(func=cmd_status)
+    return pg
+
+
+def _embedder(args: argparse.Namespace) -> Any:
+    if not args.model:
+        return None
+    if args.model.startswith(("http://", "https://")):
+        from embedder import RemoteEmbedder
+
+        return RemoteEmbedder(args.model)
+    from embedder import Embedder
+
+    return Embedder.from_pretrained(args.model, device=args.device)
+
+
+def _attach(args: argparse.Namespace, embedder: Any) -> Any:
+    from connectors.pgvector import attach
+    from embedder.errors import InputError
+
+    if not args.dsn:
+        raise InputError("pass --dsn (or set DATABASE_URL)")
+    return attach(args.dsn, table=args.table, primary_key=args.pk, text_column=args.text_col,
+                  image_column=args.image_col, video_column=args.video_col, embedder=embedder, dim=args.dim,
+                  mode=args.mode, storage=args.storage, backfill=False, batch_size=args.batch_size)
+
+
+def _run(args: argparse.Namespace, body: Any) -> int:
+    import sys
+
+    from embedder.errors import QVLError
+
+    try:
+        return int(body() or 0)
+    except QVLError as exc:
+        print(f"qvl pg {args.pg_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``qvl pg sync``: prepare storage and triggers, queue the backlog, print a summary."""
+    def body() -> int:
+        from connectors.pgvector_sync import install_sync, sync_status
+
+        emb = _embedder(args) if args.dim is None else None
+        try:
+            with _attach(args, emb) as store:
+                queued = install_sync(store, enqueue_existing=not args.no_enqueue)
+                st = sync_status(store)
+                print(f"sync installed on {store.table} ({store.layout.mode}, {store.plan.column_sql}, "
+                      f"storage {store.plan.storage}): {queued} rows queued; {st.embedded}/{st.rows} embedded, "
+                      f"{st.queued} queued, {st.failed} failed")
+        finally:
+            if emb is not None:
+                emb.close()
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``qvl pg worker``: embed queued rows; print a summary."""
+    def body() -> int:
+        from connectors.pgvector_sync import Worker, sync_status
+        from embedder.errors import InputError
+
+        if not args.model:
+            raise InputError("pass --model (a model directory, hub id, or http(s):// URL of qvl serve)")
+        emb = _embedder(args)
+        try:
+            with _attach(args, emb) as store:
+                worker = Worker(store, batch_size=args.batch_size, max_attempts=args.max_attempts,
+                                retry_delay=args.retry_delay)
+                report = worker.run(once=args.once, poll_interval=args.poll_interval,
+                                    show_progress=not args.no_progress)
+                st = sync_status(store)
+                print(f"worker on {store.table}: {len(report.embedded)} embedded, {len(report.cleared)} cleared, "
+                      f"{len(report.retried)} to retry, {len(report.failed)} failed in {report.batches} batches; "
+                      f"now {st.embedded}/{st.rows} embedded, {st.queued} queued, {st.failed} failed")
+                for key, reason in report.failed:
+                    print(f"  failed {key}: {reason}")
+        finally:
+            emb.close()
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``qvl pg status``: print counts (and the failed rows with ``--show-failed``)."""
+    def body() -> int:
+        from connectors.pgvector_sync import failed_rows, sync_status
+
+        with _attach(args, None) as store:
+            st = sync_status(store)
+            print(f"{store.table}: {st.rows} rows, {st.embedded} embedded, {st.queued} queued "
+                  f"({st.ready} ready), {st.failed} failed; triggers {'installed' if st.installed else 'not installed'}")
+            if args.show_failed and st.installed:
+                for row in failed_rows(store):
+                    print(f"  failed {row.key} after {row.attempts} attempts: {row.reason}")
+        return 0
+
+    return _run(args, body)

