@@ -1,0 +1,130 @@
+"""One behavioural suite for every backend, and congruence with the exact numpy store.
+
+Each backend module ``tests/connectors/backend_<name>.py`` provides
+``open_test_store(tmp_path, name, *, embedder, dim, **kwargs)``; adding a database adds
+one module and one entry in :data:`BACKENDS`.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+import numpy as np
+import pytest
+
+import connectors
+
+from ..conftest import make_image
+
+# backend -> open_store kwargs that make its index exact for the congruence test
+BACKENDS = {
+    "memory": {},
+    "milvus": {"index": "FLAT"},
+    "pgvector": {},
+    "weaviate": {},
+}
+DIM = 64
+
+
+@contextlib.contextmanager
+def open_store(backend: str, tmp_path, name: str, *, embedder, dim: int, **kwargs):
+    if backend == "memory":
+        store = connectors.connect("memory:", collection=name, embedder=embedder, dim=dim)
+        store.create(fields=kwargs.get("fields"))
+        yield store
+        store.drop()
+        return
+    module = importlib.import_module(f"tests.connectors.backend_{backend}")
+    with module.open_test_store(tmp_path, name, embedder=embedder, dim=dim, **kwargs) as store:
+        yield store
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request):
+    return request.param
+
+
+@pytest.fixture()
+def store(backend, tmp_path, request, embedder):
+    with open_store(backend, tmp_path, "contract_" + request.node.name, embedder=embedder, dim=DIM,
+                    fields={"color": str}) as s:
+        yield s
+
+
+def test_is_a_store(store):
+    assert isinstance(store, connectors.Store)
+    assert store.dim == DIM and store.count() == 0
+
+
+def test_mixed_rows_land_and_bad_rows_are_reported(store, image_files, tmp_path):
+    rows = [
+        {"id": "text", "text": "a red car", "color": "red"},
+        {"id": "image", "image": image_files[0], "color": "blue"},
+        {"id": "fused", "text": "a caption", "image": image_files[1], "color": "red"},
+        {"id": "vector", "vector": np.full(DIM, 0.125, dtype=np.float32), "text": "precomputed", "color": "green"},
+        {"id": "missing", "image": str(tmp_path / "gone.png"), "color": "red"},
+    ]
+    report = store.upsert(rows)
+    assert sorted(report.written) == ["fused", "image", "text", "vector"]
+    assert [rid for rid, _ in report.failed] == ["missing"]
+    assert "file not found" in report.failed[0][1]
+    assert store.count() == 4
+    again = store.upsert(rows[:4])
+    assert again.ok and store.count() == 4
+
+
+def test_items_find_themselves_with_their_fields(store, embedder, image_files):
+    rows = [{"id": "t", "text": "a red car", "color": "red"},
+            {"id": "i", "image": image_files[0], "color": "blue"},
+            {"id": "f", "text": "a caption", "image": image_files[2], "color": "red"}]
+    assert store.upsert(rows).ok
+    for row in rows:
+        item = {k: v for k, v in row.items() if k in ("text", "image")}
+        vec = embedder.embed_documents([item], dim=DIM)[0]
+        hit = store.search(vec, k=1)[0]
+        assert hit.id == row["id"] and hit.score == pytest.approx(1.0, abs=1e-3)
+        assert hit.rerank_score is None
+        assert hit.fields["color"] == row["color"]
+        assert hit.fields.get("text") == row.get("text")
+    assert store.search(embedder.embed_documents([{"image": image_files[0]}], dim=DIM)[0], k=1)[0].fields[
+        "media"] == image_files[0]
+
+
+def test_search_then_rerank_gives_both_scores(store, reranker):
+    store.upsert([{"id": str(i), "text": t, "color": "x"} for i, t in enumerate(
+        ["a red car", "a blue car", "stock market", "weather today", "red apples", "a red bicycle"])])
+    hits = store.search("red car", k=3, rerank=reranker, candidates=6)
+    assert len(hits) == 3
+    assert all(h.rerank_score is not None and 0 < h.rerank_score < 1 for h in hits)
+    assert [h.rerank_score for h in hits] == sorted((h.rerank_score for h in hits), reverse=True)
+    plain = {h.id: h.score for h in store.search("red car", k=6)}
+    for h in hits:
+        assert h.score == pytest.approx(plain[h.id], abs=1e-3)
+
+
+def test_delete_and_count(store):
+    store.upsert([{"id": str(i), "vector": np.random.RandomState(i).rand(DIM), "text": "x", "color": "c"}
+                  for i in range(5)])
+    assert store.count() == 5
+    store.delete(["1", "3"])
+    assert store.count() == 3
+
+
+def test_congruence_with_the_exact_store(backend, tmp_path, request):
+    """Same rows, same queries: every backend returns the exact top-k of the numpy oracle."""
+    rng = np.random.RandomState(42)
+    vectors = rng.normal(size=(40, DIM)).astype(np.float32)
+    queries = rng.normal(size=(5, DIM)).astype(np.float32)
+    rows = [{"id": f"r{i}", "vector": v, "text": f"row {i}"} for i, v in enumerate(vectors)]
+    oracle = connectors.connect("memory:", dim=DIM)
+    oracle.create()
+    oracle.upsert(rows)
+    with open_store(backend, tmp_path, "congruence_" + request.node.name, embedder=None, dim=DIM,
+                    **BACKENDS[backend]) as store:
+        report = store.upsert(rows)
+        assert report.ok and store.count() == 40
+        for q in queries:
+            expected = oracle.search(q, k=5)
+            got = store.search(q, k=5)
+            assert [h.id for h in got] == [h.id for h in expected]
+            assert np.allclose([h.score for h in got], [h.score for h in expected], atol=1e-3)

@@ -1,0 +1,363 @@
+"""The Weaviate connector against a real Weaviate server (no mocks).
+
+One server per test session (``weaviate_server.SHARED``; ``WEAVIATE_URL`` for an external
+one); each test has its own collection. The server-side tests also start ``qvl serve`` on
+the tiny checkpoints, on the port the server's modules were pointed at.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.connectors.backend_weaviate import drop_collection, open_test_store, test_collection_name, test_server
+from tests.conftest import make_image, skip_or_fail
+from tests.connectors.weaviate_server import SHARED, ServerUnavailable, WeaviateServer, wait_http
+
+pytest.importorskip("weaviate", reason="weaviate-client is not installed (pip install 'qwen3-vl-search[weaviate]')")
+
+from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError, UnavailableError  # noqa: E402
+
+DIM = 128
+NAMED = {"full": DIM, "coarse": 64}
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def weaviate_server() -> WeaviateServer:
+    """The shared Weaviate server of this test session (stopped at the end)."""
+    server = test_server()
+    yield server
+    SHARED.stop()
+
+
+@pytest.fixture()
+def store(weaviate_server, embedder, request, tmp_path):
+    """A created, empty store with named vectors full=128, coarse=64 and two user fields."""
+    with open_test_store(tmp_path, request.node.name, embedder=embedder, dim=DIM, named_vectors=NAMED,
+                         fields={"color": str, "price": float}) as s:
+        yield s
+
+
+def _rows(image_files: list[str]) -> list[dict]:
+    return [
+        {"id": "t1", "text": "a red bicycle leaning on a wall", "color": "red", "price": 120.0,
+         "metadata": {"source": "unit", "n": 1}},
+        {"id": "t2", "text": "a bowl of green soup", "color": "green", "price": 8.5},
+        {"id": "i1", "image": image_files[0], "color": "red", "price": 3.0},
+        {"id": "f1", "text": "a blue square", "image": image_files[1], "color": "blue", "price": 42.0},
+        {"id": "v1", "vector": _unit(np.random.RandomState(7).randn(DIM)), "text": "precomputed", "color": "blue",
+         "price": 1.0},
+    ]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _doc_vector(embedder, row: dict, dim: int = DIM) -> np.ndarray:
+    if "vector" in row:
+        return np.asarray(row["vector"], dtype=np.float32)[:dim] / np.linalg.norm(row["vector"][:dim])
+    item = {k: row[k] for k in ("text", "image") if k in row}
+    return embedder.embed_documents([item], dim=dim)[0]
+
+
+# ---------------------------------------------------------------------------- schema
+def test_create_named_vectors_and_reopen_checks(store, weaviate_server, embedder):
+    config = store.collection.config.get()
+    assert set(config.vector_config) == {"full", "coarse"}
+    assert store.dim == DIM and store.fields == {"color": "text", "price": "number"}
+    props = {p.name for p in config.properties}
+    assert {"row_id", "text", "media", "modality", "metadata", "color", "price"} <= props
+    hnsw = config.vector_config["full"].vector_index_config
+    assert hnsw.distance_metric.value == "cosine" and hnsw.max_connections == 32
+
+    from connectors.weaviate import open_store
+
+    target, name = weaviate_server.target, store.name
+    with pytest.raises(SchemaMismatchError, match="coarse"):
+        open_store(target, collection=name, embedder=embedder, named_vectors={"full": DIM, "coarse": 32})
+    with pytest.raises(SchemaMismatchError, match="missing"):
+        open_store(target, collection=name, embedder=embedder, dim=DIM)  # one vector named "default"
+    with open_store(target, collection=name, embedder=embedder, named_vectors=NAMED) as same:
+        assert same.fields == store.fields
+        same.create(fields={"color": str, "price": float}, exist_ok=True)
+        with pytest.raises(SchemaMismatchError, match="price"):
+            same.create(fields={"color": str, "price": int}, exist_ok=True)
+        with pytest.raises(ConnectorError, match="already exists"):
+            same.create(fields={"color": str, "price": float})
+
+
+def test_connection_errors_are_translated(weaviate_server):
+    from connectors.weaviate import open_store
+
+    with pytest.raises(UnavailableError):
+        open_store("weaviate://127.0.0.1:9?grpc=10", collection="Nowhere", dim=DIM)
+    with pytest.raises(InputError):
+        open_store("milvus://127.0.0.1:19530", collection="Nowhere", dim=DIM)
+    with open_store(weaviate_server.target, collection="Missing_" + test_collection_name("x"), dim=DIM) as s:
+        with pytest.raises(NotFoundError):
+            s.upsert([{"id": "a", "vector": np.ones(DIM)}])
+
+
+# ---------------------------------------------------------------------------- upsert and search
+def test_upsert_search_filter_delete(store, embedder, image_files):
+    rows = _rows(image_files)
+    report = store.upsert(rows)
+    assert report.ok, report.failed
+    assert sorted(report.written) == sorted(r["id"] for r in rows)
+    assert store.count() == len(rows)
+
+    again = store.upsert(rows)  # idempotent: same UUIDs, objects replaced
+    assert again.ok and store.count() == len(rows)
+
+    # every item finds itself first, on both named vectors (coarse = MRL prefix)
+    for row in rows:
+        for name, d in NAMED.items():
+            hits = store.search(_doc_vector(embedder, row, d), k=3, target_vector=name)
+            assert hits[0].id == row["id"], (name, row["id"], [(h.id, h.score) for h in hits])
+            assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+    full = store.search(_doc_vector(embedder, rows[3]), k=1)[0]  # precomputed full-dim query on "coarse"
+    assert full.id == "f1"
+    assert store.search(_doc_vector(embedder, rows[3]), k=1, target_vector="coarse")[0].id == "f1"
+
+    hit = store.search(_doc_vector(embedder, rows[0]), k=1)[0]
+    assert hit.fields["text"] == rows[0]["text"] and hit.fields["color"] == "red"
+    assert hit.fields["metadata"] == {"source": "unit", "n": 1} and hit.fields["modality"] == "text"
+    assert hit.rerank_score is None
+    image_hit = store.search(_doc_vector(embedder, rows[2]), k=1)[0]
+    assert image_hit.fields["media"] == image_files[0] and image_hit.fields["modality"] == "image"
+    assert store.search(_doc_vector(embedder, rows[3]), k=1)[0].fields["modality"] == "vl"
+
+    # text query through the embedder; multi-target search over both named vectors
+    assert len(store.search("a red bicycle", k=3)) == 3
+    assert store.search(_doc_vector(embedder, rows[1]), k=2, target_vector=["full", "coarse"])[0].id == "t2"
+
+    # filters: native weaviate Filter objects pass through; dicts are equalities
+    from weaviate.classes.query import Filter
+
+    reds = store.search("anything red", k=10, filter=Filter.by_property("color").equal("red"))
+    assert sorted(h.id for h in reds) == ["i1", "t1"]
+    cheap = store.search("x", k=10, filter=Filter.by_property("price").less_than(10.0))
+    assert sorted(h.id for h in cheap) == ["i1", "t2", "v1"]
+    blue = store.search("x", k=10, filter={"color": "blue", "modality": ["vl", "text"]})
+    assert sorted(h.id for h in blue) == ["f1", "v1"]
+
+    store.delete(["t1", "i1", "does-not-exist"])
+    assert store.count() == len(rows) - 2
+    assert "t1" not in {h.id for h in store.search("a red bicycle", k=10)}
+
+
+def test_bad_rows_are_reported_with_id_and_reason(store, embedder):
+    rows = [
+        {"id": "good", "text": "fine"},
+        {"id": "empty"},                                       # client side: nothing to embed
+        {"id": "short", "vector": np.ones(10)},                # client side: wrong dim
+        {"id": "badtype", "text": "x", "price": "not a number"},  # Weaviate's failed_objects
+        {"id": "unknown", "text": "y", "size": 3},             # undeclared field
+        {"id": "good2", "text": "also fine", "price": 2.0},
+    ]
+    report = store.upsert(rows)
+    assert sorted(report.written) == ["good", "good2"]
+    failed = dict(report.failed)
+    assert set(failed) == {"empty", "short", "badtype", "unknown"}
+    assert "no text" in failed["empty"] and "dims" in failed["short"] and "size" in failed["unknown"]
+    assert "price" in failed["badtype"]  # Weaviate's own message names the property
+    assert store.count() == 2
+
+
+def test_client_side_rerank_gives_both_scores(store, embedder, reranker, image_files):
+    store.upsert(_rows(image_files))
+    query = "a red bicycle"
+    hits = store.search(query, k=3, rerank=reranker, candidates=5)
+    assert len(hits) == 3
+    reranked = [h for h in hits if h.rerank_score is not None]
+    assert reranked, hits
+    scores = [h.rerank_score for h in reranked]
+    assert scores == sorted(scores, reverse=True)
+    for h in hits:
+        assert -1.0 <= h.score <= 1.0
+    from connectors.core import document_item
+
+    for h in reranked:  # our reranker's own score of the stored document
+        want = float(reranker.score(query, [document_item(h.fields)])[0])
+        assert h.rerank_score == pytest.approx(want, abs=1e-4), h.id
+    plain = store.search(query, k=5)
+    assert {h.id for h in hits} <= {h.id for h in plain}  # reranked from the vector candidates
+    with pytest.raises(InputError, match="rerank"):
+        store.search(np.ones(DIM), k=2, rerank=reranker)
+
+
+def test_large_dim_precomputed_store(weaviate_server, request, tmp_path):
+    rng = np.random.RandomState(0)
+    vecs = rng.randn(40, 3000).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    with open_test_store(tmp_path, request.node.name, embedder=None, dim=3000, index="flat") as s:
+        assert s.dim == 3000 and s.named_vectors == {"default": 3000}
+        report = s.upsert([{"id": f"r{i}", "vector": v, "metadata": {"i": i}} for i, v in enumerate(vecs)]
+                          + [{"id": "needs-embedder", "text": "no embedder here"}])
+        assert len(report.written) == 40
+        assert report.failed and report.failed[0][0] == "needs-embedder" and "embedder" in report.failed[0][1]
+        for i in (0, 17, 39):
+            hit = s.search(vecs[i], k=1)[0]
+            assert hit.id == f"r{i}" and hit.fields["metadata"] == {"i": i}
+        with pytest.raises(InputError, match="3000"):
+            s.search(np.ones(128), k=1)
+
+
+def test_metadata_as_object(weaviate_server, embedder, request, tmp_path):
+    with open_test_store(tmp_path, request.node.name, embedder=embedder, dim=DIM,
+                         metadata_fields={"source": str, "n": int}, batching="fixed_size") as s:
+        props = {p.name: p for p in s.collection.config.get().properties}
+        assert props["metadata"].data_type.value == "object"
+        report = s.upsert([{"id": "a", "text": "alpha", "metadata": {"source": "unit", "n": 3}},
+                           {"id": "b", "text": "beta", "metadata": {"n": "three"}}])  # wrong type
+        assert report.written == ["a"] and report.failed[0][0] == "b"
+        hit = s.search(embedder.embed_documents([{"text": "alpha"}], dim=DIM)[0], k=1)[0]
+        assert hit.id == "a" and hit.fields["metadata"] == {"source": "unit", "n": 3}
+
+
+def test_missing_binary_reason(monkeypatch, tmp_path):
+    from tests.connectors.weaviate_server import ensure_binary
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `go`
+    with pytest.raises(ServerUnavailable, match="go"):
+        ensure_binary()
+
+
+def test_delete_count_drop_close(weaviate_server, embedder, request, tmp_path):
+    from connectors import connect
+
+    with open_test_store(tmp_path, request.node.name, embedder=embedder, dim=64, batching="dynamic") as s:
+        assert s.count() == 0
+        s.upsert([{"id": str(i), "text": f"row {i}"} for i in range(30)])
+        assert s.count() == 30
+        s.delete([str(i) for i in range(10)])
+        assert s.count() == 20
+        s.delete([])
+        # the registry finds this connector; a second handle sees the same collection
+        with connect(weaviate_server.target, collection=s.name, embedder=embedder, dim=64) as other:
+            assert other.count() == 20
+            other.drop()
+            other.drop()  # idempotent
+        assert not s.exists()
+        with pytest.raises(NotFoundError):
+            s.upsert([{"id": "x", "text": "y"}])
+        s.close()
+        s.close()  # idempotent
+        with pytest.raises(ConnectorError, match="closed"):
+            s.count()
+
+
+# ---------------------------------------------------------------------------- server-side modules
+@pytest.fixture(scope="session")
+def qvl_service(weaviate_server, tiny_embedding_path, tiny_reranker_path, tmp_path_factory):
+    """``qvl serve`` on the tiny checkpoints, on the port the server's modules call."""
+    if not (REPO / "embedder" / "service" / "app.py").exists():
+        skip_or_fail("the embedding service (embedder/service/app.py) is not available")
+    if not weaviate_server.inference_url:
+        skip_or_fail("WEAVIATE_URL is set without WEAVIATE_INFERENCE_URL (the qvl serve URL its modules call)")
+    url = weaviate_server.inference_url
+    port = int(url.rsplit(":", 1)[1].rstrip("/"))
+    log_path = tmp_path_factory.mktemp("qvl-serve") / "serve.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "connectors.cli", "serve", "--model", str(tiny_embedding_path),
+             "--reranker", str(tiny_reranker_path), "--host", "127.0.0.1", "--port", str(port),
+             "--default-dim", str(DIM)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_http(f"{url}/.well-known/ready", timeout=120, process=proc, what="qvl serve")
+    except ServerUnavailable as exc:
+        proc.terminate()
+        proc.wait(timeout=20)
+        tail = log_path.read_text(errors="replace")[-3000:]
+        pytest.fail(f"{exc}\n--- qvl serve log ---\n{tail}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _png_b64(seed: int) -> str:
+    buf = io.BytesIO()
+    make_image(72, 56, seed=seed).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _cos(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_server_side_vectorizer_and_reranker(weaviate_server, qvl_service, embedder, reranker, request):
+    from weaviate.classes.data import DataObject
+    from weaviate.classes.query import MetadataQuery, Rerank
+
+    from connectors.weaviate import WeaviateTarget, connect_client, create_server_vectorized_collection, row_uuid
+
+    name = test_collection_name(request.node.name)
+    drop_collection(weaviate_server, name)
+    client = connect_client(WeaviateTarget.parse(weaviate_server.target))
+    try:
+        collection = create_server_vectorized_collection(
+            client, name, inference_url=qvl_service, image_fields=["image"], text_fields=["text"],
+            weights={"image": 0.5, "text": 0.5}, text2vec_vector="text", text2vec_dimensions=64, reranker=True)
+        images = {i: _png_b64(10 + i) for i in range(2)}
+        objects = {
+            "cat": {"text": "a small grey cat sleeping"},
+            "soup": {"text": "tomato soup in a white bowl"},
+            "img0": {"image": images[0]},
+            "fused": {"text": "a picture of noise", "image": images[1]},
+        }
+        result = collection.data.insert_many([DataObject(properties=p, uuid=row_uuid(k))
+                                              for k, p in objects.items()])  # no vectors: Weaviate asks qvl serve
+        assert not result.errors, result.errors
+
+        # stored vectors equal the embedder's, at the service's dims
+        for key, props in objects.items():
+            obj = collection.query.fetch_object_by_id(row_uuid(key), include_vector=True)
+            stored = obj.vector["multimodal"]
+            assert len(stored) == DIM
+            parts = [embedder.embed([{"text": props["text"]}], dim=DIM)[0]] if "text" in props else []
+            if "image" in props:
+                parts.append(embedder.embed([{"image": base64.b64decode(props["image"])}], dim=DIM)[0])
+            want = np.mean(parts, axis=0)  # Weaviate's (equal) field weighting for fused objects
+            assert _cos(stored, want) >= 0.9999, key
+            if "text" in props:
+                text_vec = obj.vector["text"]
+                assert len(text_vec) == 64
+                assert _cos(text_vec, embedder.embed([props["text"]], dim=64)[0]) >= 0.9999, key
+
+        # near_text / near_image go through the service and find the right object first
+        res = collection.query.near_text("a small grey cat sleeping", target_vector="multimodal", limit=2)
+        assert res.objects[0].uuid.hex == row_uuid("cat").replace("-", "")
+        res = collection.query.near_image(images[0], target_vector="multimodal", limit=2)
+        assert res.objects[0].uuid.hex == row_uuid("img0").replace("-", "")
+
+        # Weaviate's rerank calls our reranker: same scores, reordered by them
+        query = "a cat"
+        res = collection.query.near_text(query, target_vector="multimodal", limit=4,
+                                         rerank=Rerank(prop="text", query=query),
+                                         return_metadata=MetadataQuery(distance=True))
+        with_text = [o for o in res.objects if o.properties.get("text")]
+        assert with_text
+        want = reranker.score(query, [o.properties["text"] for o in with_text])
+        got = [o.metadata.rerank_score for o in with_text]
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        assert got == sorted(got, reverse=True)
+    finally:
+        client.collections.delete(name)
+        client.close()
