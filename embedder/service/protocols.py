@@ -472,10 +472,11 @@ def weaviate_rerank_response(scores: np.ndarray, request: RerankRequest) -> dict
 
 
 def error_body(protocol: str, *, status: int, code: str, message: str, index: int | None = None,
-               request_id: str = "") -> Any:
+               reason: str | None = None, request_id: str = "") -> Any:
     """The error shape each protocol's clients read.
 
-    * native: ``{"error": {"code", "message", "index"}}``
+    * native: ``{"error": {"code", "message", "index", "reason"}}`` (index and reason
+      for a bad item: the reason is the message without its ``item N:`` prefix)
     * openai: ``{"error": {"message", "type", "param", "code"}}``
     * dashscope: ``{"code", "message", "request_id"}``
     * tei: ``{"error", "error_type"}``
@@ -496,4 +497,6 @@ def error_body(protocol: str, *, status: int, code: str, message: str, index: in
     err: dict = {"code": code, "message": message}
     if index is not None:
         err["index"] = index
+    if reason is not None:
+        err["reason"] = reason
     return {"error": err}

@@ -1,0 +1,547 @@
+"""Clients of ``qvl serve`` with exactly the :class:`~embedder.Embedder` / :class:`~embedder.Reranker` interface.
+
+Anything that accepts a local embedder accepts a :class:`RemoteEmbedder`: the same
+``embed`` / ``embed_queries`` / ``embed_documents`` / ``dim`` (and ``score`` /
+``rerank`` for :class:`RemoteReranker`), the same errors, the same vectors.
+
+* Local media (file paths, :class:`pathlib.Path`, PIL images, bytes, numpy arrays,
+  video files and frame lists) are read here and sent as base64 ``data:`` URIs; URLs
+  and ``data:`` URIs are sent as they are (the server fetches URLs only when started
+  with ``--allow-urls``). Pass ``server_paths=True`` to send path strings unread, for
+  a server started with ``--allow-paths`` that sees the same files.
+* Large calls are split by item count and by request size; vectors travel as base64
+  float32, so they are bit-identical to the server's.
+* 503 (queue full), 504, timeouts and refused connections are retried with
+  exponential backoff (honouring ``Retry-After``); then :class:`~embedder.errors.OverloadedError`
+  (503) or :class:`~embedder.errors.RemoteError`.
+* A bad item raises :class:`~embedder.errors.InputError` naming its index in YOUR
+  list, wherever the call was split.
+
+httpx is imported when the first client is built.
+
+Example:
+    >>> with RemoteEmbedder("http://127.0.0.1:8080") as emb:          # doctest: +SKIP
+    ...     vecs = emb.embed(["a cat", {"image": "cat.jpg"}], dim=512)
+"""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import pathlib
+import random
+import threading
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError, MissingDependencyError, OverloadedError, RemoteError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_MAX_ITEMS = 64
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_VIDEO_MIME = {".mp4": "video/mp4", ".avi": "video/x-msvideo", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
+               ".webm": "video/webm"}
+
+
+# ---------------------------------------------------------------------------- item encoding
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _image_mime(data: bytes) -> str:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return "application/octet-stream"
+
+
+def _pil_to_uri(img: Any) -> str:
+    buf = io.BytesIO()
+    if img.mode in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
+        img.save(buf, format="PNG")
+        return _data_uri(buf.getvalue(), "image/png")
+    img.save(buf, format="TIFF")  # lossless for the other modes (CMYK, YCbCr, F, ...)
+    return _data_uri(buf.getvalue(), "image/tiff")
+
+
+def _read_local(path: str, what: str) -> bytes:
+    if not os.path.exists(path):
+        raise InputError(f"{what} file not found: {path!r}")
+    if not os.path.isfile(path):
+        raise InputError(f"{what} path is not a file: {path!r}")
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _encode_source(source: Any, what: str, *, server_paths: bool) -> str:
+    """One image/video source as something the service accepts (a data URI, URL or server path)."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        return _pil_to_uri(source)
+    if type(source).__module__ == "numpy" and type(source).__name__ == "ndarray":
+        from .items import LoadOptions, open_image
+
+        return _pil_to_uri(open_image(source, LoadOptions()))  # the same array rules as the local embedder
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        return _data_uri(data, _image_mime(data) if what == "image" else "application/octet-stream")
+    if isinstance(source, pathlib.Path):
+        source = str(source)
+    if not isinstance(source, str):
+        raise InputError(f"unsupported {what} source type {type(source).__name__}")
+    lowered = source[:10].lower()
+    if source.startswith("data:") or lowered.startswith(("http://", "https://")):
+        return source
+    if server_paths:
+        return source
+    path = source[7:] if lowered.startswith("file://") else source
+    data = _read_local(path, what)
+    if what == "video":
+        return _data_uri(data, _VIDEO_MIME.get(os.path.splitext(path)[1].lower(), "application/octet-stream"))
+    return _data_uri(data, _image_mime(data))
+
+
+def encode_item(item: Any, index: int | None = None, *, server_paths: bool = False) -> Any:
+    """A caller's item (as :class:`~embedder.Embedder` takes it) in the service's wire form.
+
+    Raises:
+        InputError: the item is malformed or a local file cannot be read (names ``index``).
+    """
+    from PIL import Image
+
+    try:
+        if isinstance(item, str):
+            return item
+        if isinstance(item, (Image.Image, bytes, bytearray, pathlib.Path)) or (
+                type(item).__module__ == "numpy" and type(item).__name__ == "ndarray"):
+            return {"image": _encode_source(item, "image", server_paths=server_paths)}
+        if isinstance(item, dict):
+            out = dict(item)
+            image = item.get("image")
+            if image is not None:
+                if isinstance(image, (list, tuple)):
+                    out["image"] = [_encode_source(s, "image", server_paths=server_paths) for s in image]
+                else:
+                    out["image"] = _encode_source(image, "image", server_paths=server_paths)
+            video = item.get("video")
+            if video is not None:
+                if isinstance(video, (list, tuple)):
+                    frames = []
+                    for j, frame in enumerate(video):
+                        try:
+                            frames.append(_encode_source(frame, "image", server_paths=server_paths))
+                        except InputError as exc:
+                            raise InputError(f"video frame {j}: {exc.reason}") from exc
+                    out["video"] = frames
+                else:
+                    out["video"] = _encode_source(video, "video", server_paths=server_paths)
+            if isinstance(out.get("text"), tuple):
+                out["text"] = list(out["text"])
+            return out
+    except InputError as exc:
+        raise exc.at(index) if index is not None else exc
+    except OSError as exc:
+        raise InputError(f"cannot read or encode the item: {exc}", index=index) from exc
+    raise InputError(f"unsupported item type {type(item).__name__}; expected str, PIL.Image.Image, bytes, "
+                     "pathlib.Path, numpy array or a dict with text/image/video", index=index)
+
+
+def _wire_size(obj: Any) -> int:
+    if isinstance(obj, str):
+        return len(obj) + 8
+    if isinstance(obj, dict):
+        return sum(_wire_size(v) + len(k) + 4 for k, v in obj.items())
+    if isinstance(obj, list):
+        return sum(_wire_size(v) + 1 for v in obj) + 2
+    return 16
+
+
+def _chunks(sizes: Sequence[int], *, max_items: int, max_bytes: int) -> list[range]:
+    out, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= max_items or total + size > max_bytes):
+            out.append(range(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        out.append(range(start, len(sizes)))
+    return out
+
+
+# ---------------------------------------------------------------------------- HTTP plumbing
+class _Http:
+    """A pooled httpx client with retries and the service's error translation."""
+
+    def __init__(self, url: str, *, api_key: str | None, timeout: float, retries: int, backoff: float,
+                 transport: Any = None) -> None:
+        try:
+            import httpx
+        except ImportError as exc:
+            raise MissingDependencyError("httpx", "server", "RemoteEmbedder / RemoteReranker") from exc
+        self._httpx = httpx
+        self.url = url.rstrip("/")
+        for suffix in ("/v1/embed", "/v1/rerank", "/v1"):
+            if self.url.endswith(suffix):
+                self.url = self.url[: -len(suffix)]
+                break
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
+        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self._closed = False
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send with retries; return the decoded JSON body or raise a translated error."""
+        httpx = self._httpx
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            wait = self.backoff * (2 ** attempt) * (1 + 0.25 * random.random())
+            try:
+                resp = self._client.request(method, path, json=body)
+            except (httpx.TimeoutException, httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                last = RemoteError(f"{method} {self.url}{path} failed: {type(exc).__name__}: {exc}",
+                                   code="timeout" if isinstance(exc, httpx.TimeoutException) else "unavailable")
+                last.__cause__ = exc
+            else:
+                if resp.status_code < 400:
+                    return resp.json()
+                if resp.status_code not in (503, 504):
+                    raise _translate(resp, method, path)
+                last = _translate(resp, method, path)
+                retry_after = resp.headers.get("retry-after", "")
+                if retry_after.replace(".", "", 1).isdigit():
+                    wait = max(wait, float(retry_after))
+            if attempt < self.retries:
+                log.debug("%s %s: %s; retrying in %.2f s", method, path, last, wait)
+                time.sleep(min(wait, 30.0))
+        assert last is not None
+        raise last
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+
+def _translate(resp: Any, method: str, path: str) -> Exception:
+    """The service's error body -> InputError (bad item), OverloadedError (503) or RemoteError."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        message, code, index, reason = (str(err.get("message", "")), err.get("code"), err.get("index"),
+                                        err.get("reason"))
+    else:
+        message, code, index, reason = (str(err) if err else resp.text[:300]), None, None, None
+    status = resp.status_code
+    if status == 400 and code == "invalid_input":
+        return InputError(reason if reason is not None else message, index=index)
+    if status == 503:
+        retry = resp.headers.get("retry-after", "1")
+        return OverloadedError(f"the embedding service is overloaded: {message}",
+                               retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else 1.0)
+    return RemoteError(f"{method} {path} -> HTTP {status}: {message}", status=status, code=code, index=index)
+
+
+def _shift(exc: InputError, offset: int, *, document: bool = False) -> InputError:
+    """Re-attribute a server-side item error from a chunk to the caller's whole list."""
+    if exc.index is None:
+        return exc
+    i = exc.index + offset
+    if document:
+        bad = InputError(f"document {i}: {exc.reason}")
+        bad.index, bad.reason = i, exc.reason
+        return bad
+    return InputError(exc.reason, index=i)
+
+
+class _Remote:
+    def __init__(self, url: str, *, api_key: str | None, timeout: float, max_items_per_request: int,
+                 max_request_bytes: int, retries: int, backoff: float, concurrency: int, server_paths: bool,
+                 transport: Any) -> None:
+        if max_items_per_request <= 0:
+            raise ValueError(f"max_items_per_request must be positive, got {max_items_per_request}")
+        self._http = _Http(url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
+                           transport=transport)
+        self.url = self._http.url
+        self.max_items_per_request = int(max_items_per_request)
+        self.max_request_bytes = int(max_request_bytes)
+        self.concurrency = max(1, int(concurrency))
+        self.server_paths = server_paths
+        self._meta: dict | None = None
+        self._lock = threading.Lock()
+
+    def meta(self) -> dict:
+        """The service's ``/meta`` (model name, dim, limits), fetched once."""
+        with self._lock:
+            if self._meta is None:
+                self._meta = self._http.request("GET", "/meta")
+            return self._meta
+
+    def _limit(self, batch_size: int | None) -> int:
+        server = (self.meta().get("limits") or {}).get("max_items") or self.max_items_per_request
+        return max(1, min(self.max_items_per_request, int(server), batch_size or self.max_items_per_request))
+
+    def _map(self, fn: Any, jobs: Sequence[Any], show_progress: bool, desc: str) -> Iterator[Any]:
+        """Run ``fn(job)`` for each job, ``concurrency`` at a time, yielding results in order."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(jobs), unit="request", disable=not show_progress, desc=desc) as bar:
+            if self.concurrency == 1 or len(jobs) <= 1:
+                for job in jobs:
+                    yield fn(job)
+                    bar.update(1)
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="qvl-remote") as pool:
+                futures = [pool.submit(fn, job) for job in jobs]
+                try:
+                    for fut in futures:
+                        yield fut.result()
+                        bar.update(1)
+                finally:
+                    for fut in futures:
+                        fut.cancel()
+
+    def close(self) -> None:
+        """Close the HTTP connection pool. Idempotent."""
+        self._http.close()
+
+
+class RemoteEmbedder(_Remote):
+    """An :class:`~embedder.Embedder` whose model runs in ``qvl serve``.
+
+    Args:
+        url: the service's base URL, e.g. ``http://127.0.0.1:8080``.
+        api_key: bearer key, when the service was started with ``--api-key``.
+        timeout: seconds per HTTP request.
+        max_items_per_request: items per request (large calls are split; the
+            service's own ``max_items`` is respected too).
+        max_request_bytes: approximate request size cap used when splitting.
+        retries: extra attempts after a 503/504, a timeout or a refused connection.
+        backoff: first retry wait in seconds, doubled each attempt.
+        concurrency: requests in flight at once for one large call.
+        server_paths: send path strings unread (for ``--allow-paths`` servers)
+            instead of reading and uploading the files.
+        transport: an ``httpx`` transport (tests, proxies).
+
+    Example:
+        >>> emb = RemoteEmbedder("http://127.0.0.1:8080", api_key="...")    # doctest: +SKIP
+        >>> emb.embed_queries(["red shoes"], dim=512).shape                  # doctest: +SKIP
+        (1, 512)
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 max_items_per_request: int = DEFAULT_MAX_ITEMS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 retries: int = 3, backoff: float = 0.5, concurrency: int = 2, server_paths: bool = False,
+                 transport: Any = None) -> None:
+        super().__init__(url, api_key=api_key, timeout=timeout, max_items_per_request=max_items_per_request,
+                         max_request_bytes=max_request_bytes, retries=retries, backoff=backoff,
+                         concurrency=concurrency, server_paths=server_paths, transport=transport)
+
+    @property
+    def dim(self) -> int:
+        """Full embedding dimension of the served model."""
+        return int(self.meta()["dim"])
+
+    @property
+    def name(self) -> str:
+        """The served model's name."""
+        return str((self.meta().get("model") or {}).get("name", ""))
+
+    def embed(self, items: Sequence[Any], *, dim: int | None = None, instruction: str | None = None,
+              batch_size: int | None = None, show_progress: bool = False, on_error: str = "raise") -> Any:
+        """Embed items on the service; same arguments, results and errors as :meth:`Embedder.embed`.
+
+        ``batch_size`` caps the items per HTTP request (the service batches across requests itself).
+
+        Returns:
+            ``numpy.ndarray`` of shape ``(len(items), dim)``, or an :class:`~embedder.EmbedResult`
+            for ``on_error="skip"``.
+
+        Raises:
+            InputError: bad ``dim`` / ``on_error``, or a bad item (its index in ``items``).
+            OverloadedError: the service stayed overloaded through every retry.
+            RemoteError: any other failure of the service.
+        """
+        from .embedder import MIN_DIM, EmbedResult
+
+        if on_error not in ("raise", "skip"):
+            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if isinstance(items, (str, dict)) or not hasattr(items, "__len__"):
+            raise InputError("items must be a list (wrap a single item in a list)")
+        full = self.dim
+        if dim is None:
+            dim = full
+        elif isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not MIN_DIM <= dim <= full:
+            raise InputError(f"dim must be an integer from {MIN_DIM} to {full}, got {dim!r}")
+        dim = int(dim)
+        wire: list[Any] = []
+        errors: list[tuple[int, str]] = []
+        positions: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                wire.append(encode_item(item, i, server_paths=self.server_paths))
+                positions.append(i)
+            except InputError as exc:
+                if on_error == "raise":
+                    raise
+                errors.append((i, exc.reason))
+        vectors = np.zeros((len(items), dim), dtype=np.float32)
+        ok = np.zeros(len(items), dtype=bool)
+        chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(batch_size),
+                         max_bytes=self.max_request_bytes)
+
+        def send(chunk: range) -> tuple[range, dict]:
+            body = {"inputs": [wire[j] for j in chunk], "dimension": dim, "instruction": instruction,
+                    "encoding_format": "base64", "on_error": on_error}
+            try:
+                return chunk, self._http.request("POST", "/v1/embed", body)
+            except InputError as exc:
+                if exc.index is not None:
+                    exc = InputError(exc.reason, index=positions[chunk.start + exc.index])
+                raise exc from None
+
+        for chunk, answer in self._map(send, chunks, show_progress, "embedding"):
+            for j, row in zip(chunk, answer["embeddings"]):
+                if row is not None:
+                    vectors[positions[j]] = np.frombuffer(base64.b64decode(row), dtype="<f4")
+                    ok[positions[j]] = True
+            for e in answer.get("errors", ()):
+                errors.append((positions[chunk.start + int(e["index"])], str(e["message"])))
+        if on_error == "skip":
+            good = np.flatnonzero(ok)
+            return EmbedResult(vectors=vectors[good], indices=good.tolist(), errors=sorted(errors))
+        return vectors
+
+    def embed_queries(self, items: Sequence[Any], *, instruction: str | None = None, dim: int | None = None,
+                      **kwargs: Any) -> Any:
+        """Embed search queries with a task instruction (default: the same generic one as :class:`Embedder`)."""
+        from .embedder import DEFAULT_QUERY_INSTRUCTION
+
+        return self.embed(items, dim=dim, instruction=instruction or DEFAULT_QUERY_INSTRUCTION, **kwargs)
+
+    def embed_documents(self, items: Sequence[Any], *, dim: int | None = None, **kwargs: Any) -> Any:
+        """Embed documents with the default instruction."""
+        return self.embed(items, dim=dim, **kwargs)
+
+    def __enter__(self) -> "RemoteEmbedder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteEmbedder({self.url!r})"
+
+
+class RemoteReranker(_Remote):
+    """A :class:`~embedder.Reranker` whose model runs in ``qvl serve`` (started with ``--reranker``).
+
+    Takes the same arguments as :class:`RemoteEmbedder`.
+
+    Example:
+        >>> rr = RemoteReranker("http://127.0.0.1:8080")                       # doctest: +SKIP
+        >>> rr.rerank("a red car", ["a red car", {"image": "car.jpg"}], top_k=1)  # doctest: +SKIP
+        [(0, 0.93)]
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 max_items_per_request: int = DEFAULT_MAX_ITEMS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 retries: int = 3, backoff: float = 0.5, concurrency: int = 2, server_paths: bool = False,
+                 transport: Any = None) -> None:
+        super().__init__(url, api_key=api_key, timeout=timeout, max_items_per_request=max_items_per_request,
+                         max_request_bytes=max_request_bytes, retries=retries, backoff=backoff,
+                         concurrency=concurrency, server_paths=server_paths, transport=transport)
+
+    def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None = None,
+              batch_size: int | None = None, on_error: str = "raise", show_progress: bool = False) -> Any:
+        """Relevance of each document to the query; same results and errors as :meth:`Reranker.score`.
+
+        Returns:
+            float32 array of scores, or a :class:`~embedder.ScoreResult` for ``on_error="skip"``.
+        """
+        from .reranker import ScoreResult
+
+        if on_error not in ("raise", "skip"):
+            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if isinstance(documents, (str, dict)) or not hasattr(documents, "__len__"):
+            raise InputError("documents must be a list (wrap a single document in a list)")
+        try:
+            wire_query = encode_item(query, server_paths=self.server_paths)
+        except InputError as exc:
+            raise InputError(f"query: {exc.reason}") from exc
+        wire: list[Any] = []
+        positions: list[int] = []
+        errors: list[tuple[int, str]] = []
+        for i, doc in enumerate(documents):
+            try:
+                wire.append(encode_item(doc, i, server_paths=self.server_paths))
+                positions.append(i)
+            except InputError as exc:
+                if on_error == "raise":
+                    bad = InputError(f"document {i}: {exc.reason}")
+                    bad.index, bad.reason = i, exc.reason
+                    raise bad from exc
+                errors.append((i, exc.reason))
+        scores = np.full(len(documents), np.nan, dtype=np.float32)
+        budget = max(1, self.max_request_bytes - _wire_size(wire_query))
+        chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(batch_size), max_bytes=budget)
+
+        def send(chunk: range) -> tuple[range, dict]:
+            body = {"query": wire_query, "documents": [wire[j] for j in chunk], "instruction": instruction,
+                    "on_error": on_error}
+            try:
+                return chunk, self._http.request("POST", "/v1/rerank", body)
+            except InputError as exc:
+                if exc.index is None:
+                    raise exc from None
+                i = positions[chunk.start + exc.index]
+                bad = InputError(f"document {i}: {exc.reason}")
+                bad.index, bad.reason = i, exc.reason
+                raise bad from None
+
+        for chunk, answer in self._map(send, chunks, show_progress, "reranking"):
+            for r in answer["results"]:
+                scores[positions[chunk.start + int(r["index"])]] = float(r["score"])
+            for e in answer.get("errors", ()):
+                errors.append((positions[chunk.start + int(e["index"])], str(e["message"])))
+        if on_error == "skip":
+            return ScoreResult(scores=scores, errors=sorted(errors))
+        return scores
+
+    def rerank(self, query: Any, documents: Sequence[Any], *, top_k: int | None = None,
+               instruction: str | None = None, **kwargs: Any) -> list[tuple[int, float]]:
+        """``(document index, score)`` pairs, best first, at most ``top_k`` of them."""
+        from .reranker import ScoreResult
+
+        scores = self.score(query, documents, instruction=instruction, **kwargs)
+        if isinstance(scores, ScoreResult):
+            scores = scores.scores
+        order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if not np.isnan(scores[i])]
+        if top_k is not None:
+            order = order[:top_k]
+        return [(int(i), float(scores[i])) for i in order]
+
+    def __enter__(self) -> "RemoteReranker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteReranker({self.url!r})"

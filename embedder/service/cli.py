@@ -1,0 +1,121 @@
+"""``qvl serve``: the command line of the embedding service.
+
+Settings are read once here (flags, and ``QVL_API_KEY`` for the key) and passed down;
+the library never reads the environment itself. Heavy imports happen in the handler.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from . import ROUTE_NAMES, ServiceSettings
+
+API_KEY_ENV = "QVL_API_KEY"
+
+
+def _route_dim(text: str) -> tuple[str, int]:
+    route, sep, value = text.partition("=")
+    if not sep or route not in ROUTE_NAMES or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ROUTE=N with ROUTE one of {list(ROUTE_NAMES)}, got {text!r}")
+    return route, int(value)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``serve`` to the ``qvl`` sub-commands; its ``func`` runs the server."""
+    p = subparsers.add_parser(
+        "serve", help="serve the embedder (and reranker) over HTTP",
+        description="Run Qwen3-VL embedding/reranking as an HTTP service with dynamic batching. Speaks a native "
+                    "API, DashScope's request shape, OpenAI /v1/embeddings, Hugging Face TEI /embed and /rerank, "
+                    "and the Weaviate module protocols (multi2vec-clip, text2vec-transformers, "
+                    "reranker-transformers).")
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="embedding checkpoint (directory or hub id)")
+    p.add_argument("--reranker", metavar="PATH_OR_ID", help="reranker checkpoint (enables /v1/rerank and /rerank)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, local only)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    p.add_argument("--api-key", default=None,
+                   help=f"require 'Authorization: Bearer KEY' on model routes (default: env {API_KEY_ENV}). "
+                        "Prefer the environment variable: command lines are visible to other users")
+    p.add_argument("--allow-urls", action="store_true",
+                   help="let requests name http(s) media URLs the server will fetch (SSRF risk; off by default)")
+    p.add_argument("--allow-paths", action="store_true",
+                   help="let requests name files on the server (file disclosure risk; off by default)")
+    p.add_argument("--default-dim", type=int, default=None, metavar="N",
+                   help="MRL dimension for requests that give none (default: the model's full size)")
+    p.add_argument("--route-dim", type=_route_dim, action="append", default=[], metavar="ROUTE=N",
+                   help=f"default dimension of one route family, e.g. clip=512; ROUTE is one of {list(ROUTE_NAMES)}")
+    p.add_argument("--max-batch-tokens", type=int, default=16384, help="padded tokens per forward pass")
+    p.add_argument("--max-batch-items", type=int, default=64, help="items per forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more requests before a partial batch")
+    p.add_argument("--max-queue", type=int, default=1024, help="items waiting for the model before 503")
+    p.add_argument("--max-items", type=int, default=256, help="items (or documents) per request")
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, help="request body limit (413 above)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--preprocess-workers", type=int, default=2, help="threads decoding and tokenising inputs")
+    p.set_defaults(func=run)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
+    """Build :class:`ServiceSettings` from parsed flags (the key falls back to ``QVL_API_KEY``)."""
+    return ServiceSettings(
+        model=args.model, reranker=args.reranker, host=args.host, port=args.port,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        allow_urls=args.allow_urls, allow_paths=args.allow_paths, default_dim=args.default_dim,
+        route_dims=dict(args.route_dim), max_batch_tokens=args.max_batch_tokens,
+        max_batch_items=args.max_batch_items, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_items=args.max_items, max_body_bytes=args.max_body_bytes, timeout=args.timeout, device=args.device,
+        preprocess_workers=args.preprocess_workers)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the models (failing fast with a clear message), then serve until interrupted."""
+    from ..errors import QVLError
+
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"qvl serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvicorn
+
+        from ..embedder import Embedder
+        from ..reranker import Reranker
+        from .app import create_app
+    except ImportError as exc:
+        print(f"qvl serve needs the 'server' extra: pip install 'qwen3-vl-search[server]' ({exc})", file=sys.stderr)
+        return 2
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        print(f"warning: serving on {settings.host} without an API key; anyone who can reach it can use it",
+              file=sys.stderr)
+    try:
+        print(f"loading {settings.model} ...", file=sys.stderr)
+        embedder = Embedder.from_pretrained(settings.model, device=settings.device,
+                                            max_batch_tokens=settings.max_batch_tokens,
+                                            allow_urls=settings.allow_urls, allow_paths=settings.allow_paths)
+        reranker = None
+        if settings.reranker:
+            print(f"loading {settings.reranker} ...", file=sys.stderr)
+            reranker = Reranker.from_pretrained(settings.reranker, device=settings.device,
+                                                max_batch_tokens=settings.max_batch_tokens,
+                                                allow_urls=settings.allow_urls, allow_paths=settings.allow_paths)
+        if settings.default_dim is not None and not 64 <= settings.default_dim <= embedder.dim:
+            print(f"qvl serve: --default-dim must be from 64 to {embedder.dim}, got {settings.default_dim}",
+                  file=sys.stderr)
+            return 2
+    except QVLError as exc:
+        print(f"qvl serve: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app = create_app(settings, embedder=embedder, reranker=reranker)
+        print(f"serving on http://{settings.host}:{settings.port} (dim {embedder.dim}"
+              f"{', reranker' if reranker else ''}{', auth on' if settings.api_key else ''})", file=sys.stderr)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        embedder.close()
+        if reranker is not None:
+            reranker.close()
+    return 0
