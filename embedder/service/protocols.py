@@ -39,7 +39,7 @@ ENCODINGS = ("float", "base64")
 ON_ERROR = ("raise", "skip")
 _B64_RE = re.compile(r"[A-Za-z0-9+/\s]+={0,2}\s*")
 _MIN_RAW_B64 = 64
-_ITEM_KEYS = ("text", "image", "video", "instruction")
+_ITEM_KEYS = ("text", "image", "video", "instruction", "fps", "max_frames")
 _DASHSCOPE_KEYS = ("text", "image", "video", "multi_images")
 
 
@@ -241,6 +241,9 @@ def parse_dashscope(body: Any) -> EmbedRequest:
     output_type = params.get("output_type", "dense")
     if output_type != "dense":
         raise InputError(f"parameters.output_type {output_type!r} is not supported; only 'dense' is")
+    fps = params.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= 1):
+        raise InputError(f"parameters.fps must be a number in [0, 1], got {fps!r}")
     items, kinds = [], []
     for i, element in enumerate(contents):
         if isinstance(element, str):
@@ -269,6 +272,8 @@ def parse_dashscope(body: Any) -> EmbedRequest:
             item["image"] = images if len(images) > 1 else images[0]
         if element.get("video") is not None:
             item["video"] = element["video"]
+            if fps:  # DashScope's sampling rate for video files, in (0, 1]
+                item["fps"] = fps
         items.append(decode_item(item, i))
         kinds.append(present[0] if len(present) == 1 else ("vl" if present else "text"))
     return EmbedRequest(items=tuple(items), dim=_opt_int(params.get("dimension"), "parameters.dimension"),

@@ -564,3 +564,22 @@ def test_unused_regex_guard():
     assert decode_media("abcd", "image") == "abcd"
     assert isinstance(decode_media("QUJD" * 20, "image"), bytes)
     assert re.match(r"data:", decode_media("data:image/png;base64,QUJD", "image"))
+
+
+def test_dashscope_fps_samples_video_files(url, embedder, tmp_path):
+    pytest.importorskip("av")
+    from ..test_embedder import write_video
+
+    path = write_video(str(tmp_path / "clip8.mp4"), n_frames=16, fps=4, size=(64, 64))
+    uri = "data:video/mp4;base64," + base64.b64encode(open(path, "rb").read()).decode()
+    body = {"model": "qwen3-vl-embedding", "input": {"contents": [{"video": uri}]},
+            "parameters": {"dimension": 64, "fps": 0.5}}
+    resp = httpx.post(url + "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding", json=body,
+                      timeout=60)
+    assert resp.status_code == 200, resp.text
+    got = resp.json()["output"]["embeddings"][0]["embedding"]
+    assert_close([got], embedder.embed([{"video": path, "fps": 0.5}], dim=64))
+    assert float(np.dot(got, embedder.embed([{"video": path, "fps": 4.0}], dim=64)[0])) < 0.9999
+    body["parameters"]["fps"] = 3
+    resp = httpx.post(url + "/v1/embed", json=body, timeout=60)
+    assert resp.status_code == 400 and "parameters.fps must be a number in [0, 1]" in resp.text
