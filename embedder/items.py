@@ -53,6 +53,8 @@ class LoadOptions:
     Attributes:
         allow_urls: fetch ``http(s)://`` sources (off by default: SSRF).
         allow_paths: read local file paths (on for the library, off in the service).
+        allow_private_urls: with ``allow_urls``, also fetch from loopback, private and
+            link-local addresses (off: keeps internal services out of reach).
         max_source_pixels: refuse an image whose header announces more pixels, before
             decoding it (decompression bombs).
         fps: frames per second sampled from video files.
@@ -61,6 +63,7 @@ class LoadOptions:
 
     allow_urls: bool = False
     allow_paths: bool = True
+    allow_private_urls: bool = False
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     fps: float = FPS
     max_frames: int = MAX_FRAMES
@@ -193,7 +196,7 @@ def read_source_bytes(source: Any, options: LoadOptions, what: str) -> bytes | s
             raise InputError(
                 f"{what} URL {_describe(source)} refused: URL fetching is disabled "
                 "(pass allow_urls=True, or --allow-urls to the service, to enable it)")
-        return _fetch_url(source, what)
+        return _fetch_url(source, what, allow_private=options.allow_private_urls)
     if "://" in source[:12] and not lowered.startswith("file://"):
         raise InputError(f"unsupported {what} URI scheme in {_describe(source)}")
     path = source[7:] if lowered.startswith("file://") else source
@@ -208,10 +211,52 @@ def read_source_bytes(source: Any, options: LoadOptions, what: str) -> bytes | s
     return path
 
 
-def _fetch_url(url: str, what: str) -> bytes:
+def check_url_host(url: str, *, allow_private: bool) -> None:
+    """Refuse URLs whose host resolves to a loopback, private, link-local or reserved address.
+
+    An operator who enables URL fetching exposes the machine's network to its callers;
+    this keeps internal services (metadata endpoints, databases, admin pages) out of
+    reach unless ``allow_private`` says otherwise.
+    """
+    import ipaddress
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise InputError(f"unsupported URL {url!r}: only http(s) URLs with a host are fetched")
+    if allow_private:
+        return
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - opt-in by the operator
+        infos = socket.getaddrinfo(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80),
+                                   proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise InputError(f"cannot resolve the host of URL {url!r}: {exc}") from exc
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not ip.is_global:
+            raise InputError(
+                f"URL {url!r} refused: its host resolves to the non-public address {ip} "
+                "(enable allow_private_urls, or --allow-private-urls in the service, to permit it)")
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+        check_url_host(newurl, allow_private=self.allow_private)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch_url(url: str, what: str, *, allow_private: bool = False) -> bytes:
+    check_url_host(url, allow_private=allow_private)
+    opener = urllib.request.build_opener(_CheckedRedirects(allow_private))
+    try:
+        with opener.open(url, timeout=30) as resp:  # every redirect is checked too
             data = resp.read(DEFAULT_MAX_URL_BYTES + 1)
+    except InputError:
+        raise
     except OSError as exc:
         raise InputError(f"cannot fetch {what} URL {url!r}: {exc}") from exc
     if len(data) > DEFAULT_MAX_URL_BYTES:

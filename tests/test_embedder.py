@@ -338,3 +338,47 @@ def test_video_fps_and_max_frames_per_item(embedder, mixed_items):
         embedder.embed([{"video": video, "fps": 0}])
     with pytest.raises(InputError, match="'max_frames' must be an integer from 4 to 768"):
         embedder.embed([{"video": video, "max_frames": 2}])
+
+
+def test_url_fetching_refuses_internal_hosts_and_checks_redirects(embedder, tmp_path):
+    """With allow_urls, loopback/private hosts stay refused unless allow_private_urls; redirects too."""
+    import functools
+    import http.server
+    import threading
+
+    from embedder.items import LoadOptions
+
+    make_image(40, 30).save(tmp_path / "pic.png")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def view(**kw):
+        return Embedder(embedder.model, embedder.tokenizer, embedder.image_processor, embedder.video_processor,
+                        embedder.device, load_options=LoadOptions(**kw))
+
+    try:
+        public_only, private = view(allow_urls=True), view(allow_urls=True, allow_private_urls=True)
+        with pytest.raises(InputError, match="non-public address 127.0.0.1"):
+            public_only.embed([{"image": base + "/pic.png"}])
+        vec = private.embed([{"image": base + "/pic.png"}])
+        assert np.allclose(vec, embedder.embed([{"image": str(tmp_path / "pic.png")}]), atol=1e-6)
+        with pytest.raises(InputError, match="non-public address 169.254.169.254"):
+            view(allow_urls=True, allow_private_urls=False).embed([{"image": "http://169.254.169.254/x.png"}])
+        from embedder.items import _CheckedRedirects, check_url_host
+
+        with pytest.raises(InputError, match="only http"):
+            check_url_host("gopher://x/", allow_private=True)
+        with pytest.raises(InputError, match="non-public address 169.254.169.254"):
+            _CheckedRedirects(False).redirect_request(None, None, 302, "Found", {},
+                                                      "http://169.254.169.254/latest/meta-data")
+        public_only.close()
+        private.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

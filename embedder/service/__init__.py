@@ -41,6 +41,8 @@ class ServiceSettings:
         port: TCP port.
         api_key: when set, model routes require ``Authorization: Bearer <api_key>``.
         allow_urls: let items name ``http(s)://`` media (off: SSRF).
+        allow_private_urls: with ``allow_urls``, also fetch from loopback, private and
+            link-local addresses (off: internal services stay out of reach).
         allow_paths: let items name files on the server (off: file disclosure).
         default_dim: MRL dimension for requests that give none (None: full size).
         route_dims: per route family (see :data:`ROUTE_NAMES`) default dimension,
@@ -65,6 +67,7 @@ class ServiceSettings:
     port: int = 8080
     api_key: str | None = field(default=None, repr=False)
     allow_urls: bool = False
+    allow_private_urls: bool = False
     allow_paths: bool = False
     default_dim: int | None = None
     route_dims: Mapping[str, int] = field(default_factory=dict)

@@ -220,7 +220,7 @@ def _with_load_options(model: Any, settings: ServiceSettings) -> Any:
     or mutated by the service.
     """
     wanted = dataclasses.replace(model.load_options, allow_urls=settings.allow_urls,
-                                 allow_paths=settings.allow_paths)
+                                 allow_private_urls=settings.allow_private_urls, allow_paths=settings.allow_paths)
     if model.load_options == wanted:
         return model
     view = copy.copy(model)

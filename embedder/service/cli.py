@@ -39,6 +39,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "Prefer the environment variable: command lines are visible to other users")
     p.add_argument("--allow-urls", action="store_true",
                    help="let requests name http(s) media URLs the server will fetch (SSRF risk; off by default)")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="with --allow-urls, also fetch from loopback, private and link-local addresses "
+                        "(off by default: internal services stay out of reach)")
     p.add_argument("--allow-paths", action="store_true",
                    help="let requests name files on the server (file disclosure risk; off by default)")
     p.add_argument("--default-dim", type=int, default=None, metavar="N",
@@ -63,7 +66,8 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
     return ServiceSettings(
         model=args.model, reranker=args.reranker, host=args.host, port=args.port,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        allow_urls=args.allow_urls, allow_paths=args.allow_paths, default_dim=args.default_dim,
+        allow_urls=args.allow_urls, allow_private_urls=args.allow_private_urls, allow_paths=args.allow_paths,
+        default_dim=args.default_dim,
         route_dims=dict(args.route_dim), max_batch_tokens=args.max_batch_tokens,
         max_batch_items=args.max_batch_items, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
         max_items=args.max_items, max_body_bytes=args.max_body_bytes, timeout=args.timeout, device=args.device,

@@ -362,9 +362,18 @@ def test_paths_and_urls_refused_by_default(client, image_server):
     assert resp.status_code == 400 and "refused" in resp.json()["error"]
 
 
+def test_private_urls_refused_unless_enabled(embedder, image_server):
+    image_url, _ = image_server
+    with serve(ServiceSettings(allow_urls=True), embedder) as base, httpx.Client(base_url=base, timeout=60) as c:
+        resp = c.post("/v1/embed", json={"inputs": ["ok", {"image": image_url}]})
+        assert resp.status_code == 400
+        err = resp.json()["error"]
+        assert err["index"] == 1 and "non-public address 127.0.0.1" in err["message"]
+
+
 def test_paths_and_urls_accepted_when_enabled(embedder, image_server):
     image_url, path = image_server
-    with serve(ServiceSettings(allow_urls=True, allow_paths=True), embedder) as base, \
+    with serve(ServiceSettings(allow_urls=True, allow_private_urls=True, allow_paths=True), embedder) as base, \
             httpx.Client(base_url=base, timeout=60) as c:
         resp = c.post("/v1/embed", json={"inputs": [{"image": path}, {"image": image_url}]})
         assert resp.status_code == 200, resp.text
