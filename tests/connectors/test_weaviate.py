@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests.connectors.backend_weaviate import drop_collection, open_test_store, test_collection_name, test_server
 from tests.conftest import make_image, skip_or_fail
-from tests.connectors.weaviate_server import SHARED, ServerUnavailable, WeaviateServer, wait_http
+from tests.connectors.weaviate_server import SHARED, SHARED_SERVICE, ServerUnavailable, WeaviateServer
 
 pytest.importorskip("weaviate", reason="weaviate-client is not installed (pip install 'qwen3-vl-search[weaviate]')")
 
@@ -259,36 +256,19 @@ def test_delete_count_drop_close(weaviate_server, embedder, request, tmp_path):
 
 # ---------------------------------------------------------------------------- server-side modules
 @pytest.fixture(scope="session")
-def qvl_service(weaviate_server, tiny_embedding_path, tiny_reranker_path, tmp_path_factory):
+def qvl_service(weaviate_server, tiny_embedding_path, tiny_reranker_path):
     """``qvl serve`` on the tiny checkpoints, on the port the server's modules call."""
     if not (REPO / "embedder" / "service" / "app.py").exists():
         skip_or_fail("the embedding service (embedder/service/app.py) is not available")
     if not weaviate_server.inference_url:
         skip_or_fail("WEAVIATE_URL is set without WEAVIATE_INFERENCE_URL (the qvl serve URL its modules call)")
-    url = weaviate_server.inference_url
-    port = int(url.rsplit(":", 1)[1].rstrip("/"))
-    log_path = tmp_path_factory.mktemp("qvl-serve") / "serve.log"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "connectors.cli", "serve", "--model", str(tiny_embedding_path),
-             "--reranker", str(tiny_reranker_path), "--host", "127.0.0.1", "--port", str(port),
-             "--default-dim", str(DIM)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_http(f"{url}/.well-known/ready", timeout=120, process=proc, what="qvl serve")
+        service = SHARED_SERVICE.get(weaviate_server, model=tiny_embedding_path, reranker=tiny_reranker_path,
+                                     default_dim=DIM)
     except ServerUnavailable as exc:
-        proc.terminate()
-        proc.wait(timeout=20)
-        tail = log_path.read_text(errors="replace")[-3000:]
-        pytest.fail(f"{exc}\n--- qvl serve log ---\n{tail}")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+        pytest.fail(str(exc))
+    yield service.url
+    SHARED_SERVICE.stop()
 
 
 def _png_b64(seed: int) -> str:
