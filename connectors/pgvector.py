@@ -45,8 +45,8 @@ import json
 import logging
 import re
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -347,15 +347,17 @@ def _read_config(comment: str | None) -> dict | None:
 
 
 # ---------------------------------------------------------------------------- connections
-def connect_pg(target: Any, *, connect_timeout: float = 10.0) -> tuple[Any, bool]:
+def connect_pg(target: Any, *, connect_timeout: float = 10.0, create_extension: bool = True) -> tuple[Any, bool]:
     """A psycopg connection (autocommit, pgvector types registered) and whether we own it.
 
     ``target`` is a URL (``postgresql://``, ``postgres://``, ``postgresql+psycopg://``), a
     libpq conninfo string, or an open psycopg connection opened with ``autocommit=True``.
+    With ``create_extension=False`` nothing is created: a missing ``vector`` extension is an
+    error (the read-only path of ``attach(create=False)``).
 
     Raises:
         UnavailableError: the server cannot be reached.
-        ConnectorError: the ``vector`` extension is missing and cannot be created.
+        ConnectorError: the ``vector`` extension is missing and cannot (or may not) be created.
     """
     psycopg = _psycopg()
     from pgvector.psycopg import register_vector
@@ -377,6 +379,11 @@ def connect_pg(target: Any, *, connect_timeout: float = 10.0) -> tuple[Any, bool
                              "the store manages its own transactions")
     try:
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+            if not create_extension:
+                if owned:
+                    conn.close()
+                raise ConnectorError("the pgvector extension is not installed in this database and "
+                                     "create_extension=False (read-only); run CREATE EXTENSION vector first")
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
     except psycopg.Error as exc:
@@ -449,7 +456,8 @@ class PgVectorStore:
         dim: the embedding dimension.
         plan: the :class:`StoragePlan`.
         layout: the :class:`Layout`.
-        backfill_report: the report of the backfill run by :func:`attach` (None otherwise).
+        backfill_report: the :class:`~connectors.core.UpsertReport` of the last backfill (run by
+            :func:`attach`, or by calling :meth:`backfill`); None when none ran.
     """
 
     def __init__(self, conn: Any, *, layout: Layout, plan: StoragePlan, embedder: Any = None, owned: bool = True,
@@ -460,7 +468,7 @@ class PgVectorStore:
         self.dim = plan.dim
         self.embedder = embedder
         self.rescore_factor = max(1, int(rescore_factor))
-        self.backfill_report: UpsertReport | None = None
+        self._backfill_report: UpsertReport | None = None
         self._owned = owned
         self._closed = False
         self._oids: dict[str, int] = {}
@@ -487,6 +495,12 @@ class PgVectorStore:
     def __repr__(self) -> str:
         return f"PgVectorStore(table={str(self.layout.table)!r}, mode={self.layout.mode!r}, dim={self.dim}, " \
                f"storage={self.plan.storage!r})"
+
+    @property
+    def backfill_report(self) -> UpsertReport | None:
+        """The report of the last backfill: ``written`` keys and ``(key, reason)`` failures, or
+        None when no backfill ran (``attach(..., backfill=False)`` or ``create=False``)."""
+        return self._backfill_report
 
     @property
     def table(self) -> str:
@@ -631,10 +645,23 @@ class PgVectorStore:
         Rows are dicts with ``id?``, ``text?``, ``image?``, ``video?``, ``vector?``,
         ``metadata?`` and declared fields (undeclared extra keys of a store without declared
         fields go into ``metadata``). Each batch is COPied in binary format into a temporary
-        table, then merged with ``INSERT ... ON CONFLICT DO UPDATE``; embedding of the next batch
-        overlaps the write of this one. A batch that fails is split until the bad rows are
-        isolated, so one bad row is reported by id and the others land. For an attached table,
-        ``id`` is the primary key and only the embedding is written.
+        table, then merged with ``INSERT ... ON CONFLICT DO UPDATE``; a batch of rows that are all
+        new to a store's own table is COPied straight into it instead (in a savepoint, falling
+        back to the merge if a concurrent writer added one of its ids meanwhile), which is as
+        fast as a raw COPY. Embedding of the next batch overlaps the write of this one. A batch
+        that fails is split until the bad rows are isolated, so one bad row is reported by id and
+        the others land. For an attached table, ``id`` is the primary key and only the embedding
+        is written.
+
+        Args:
+            rows: row dicts (any iterable; consumed once).
+            batch_size: rows embedded and written per batch (bulk loads of precomputed vectors
+                go faster with 1000 or more).
+            max_bytes: cap on the bytes of one write.
+            show_progress: show a progress bar.
+
+        Returns:
+            An :class:`~connectors.core.UpsertReport`.
         """
         self._check_open()
         declared = [n for n, _ in self.layout.field_types]
@@ -689,14 +716,34 @@ class PgVectorStore:
             oids = [25, 25, 25, 25, info["metadata"]] + [info[n] for n, _ in fields] + [vector_oid]
             declared = {n for n, _ in fields}
             values = (self._native_values(r, vec, fields, declared) for r, vec in zip(rows, vectors))
+            if self.plan.column_type == "vector" and self._all_new(rows):
+                try:
+                    with conn.transaction():  # a savepoint: a concurrent insert of one of these ids falls back
+                        self._copy(lay.table.ident, names, oids, values)
+                    return []
+                except _psycopg().errors.UniqueViolation:
+                    log.debug("direct COPY into %s met an existing id; merging instead", self.table)
+                    values = (self._native_values(r, vec, fields, declared) for r, vec in zip(rows, vectors))
         conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP").format(stage, stage_cols))
+        self._copy(stage, names, oids, values)
         with conn.cursor() as cur:
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                    stage, sql.SQL(", ").join(map(sql.Identifier, names)))) as copy:
-                copy.set_types(oids)
-                for value in values:
-                    copy.write_row(value)
             return self._merge(cur, stage, names, rows)
+
+    def _copy(self, target: Any, names: list[str], oids: list[int], values: Iterable[Sequence[Any]]) -> None:
+        """``COPY target (names) FROM STDIN (FORMAT BINARY)`` of ``values``."""
+        sql = _sql()
+        with self.client.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                target, sql.SQL(", ").join(map(sql.Identifier, names)))) as copy:
+            copy.set_types(oids)
+            for value in values:
+                copy.write_row(value)
+
+    def _all_new(self, rows: Sequence[Row]) -> bool:
+        """True when none of ``rows``' ids is in the store's table (one index probe per id)."""
+        sql = _sql()
+        found = self.client.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE id = ANY(%s))").format(
+            self.layout.table.ident), ([r.id for r in rows],)).fetchone()[0]
+        return not found
 
     @staticmethod
     def _native_values(row: Row, vec: np.ndarray, fields: list[tuple[str, str]], declared: set[str]) -> list:
@@ -794,16 +841,19 @@ class PgVectorStore:
         """Embed the rows of an attached table that have no embedding yet.
 
         Pages through the table by primary key, so a row that fails is reported once and not
-        retried in the same run. Returns the :class:`UpsertReport` (ids are primary keys as text).
+        retried in the same run. Returns the :class:`UpsertReport` (ids are primary keys as text),
+        also kept as :attr:`backfill_report`.
         """
         self._check_open()
         lay = self.layout
         if not lay.attached:
             raise InputError("backfill applies to attached tables (see attach()); use upsert() for this store")
         total = int(self.client.execute(self._missing_sql(count=True)).fetchone()[0])
-        return pipelined_upsert(_Sized(self._missing_rows(batch_size), total), embedder=self.embedder, dim=self.dim,
-                                write=self.write_vectors, batch_rows=batch_size, show_progress=show_progress,
-                                desc=f"backfill {lay.table}")
+        report = pipelined_upsert(_Sized(self._missing_rows(batch_size), total), embedder=self.embedder,
+                                  dim=self.dim, write=self.write_vectors, batch_rows=batch_size,
+                                  show_progress=show_progress, desc=f"backfill {lay.table}")
+        self._backfill_report = report
+        return report
 
     def _missing_sql(self, *, count: bool = False, after: bool = False) -> Any:
         sql = _sql()
@@ -1090,8 +1140,8 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
            dim: int | None = None, mode: str | None = None, storage: str = "auto", index_dim: int | None = None,
            embedding_column: str = "embedding", side_table: str | None = None, backfill: bool = True,
            batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
-           rescore_factor: int = 4) -> PgVectorStore:
-    """Add multimodal search to an existing table.
+           rescore_factor: int = 4, create: bool = True) -> PgVectorStore:
+    """Add multimodal search to an existing table (or, with ``create=False``, open one that has it).
 
     Adds an embedding column (``mode="column"``, default) or a side table keyed by the primary
     key (``mode="side_table"``, named ``<table>_embeddings`` unless ``side_table`` is given),
@@ -1100,6 +1150,11 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
     Arguments left out (mode, dim, storage, content columns) are read back from a previous
     attach when there is one.
 
+    ``create=False`` is the read-only path (monitoring, workers, read replicas): it runs no DDL
+    at all (no ``CREATE EXTENSION``, ``ALTER TABLE``, ``COMMENT`` or ``CREATE INDEX``, so it takes
+    no ``ACCESS EXCLUSIVE`` lock on your table and needs only ``SELECT``), and no backfill; it
+    raises :class:`NotFoundError` when the table has no embeddings yet.
+
     Args:
         conn_or_url: a URL or an autocommit psycopg connection.
         table: the existing table (``table`` or ``schema.table``).
@@ -1107,16 +1162,28 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
         text_column, image_column, video_column: columns holding text and media paths/URLs/bytes;
             at least one. A row's columns are fused into one item.
         embedder, dim, storage, index_dim: as for :func:`open_store`.
-        backfill: embed the rows that have none now (report in ``store.backfill_report``).
+        backfill: embed the rows that have none now (ignored with ``create=False``).
+        create: add the embedding storage and index when missing (default); False opens
+            existing storage read-only, as described above.
+
+    Returns:
+        The :class:`PgVectorStore` (a context manager, like :func:`open_store`). The backfill's
+        :class:`~connectors.core.UpsertReport` is ``store.backfill_report``: ``written`` holds the
+        primary keys (as text) embedded now, ``failed`` the ``(key, reason)`` pairs; failures are
+        also logged as a warning. It is None when no backfill ran. To drive the backfill yourself,
+        pass ``backfill=False`` and call ``report = store.backfill(show_progress=True)``.
 
     Raises:
-        NotFoundError: the table or a column does not exist.
+        NotFoundError: the table or a column does not exist (or, with ``create=False``, the
+            embedding column / side table).
         SchemaMismatchError: an existing embedding column/side table differs.
         InputError: bad identifiers, no content column, a composite primary key.
 
     Example:
         >>> store = attach(url, table="products", text_column="title", image_column="photo",
         ...                embedder=emb, dim=1024, show_progress=True)  # doctest: +SKIP
+        >>> store.backfill_report.failed  # doctest: +SKIP
+        [('17', 'cannot open image /data/missing.jpg: ...')]
     """
     name = TableName.parse(table, what="table")
     validate_identifier(embedding_column, what="embedding_column")
@@ -1127,7 +1194,7 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
     if mode is not None and mode not in MODES:
         raise InputError(f"mode must be one of {list(MODES)}, got {mode!r}")
     side_name = TableName.parse(side_table, what="side_table") if side_table else name.sibling(f"{name.name}_embeddings")
-    conn, owned = connect_pg(conn_or_url)
+    conn, owned = connect_pg(conn_or_url, create_extension=create)
     try:
         cols = {c.name: c for c in table_columns(conn, name)}
         if not cols:
@@ -1138,6 +1205,10 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
             found_mode, found = "column", cols[embedding_column]
         elif embedding_column in side_cols:
             found_mode, found = "side_table", side_cols[embedding_column]
+        if not create and found is None:
+            where = f"{name}.{embedding_column}" if mode != "side_table" else f"{side_name}.{embedding_column}"
+            raise NotFoundError(f"{where} does not exist and create=False: attach the table first "
+                                "(attach(...) or qvl pg sync)")
         config = _read_config(found.comment) if found else None
         if mode is not None and found_mode is not None and mode != found_mode:
             raise SchemaMismatchError(f"{name} already has embeddings in mode={found_mode!r}; requested mode={mode!r}")
@@ -1169,13 +1240,18 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
                         columns=tuple(c for c in cols if not (mode == "column" and c == embedding_column)))
         store = PgVectorStore(conn, layout=layout, plan=plan, embedder=embedder, owned=owned,
                               rescore_factor=rescore_factor)
+        if not create:
+            if found is not None and found.type != plan.column_sql:
+                raise SchemaMismatchError(f"{layout.embedding_table}.{embedding_column} is {found.type}, "
+                                          f"requested {plan.column_sql} (dim={plan.dim}, storage={plan.storage!r})")
+            return store
         try:
             store._ensure_attached_storage(exist_ok=True)
             if backfill:
-                store.backfill_report = store.backfill(batch_size=batch_size, show_progress=show_progress)
-                if store.backfill_report.failed:
+                report = store.backfill(batch_size=batch_size, show_progress=show_progress)
+                if report.failed:
                     log.warning("attach %s: %d rows embedded, %d failed (see store.backfill_report.failed)", name,
-                                len(store.backfill_report.written), len(store.backfill_report.failed))
+                                len(report.written), len(report.failed))
             store._ensure_index()
         except _psycopg().Error as exc:
             raise _translate(exc, f"cannot attach to {name}") from exc

@@ -5,6 +5,9 @@
 * ``qvl pg worker``: embed queued rows in batches (``--once``: until the queue is drained).
 * ``qvl pg status``: rows, embeddings, queue and failures.
 
+Only ``sync`` changes the schema. ``worker`` and ``status`` open the table with
+``attach(create=False)``: no DDL, so no lock on your table, and ``status`` needs only ``SELECT``.
+
 Example::
 
     qvl pg sync   --dsn postgresql://app@db/shop --table products --text-col title --image-col photo --dim 1024
@@ -51,6 +54,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_worker.add_argument("--once", action="store_true", help="exit when no queued row is ready")
     p_worker.add_argument("--max-attempts", type=int, default=3, help="failures before a row is set aside (default: 3)")
     p_worker.add_argument("--retry-delay", type=float, default=5.0, help="seconds before the first retry (default: 5)")
+    p_worker.add_argument("--lease", type=float, default=600.0,
+                          help="seconds a claimed batch is reserved; a dead worker's rows return after it "
+                               "(default: 600)")
     p_worker.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls of an empty queue")
     p_worker.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_worker.set_defaults(func=cmd_worker)
@@ -74,7 +80,8 @@ def _embedder(args: argparse.Namespace) -> Any:
     return Embedder.from_pretrained(args.model, device=args.device)
 
 
-def _attach(args: argparse.Namespace, embedder: Any) -> Any:
+def _attach(args: argparse.Namespace, embedder: Any, *, create: bool) -> Any:
+    """The attached store for ``args``; ``create=False`` runs no DDL (worker, status)."""
     from connectors.pgvector import attach
     from embedder.errors import InputError
 
@@ -82,7 +89,7 @@ def _attach(args: argparse.Namespace, embedder: Any) -> Any:
         raise InputError("pass --dsn (or set DATABASE_URL)")
     return attach(args.dsn, table=args.table, primary_key=args.pk, text_column=args.text_col,
                   image_column=args.image_col, video_column=args.video_col, embedder=embedder, dim=args.dim,
-                  mode=args.mode, storage=args.storage, backfill=False, batch_size=args.batch_size)
+                  mode=args.mode, storage=args.storage, backfill=False, batch_size=args.batch_size, create=create)
 
 
 def _run(args: argparse.Namespace, body: Any) -> int:
@@ -104,7 +111,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
         emb = _embedder(args) if args.dim is None else None
         try:
-            with _attach(args, emb) as store:
+            with _attach(args, emb, create=True) as store:
                 queued = install_sync(store, enqueue_existing=not args.no_enqueue)
                 st = sync_status(store)
                 print(f"sync installed on {store.table} ({store.layout.mode}, {store.plan.column_sql}, "
@@ -128,9 +135,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise InputError("pass --model (a model directory, hub id, or http(s):// URL of qvl serve)")
         emb = _embedder(args)
         try:
-            with _attach(args, emb) as store:
+            with _attach(args, emb, create=False) as store:
                 worker = Worker(store, batch_size=args.batch_size, max_attempts=args.max_attempts,
-                                retry_delay=args.retry_delay)
+                                retry_delay=args.retry_delay, lease=args.lease)
                 report = worker.run(once=args.once, poll_interval=args.poll_interval,
                                     show_progress=not args.no_progress)
                 st = sync_status(store)
@@ -151,10 +158,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     def body() -> int:
         from connectors.pgvector_sync import failed_rows, sync_status
 
-        with _attach(args, None) as store:
+        with _attach(args, None, create=False) as store:
             st = sync_status(store)
             print(f"{store.table}: {st.rows} rows, {st.embedded} embedded, {st.queued} queued "
-                  f"({st.ready} ready), {st.failed} failed; triggers {'installed' if st.installed else 'not installed'}")
+                  f"({st.ready} ready, {st.in_progress} in progress), {st.failed} failed; "
+                  f"triggers {'installed' if st.installed else 'not installed'}")
             if args.show_failed and st.installed:
                 for row in failed_rows(store):
                     print(f"  failed {row.key} after {row.attempts} attempts: {row.reason}")

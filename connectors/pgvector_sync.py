@@ -3,20 +3,34 @@
 For a store from :func:`connectors.pgvector.attach`, :func:`install_sync` creates, next to the
 table ``t``:
 
-* ``t_qvl_queue``: one row per change (``row_key``, ``attempts``, ``last_error``, ``not_before``);
+* ``t_qvl_queue``: one row per change (``row_key``, ``attempts``, ``last_error``, ``not_before``,
+  and ``claimed_by``/``claimed_at`` while a worker holds it);
 * ``t_qvl_failed``: rows that failed ``max_attempts`` times, with the reason;
 * a trigger function and two triggers: ``AFTER INSERT OR UPDATE OF <content columns, key>``
   queues the key when a watched column really changed; ``AFTER DELETE`` clears the row's
   failure record. The embedding of a deleted row goes with it (its column, or the side
   table's ``ON DELETE CASCADE``).
 
-A :class:`Worker` takes a batch of queued rows with ``FOR UPDATE SKIP LOCKED`` (so several
-workers share one queue) plus a per-row advisory lock (so two workers never embed the same row
-at once), embeds them, writes the embeddings and removes the queue rows in one transaction.
-Killing a worker mid-batch rolls that transaction back: nothing is lost (the queue rows stay)
-and nothing is duplicated. A row whose embedding or write fails is retried later with
-exponential back-off; after ``max_attempts`` it moves to the failed table with its reason, and
-leaves it when the row changes again (or by :func:`retry_failed`).
+A :class:`Worker` claims a batch of queued rows in a short transaction of its own and commits
+the claim before embedding: ``FOR UPDATE SKIP LOCKED`` (so several workers share one queue)
+picks the rows, a session advisory lock per key keeps two workers from embedding the same row
+at once, and the claim counts the attempt and sets a lease (``not_before = now() + lease``, so
+other workers leave the rows alone meanwhile). The worker then embeds the batch and, in a
+second transaction, writes the embeddings and removes the queue rows.
+
+* A row whose embedding or write fails (an exception) is retried later with exponential
+  back-off; after ``max_attempts`` it moves to the failed table with its reason.
+* A worker that dies mid-batch (killed, out of memory, a segfault in a decoder) rolls back its
+  write: nothing is half-written, nothing is lost (the queue rows stay), nothing is
+  duplicated (writes are idempotent upserts). The attempt is already counted, and when the
+  lease expires the rows are claimed again, one at a time (a retried row is always claimed
+  alone, so the innocent rows of a crashed batch land on their next attempt and the row that
+  kills workers is isolated). A row claimed ``max_attempts`` times whose lease expired goes
+  to the failed table ("the worker ... never finished"), instead of killing workers forever.
+
+A failed row leaves the failed table when it changes again (or by :func:`retry_failed`).
+The lease must exceed the time to embed and write one batch; a worker outliving its lease is
+still safe (its advisory locks keep others off its rows), it only delays their recovery.
 
 Example::
 
@@ -29,15 +43,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from embedder.errors import InputError
+from embedder.errors import InputError, SchemaMismatchError
 
 from .core import Row, embed_rows, normalize_row
-from .pgvector import PgVectorStore, TableName, _sql, derived_name
+from .pgvector import PgVectorStore, TableName, _sql, derived_name, table_columns
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +112,8 @@ def install_sync(store: PgVectorStore, *, enqueue_existing: bool = True) -> int:
             "CREATE TABLE IF NOT EXISTS {q} (qid bigserial PRIMARY KEY, row_key {kt} NOT NULL, "
             "queued_at timestamptz NOT NULL DEFAULT now(), attempts integer NOT NULL DEFAULT 0, last_error text, "
             "not_before timestamptz NOT NULL DEFAULT now())").format(q=obj.queue.ident, kt=sql.SQL(lay.key_type)))
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS claimed_by text, "
+                             "ADD COLUMN IF NOT EXISTS claimed_at timestamptz").format(obj.queue.ident))
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (row_key)").format(
             sql.Identifier(obj.queue_index), obj.queue.ident))
         conn.execute(sql.SQL(
@@ -158,7 +176,8 @@ def uninstall_sync(store: PgVectorStore) -> None:
 @dataclass(frozen=True)
 class SyncStatus:
     """Counts for an attached table: its rows, those with an embedding, distinct keys queued
-    (``ready`` of them due now), and failed rows. ``installed`` tells whether triggers exist."""
+    (``ready`` of them due now, ``in_progress`` of them claimed by a worker whose lease has
+    not expired), and failed rows. ``installed`` tells whether the queue exists."""
 
     rows: int
     embedded: int
@@ -166,6 +185,7 @@ class SyncStatus:
     ready: int
     failed: int
     installed: bool
+    in_progress: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,14 +206,23 @@ def sync_status(store: PgVectorStore) -> SyncStatus:
     conn = store.client
     rows = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(store.layout.table.ident)).fetchone()[0])
     installed = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (obj.queue.text,)).fetchone()[0]
-    queued = ready = failed = 0
+    queued = ready = failed = in_progress = 0
     if installed:
-        queued, ready = conn.execute(sql.SQL(
-            "SELECT count(DISTINCT row_key), count(DISTINCT row_key) FILTER (WHERE not_before <= now()) FROM {}")
-            .format(obj.queue.ident)).fetchone()
+        leased = sql.SQL("count(DISTINCT row_key) FILTER (WHERE claimed_by IS NOT NULL AND not_before > now())") \
+            if _has_lease_columns(store) else sql.SQL("0")
+        queued, ready, in_progress = conn.execute(sql.SQL(
+            "SELECT count(DISTINCT row_key), count(DISTINCT row_key) FILTER (WHERE not_before <= now()), {} FROM {}")
+            .format(leased, obj.queue.ident)).fetchone()
         failed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(obj.failed.ident)).fetchone()[0]
     return SyncStatus(rows=rows, embedded=store.count(), queued=int(queued), ready=int(ready), failed=int(failed),
-                      installed=bool(installed))
+                      installed=bool(installed), in_progress=int(in_progress))
+
+
+def _has_lease_columns(store: PgVectorStore) -> bool:
+    """True when the queue has the lease columns (queues made before leases lack them until
+    :func:`install_sync` runs again)."""
+    names = {c.name for c in table_columns(store.client, sync_objects(store).queue)}
+    return {"claimed_by", "claimed_at"} <= names
 
 
 def failed_rows(store: PgVectorStore) -> list[FailedRow]:
@@ -232,8 +261,10 @@ class WorkerReport:
         embedded: keys whose embedding was written.
         cleared: keys whose row was deleted or has no content any more (embedding removed).
         retried: ``(key, reason)`` failures that will be retried.
-        failed: ``(key, reason)`` rows moved to the failed-rows table.
+        failed: ``(key, reason)`` rows moved to the failed-rows table (including rows whose
+            worker died ``max_attempts`` times while embedding them).
         skipped: queued keys left for another worker that was embedding them.
+        recovered: keys claimed again after the worker holding them died (lease expired).
     """
 
     batches: int = 0
@@ -242,6 +273,7 @@ class WorkerReport:
     retried: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: int = 0
+    recovered: list[str] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -250,7 +282,33 @@ class WorkerReport:
     def __add__(self, other: "WorkerReport") -> "WorkerReport":
         return WorkerReport(self.batches + other.batches, self.embedded + other.embedded,
                             self.cleared + other.cleared, self.retried + other.retried,
-                            self.failed + other.failed, self.skipped + other.skipped)
+                            self.failed + other.failed, self.skipped + other.skipped,
+                            self.recovered + other.recovered)
+
+
+@dataclass(frozen=True)
+class _QueueEntry:
+    qid: int
+    key: str
+    attempts: int
+    last_error: str | None
+    claimed_by: str | None
+    claimed_at: Any
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """Keys claimed by one batch (locked and leased, attempt counted), with their queue rows."""
+
+    qids: dict[str, list[int]]
+    attempts: dict[str, int]
+    recovered: list[str]
+    failed: list[tuple[str, str]]
+    skipped: int
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.qids)
 
 
 class Worker:
@@ -259,9 +317,20 @@ class Worker:
     Args:
         store: an attached store with an embedder; the worker uses its connection, so give each
             concurrent worker its own store.
-        batch_size: queue rows claimed per transaction.
-        max_attempts: failures after which a row moves to the failed-rows table.
-        retry_delay: seconds before the first retry; doubles per attempt (capped at an hour).
+        batch_size: queue rows claimed per batch (a retried row is claimed alone).
+        max_attempts: attempts (claims) after which a row that keeps failing, or keeps killing
+            its worker, moves to the failed-rows table. With 1, a worker crash sends every row
+            of its batch there; the default 3 gives the innocent rows of a crashed batch a
+            retry of their own.
+        retry_delay: seconds before the first retry after an error; doubles per attempt
+            (capped at an hour).
+        lease: seconds a claim lasts; a batch whose worker died is claimed again after it.
+            It must exceed the time to embed and write one batch.
+
+    Raises:
+        InputError: no embedder, or a bad number.
+        SchemaMismatchError: the queue was made by an older version (run :func:`install_sync`
+            again, it adds the lease columns).
 
     Example:
         >>> Worker(store, batch_size=32, max_attempts=3).run(once=True)  # doctest: +SKIP
@@ -269,60 +338,171 @@ class Worker:
     """
 
     def __init__(self, store: PgVectorStore, *, batch_size: int = 32, max_attempts: int = 3,
-                 retry_delay: float = 5.0) -> None:
+                 retry_delay: float = 5.0, lease: float = 600.0) -> None:
         _require_attached(store)
         if store.embedder is None:
             raise InputError("the worker needs a store opened with an embedder")
         if batch_size < 1 or max_attempts < 1:
             raise InputError(f"batch_size and max_attempts must be >= 1, got {batch_size} and {max_attempts}")
+        if not lease > 0 or retry_delay < 0:
+            raise InputError(f"lease must be > 0 and retry_delay >= 0 seconds, got lease={lease!r}, "
+                             f"retry_delay={retry_delay!r}")
         self.store = store
         self.batch_size = int(batch_size)
         self.max_attempts = int(max_attempts)
         self.retry_delay = float(retry_delay)
+        self.lease = float(lease)
         self.objects = sync_objects(store)
+        if not _has_lease_columns(store):
+            raise SchemaMismatchError(f"the queue {self.objects.queue} has no lease columns (made by an older "
+                                      "version, or sync is not installed): run install_sync (qvl pg sync) again")
         digest = hashlib.sha256(str(store.layout.table).encode()).digest()
         self._lock_class = int.from_bytes(digest[:4], "big", signed=True)
+        self.name = f"{socket.gethostname()}:{os.getpid()}:pg{store.client.info.backend_pid}"
 
+    # ------------------------------------------------------------------ one batch
     def run_batch(self) -> WorkerReport:
-        """Claim, embed and write one batch in one transaction; returns what it did."""
+        """Claim (committed), embed, then write one batch; returns what it did.
+
+        If the write cannot happen (the connection is lost, say), the exception propagates and
+        the claimed rows come back when their lease expires, with this attempt counted.
+        """
+        claim = self._claim()
+        if not claim.qids:
+            return WorkerReport(batches=int(bool(claim.failed)), failed=claim.failed, skipped=claim.skipped)
+        try:
+            embedded, cleared, retried, failed = self._process(claim)
+        except Exception as exc:
+            self._give_back(claim, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._unlock(claim.keys)
+        return WorkerReport(batches=1, embedded=embedded, cleared=cleared, retried=retried,
+                            failed=claim.failed + failed, skipped=claim.skipped, recovered=claim.recovered)
+
+    def _claim(self) -> _Claim:
+        """In one committed transaction: fail rows out of attempts, pick a batch, lock it, lease it.
+
+        Fresh rows (never attempted) are claimed together, up to ``batch_size``; a row already
+        attempted (an error, or a worker that died holding it) is claimed alone.
+        """
         sql = _sql()
-        store, lay, obj = self.store, self.store.layout, self.objects
-        conn = store.client
+        conn, obj = self.store.client, self.objects
         with conn.transaction():
-            claimed = conn.execute(sql.SQL(
-                "SELECT qid, row_key, row_key::text, attempts FROM {} WHERE not_before <= now() ORDER BY qid LIMIT %s "
-                "FOR UPDATE SKIP LOCKED").format(obj.queue.ident), (self.batch_size,)).fetchall()
-            if not claimed:
-                return WorkerReport()
-            qids: dict[str, list[int]] = {}
-            attempts: dict[str, int] = {}
-            for qid, _native, key, att in claimed:
-                qids.setdefault(key, []).append(qid)
-                attempts[key] = max(attempts.get(key, 0), att)
-            locked = [r[0] for r in conn.execute(
-                "SELECT k FROM unnest(%s::text[]) AS k WHERE pg_try_advisory_xact_lock(%s, hashtext(k))",
-                (list(qids), self._lock_class)).fetchall()]
-            skipped = len(qids) - len(locked)
-            content = self._content(locked)
-            rows: list[Row] = []
-            cleared: list[str] = []
-            for key in locked:
-                if key not in content:
-                    cleared.append(key)
-                    continue
-                try:
-                    rows.append(normalize_row(content[key], 0, dim=store.dim))
-                except InputError:
-                    cleared.append(key)  # no text or media any more: the row has nothing to embed
-            embedded, failures = self._embed_write(rows)
+            recs = conn.execute(sql.SQL(
+                "SELECT qid, row_key::text, attempts, last_error, claimed_by, claimed_at FROM {} "
+                "WHERE not_before <= now() ORDER BY qid LIMIT %s FOR UPDATE SKIP LOCKED").format(obj.queue.ident),
+                (self.batch_size,)).fetchall()
+            by_key: dict[str, list[_QueueEntry]] = {}
+            for rec in recs:
+                entry = _QueueEntry(*rec)
+                by_key.setdefault(entry.key, []).append(entry)
+            exhausted: dict[str, list[_QueueEntry]] = {}
+            live: dict[str, list[_QueueEntry]] = {}
+            for key, entries in by_key.items():
+                spent = [e for e in entries if e.attempts >= self.max_attempts]
+                rest = [e for e in entries if e.attempts < self.max_attempts]
+                if rest:
+                    live[key] = rest
+                    if spent:  # superseded by a newer change of the row, which gets its own attempts
+                        conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident),
+                                     ([e.qid for e in spent],))
+                elif spent:
+                    exhausted[key] = spent
+            chosen: list[str] = []
+            for key, entries in live.items():
+                tried = max(e.attempts for e in entries) > 0
+                if tried and not chosen:
+                    chosen = [key]
+                    break
+                if not tried:
+                    chosen.append(key)
+            locked = set(self._try_lock(list(exhausted) + chosen))
+            skipped = sum(1 for k in list(exhausted) + chosen if k not in locked)
+            failed = self._fail_exhausted({k: v for k, v in exhausted.items() if k in locked})
+            self._unlock([k for k in exhausted if k in locked])
+            keys = [k for k in chosen if k in locked]
+            qids = {k: [e.qid for e in live[k]] for k in keys}
+            attempts = {k: max(e.attempts for e in live[k]) + 1 for k in keys}
+            recovered = [k for k in keys if any(e.claimed_by for e in live[k])]
+            if qids:
+                conn.execute(sql.SQL(
+                    "UPDATE {} SET attempts = attempts + 1, claimed_by = %s, claimed_at = now(), "
+                    "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(obj.queue.ident),
+                    (self.name, self.lease, [q for k in keys for q in qids[k]]))
+        for key in recovered:
+            log.warning("row %s: the worker holding it did not finish (lease expired); attempt %d of %d",
+                        key, attempts[key], self.max_attempts)
+        return _Claim(qids=qids, attempts=attempts, recovered=recovered, failed=failed, skipped=skipped)
+
+    def _try_lock(self, keys: list[str]) -> list[str]:
+        """Session advisory locks on ``keys`` (held across the claim and write transactions)."""
+        if not keys:
+            return []
+        return [r[0] for r in self.store.client.execute(
+            "SELECT k FROM unnest(%s::text[]) AS k WHERE pg_try_advisory_lock(%s, hashtext(k))",
+            (keys, self._lock_class)).fetchall()]
+
+    def _unlock(self, keys: list[str]) -> None:
+        conn = self.store.client
+        if not keys or conn.closed or conn.broken:
+            return  # a lost session has released its locks already
+        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(k)) FROM unnest(%s::text[]) AS k",
+                     (self._lock_class, keys))
+
+    def _fail_exhausted(self, exhausted: dict[str, list[_QueueEntry]]) -> list[tuple[str, str]]:
+        """Move rows whose last claim's lease expired after ``max_attempts`` claims to the failed table."""
+        failed = []
+        for key, entries in exhausted.items():
+            last = max(entries, key=lambda e: e.attempts)
+            reason = (f"the worker {last.claimed_by or '?'} that claimed it at {last.claimed_at} never finished "
+                      f"(killed or crashed while embedding or writing it; lease expired) on attempt "
+                      f"{last.attempts} of {self.max_attempts}")
+            if last.last_error:
+                reason += f"; earlier error: {last.last_error}"
+            self._move_to_failed(key, last.attempts, reason, [e.qid for e in entries])
+            failed.append((key, reason))
+        return failed
+
+    def _move_to_failed(self, key: str, attempts: int, reason: str, qids: list[int]) -> None:
+        sql = _sql()
+        conn, obj = self.store.client, self.objects
+        conn.execute(sql.SQL(
+            "INSERT INTO {f} (row_key, attempts, reason) VALUES (CAST(%s AS {kt}), %s, %s) "
+            "ON CONFLICT (row_key) DO UPDATE SET attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, "
+            "failed_at = now()").format(f=obj.failed.ident, kt=sql.SQL(self.store.layout.key_type)),
+            (key, attempts, reason))
+        conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident), (qids,))
+        log.warning("row %s failed %d times, moved to %s: %s", key, attempts, obj.failed, reason)
+
+    def _process(self, claim: _Claim) -> tuple[list[str], list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+        """Embed the claimed rows (no transaction open), then write them and settle the queue in one."""
+        sql = _sql()
+        store, obj = self.store, self.objects
+        conn = store.client
+        content = self._content(claim.keys)
+        rows: list[Row] = []
+        cleared: list[str] = []
+        for key in claim.keys:
+            if key not in content:
+                cleared.append(key)  # the row was deleted
+                continue
+            try:
+                rows.append(normalize_row(content[key], 0, dim=store.dim))
+            except InputError:
+                cleared.append(key)  # no text or media any more: the row has nothing to embed
+        good, vecs, failures = self._embed(rows)
+        with conn.transaction():
+            failures = failures + store.write_vectors(good, vecs)
+            bad = {k for k, _ in failures}
+            embedded = [r.id for r in good if r.id not in bad]
             if cleared:
                 store.delete(cleared)
-            done = [q for key in embedded + cleared for q in qids[key]]
+            done = [q for key in embedded + cleared for q in claim.qids[key]]
             if done:
                 conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident), (done,))
-            retried, failed = self._record_failures(failures, qids, attempts)
-        return WorkerReport(batches=1, embedded=embedded, cleared=cleared, retried=retried, failed=failed,
-                            skipped=skipped)
+            retried, failed = self._record_failures(failures, claim)
+        return embedded, cleared, retried, failed
 
     def _content(self, keys: list[str]) -> dict[str, dict]:
         if not keys:
@@ -335,54 +515,69 @@ class Worker:
                                                  kt=sql.SQL(lay.key_type)), (keys,)).fetchall()
         return {r[0]: self.store.content_row(r[0], r[1:]) for r in recs}
 
-    def _embed_write(self, rows: list[Row]) -> tuple[list[str], list[tuple[str, str]]]:
-        if not rows:
-            return [], []
+    def _embed(self, rows: list[Row]) -> tuple[list[Row], Any, list[tuple[str, str]]]:
+        """Vectors for ``rows``; a batch that raises is embedded row by row to isolate the culprit."""
+        import numpy as np
+
         store = self.store
+        if not rows:
+            return [], np.zeros((0, store.dim), dtype=np.float32), []
         try:
-            good, vecs, failures = embed_rows(store.embedder, rows, store.dim)
+            return embed_rows(store.embedder, rows, store.dim)
         except Exception as exc:  # noqa: BLE001 - isolate the row that breaks the batch
             log.warning("batch embedding failed (%s); embedding %d rows one by one", exc, len(rows))
-            good, vec_list, failures = [], [], []
-            for row in rows:
-                try:
-                    g, v, f = embed_rows(store.embedder, [row], store.dim)
-                except Exception as exc1:  # noqa: BLE001
-                    failures.append((row.id, f"{type(exc1).__name__}: {exc1}"))
-                    continue
-                good += g
-                vec_list += list(v)
-                failures += f
-            import numpy as np
+        good: list[Row] = []
+        vec_list: list[Any] = []
+        failures: list[tuple[str, str]] = []
+        for row in rows:
+            try:
+                g, v, f = embed_rows(store.embedder, [row], store.dim)
+            except Exception as exc1:  # noqa: BLE001
+                failures.append((row.id, f"{type(exc1).__name__}: {exc1}"))
+                continue
+            good += g
+            vec_list += list(v)
+            failures += f
+        return good, np.asarray(vec_list, dtype=np.float32).reshape(len(good), store.dim), failures
 
-            vecs = np.asarray(vec_list, dtype=np.float32).reshape(len(good), store.dim)
-        failures = list(failures) + store.write_vectors(good, vecs)
-        bad = {k for k, _ in failures}
-        return [r.id for r in good if r.id not in bad], failures
-
-    def _record_failures(self, failures: list[tuple[str, str]], qids: dict[str, list[int]],
-                         attempts: dict[str, int]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    def _record_failures(self, failures: list[tuple[str, str]], claim: _Claim
+                         ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Schedule a retry of each failed key, or move it to the failed table after ``max_attempts``."""
         sql = _sql()
         conn, obj = self.store.client, self.objects
         retried, failed = [], []
         for key, reason in failures:
-            n = attempts[key] + 1
+            n = claim.attempts[key]  # counted when claimed
             if n >= self.max_attempts:
-                conn.execute(sql.SQL(
-                    "INSERT INTO {f} (row_key, attempts, reason) VALUES (CAST(%s AS {kt}), %s, %s) "
-                    "ON CONFLICT (row_key) DO UPDATE SET attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, "
-                    "failed_at = now()").format(f=obj.failed.ident, kt=sql.SQL(self.store.layout.key_type)),
-                    (key, n, reason))
-                conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident), (qids[key],))
+                self._move_to_failed(key, n, reason, claim.qids[key])
                 failed.append((key, reason))
-                log.warning("row %s failed %d times, moved to %s: %s", key, n, obj.failed, reason)
             else:
-                delay = min(MAX_RETRY_DELAY, self.retry_delay * 2 ** (n - 1))
                 conn.execute(sql.SQL(
-                    "UPDATE {} SET attempts = %s, last_error = %s, not_before = now() + make_interval(secs => %s) "
-                    "WHERE qid = ANY(%s)").format(obj.queue.ident), (n, reason, delay, qids[key]))
+                    "UPDATE {} SET last_error = %s, claimed_by = NULL, claimed_at = NULL, "
+                    "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(obj.queue.ident),
+                    (reason, self._delay(n), claim.qids[key]))
                 retried.append((key, reason))
         return retried, failed
+
+    def _delay(self, attempts: int) -> float:
+        return min(MAX_RETRY_DELAY, self.retry_delay * 2 ** (attempts - 1))
+
+    def _give_back(self, claim: _Claim, reason: str) -> None:
+        """After an unexpected error with the connection still usable: end the lease now (the
+        attempt stays counted) and retry after the back-off. Best effort: if this fails too,
+        the lease expiring does the same."""
+        sql = _sql()
+        conn = self.store.client
+        if conn.closed or conn.broken:
+            return
+        try:
+            delay = self._delay(max(claim.attempts.values()))
+            conn.execute(sql.SQL(
+                "UPDATE {} SET last_error = %s, claimed_by = NULL, claimed_at = NULL, "
+                "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(self.objects.queue.ident),
+                (reason, delay, [q for qs in claim.qids.values() for q in qs]))
+        except Exception as exc:  # noqa: BLE001 - the lease covers it
+            log.warning("could not give back the claimed rows (%s); they return when the lease expires", exc)
 
     def run(self, *, once: bool = False, poll_interval: float = 1.0, stop: threading.Event | None = None,
             show_progress: bool = False, max_batches: int | None = None) -> WorkerReport:

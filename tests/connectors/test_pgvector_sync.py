@@ -165,7 +165,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(pg_dsn, conn, arti
 
         def run() -> None:
             try:
-                Worker(store_a, batch_size=6).run_batch()
+                Worker(store_a, batch_size=6, lease=1.0).run_batch()
             except Exception as exc:  # noqa: BLE001 - the killed worker's error, checked below
                 errors.append(exc)
 
@@ -178,11 +178,147 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(pg_dsn, conn, arti
         assert errors, "the killed worker should have failed"
     with _attach(pg_dsn, articles, embedder, "side_table") as store:
         st = sync_status(store)
-        assert (st.embedded, st.queued) == (0, 10)   # nothing half-written, nothing lost
-        report = Worker(store, batch_size=4).run(once=True)
-        assert sorted(report.embedded, key=int) == [str(i) for i in range(10)]
+        assert (st.embedded, st.queued, st.in_progress) == (0, 10, 6)   # nothing half-written, nothing lost
+        worker = Worker(store, batch_size=4)
+        first = worker.run(once=True)            # the 6 leased rows wait for the lease to expire
+        assert sorted(first.embedded, key=int) == ["6", "7", "8", "9"]
+        _wait_for(lambda: sync_status(store).ready == 6)
+        report = worker.run(once=True)           # then come back, each claimed alone, attempt counted
+        assert sorted(report.embedded, key=int) == sorted(report.recovered, key=int) == [str(i) for i in range(6)]
+        assert report.batches == 6 and not report.failed
         assert conn.execute(f"SELECT count(*), count(DISTINCT id) FROM {articles}_embeddings").fetchone() == (10, 10)
         assert sync_status(store).queued == 0
+
+
+POISON = "POISON pill: the decoder segfaults on this row"
+
+
+def crash_worker_main(argv: list[str]) -> int:
+    """A worker process for :func:`test_row_that_kills_its_worker_ends_in_failed_table`.
+
+    ``argv``: dsn, table, tiny checkpoint path, lease seconds. Its embedder SIGKILLs its own
+    process when a batch holds the poison row (as a segfault in a decoder would); otherwise it
+    drains the queue and prints the report's embedded keys.
+    """
+    import os
+    import signal
+
+    from connectors.pgvector import attach
+    from connectors.pgvector_sync import Worker
+    from embedder import Embedder
+
+    dsn, table, model, lease = argv
+
+    class KillingEmbedder:
+        def __init__(self, inner) -> None:
+            self.inner, self.dim = inner, inner.dim
+
+        def embed_documents(self, items, **kwargs):
+            if any(POISON in str(item) for item in items):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return self.inner.embed_documents(items, **kwargs)
+
+    with Embedder.from_pretrained(model, device="cpu") as emb, \
+            attach(dsn, table=table, embedder=KillingEmbedder(emb), create=False) as store:
+        report = Worker(store, batch_size=4, max_attempts=3, retry_delay=0, lease=float(lease)).run(once=True)
+    print("embedded", ",".join(report.embedded), "failed", ",".join(k for k, _ in report.failed))
+    return 0
+
+
+def test_row_that_kills_its_worker_ends_in_failed_table(pg_dsn, conn, articles, embedder, tiny_embedding_path):
+    import subprocess
+    import sys
+    import time
+
+    from connectors.pgvector_sync import failed_rows, install_sync, sync_status
+
+    conn.execute(f"UPDATE {articles} SET title = %s WHERE id = 5", (POISON,))
+    lease = 1.5
+    with _attach(pg_dsn, articles, embedder) as store:
+        install_sync(store)
+        code = ("import sys; from tests.connectors.test_pgvector_sync import crash_worker_main; "
+                "sys.exit(crash_worker_main(sys.argv[1:]))")
+        kills = 0
+        for _ in range(6):   # 3 kills (attempts 1 in a batch, 2 and 3 alone), then a run that drains the queue
+            proc = subprocess.run([sys.executable, "-c", code, pg_dsn, articles, tiny_embedding_path, str(lease)],
+                                  capture_output=True, text=True, timeout=180, cwd=_repo_root())
+            assert proc.returncode in (0, -9), proc.stderr[-2000:]
+            kills += proc.returncode == -9
+            st = sync_status(store)
+            if st.queued == 0:
+                break
+            time.sleep(lease + 0.2)   # the dead worker's lease expires
+        assert kills == 3
+        (bad,) = failed_rows(store)
+        assert bad.key == "5" and bad.attempts == 3
+        assert "never finished" in bad.reason and "attempt 3 of 3" in bad.reason
+        st = sync_status(store)
+        assert (st.rows, st.embedded, st.queued, st.failed) == (10, 9, 0, 1)
+        assert conn.execute(f"SELECT count(*), count(DISTINCT id) FROM {articles} "
+                            "WHERE embedding IS NOT NULL").fetchone() == (9, 9)
+        assert _vector(conn, articles, 5, "column") is None
+        expected = embedder.embed_documents([{"text": "article 6 about cats"}], dim=64)[0]
+        assert np.allclose(_vector(conn, articles, 6, "column"), expected, atol=1e-5)   # written once, correctly
+
+
+def _repo_root() -> str:
+    import pathlib
+
+    return str(pathlib.Path(__file__).resolve().parents[2])
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_status_is_read_only(pg_dsn, conn, articles, embedder, capsys):
+    """``qvl pg status`` and ``attach(create=False)`` run no DDL: a role with SELECT only can use them."""
+    from connectors.cli import main
+    from connectors.pgvector import attach
+    from connectors.pgvector_sync import install_sync
+    from embedder.errors import NotFoundError
+
+    role = f"{articles}_reader"
+    conn.execute(f"DROP ROLE IF EXISTS {role}")
+    conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        reader_dsn = pg_dsn.replace("postgres@", f"{role}@", 1)
+        conn.execute(f"GRANT SELECT ON {articles} TO {role}")
+        with pytest.raises(NotFoundError, match="create=False"):   # nothing attached yet: no DDL to fix it
+            attach(reader_dsn, table=articles, text_column="title", create=False)
+        with _attach(pg_dsn, articles, embedder) as store:
+            install_sync(store)
+        conn.execute(f"GRANT SELECT ON {articles}_qvl_queue, {articles}_qvl_failed TO {role}")
+        with attach(reader_dsn, table=articles, create=False) as ro:
+            assert ro.backfill_report is None and ro.dim == 64 and ro.count() == 0
+        assert main(["pg", "status", "--dsn", reader_dsn, "--table", articles]) == 0
+        assert "10 rows, 0 embedded, 10 queued" in capsys.readouterr().out
+        # the writing path needs ownership: the same role cannot attach with create=True
+        with pytest.raises(Exception, match="owner|permission"):
+            attach(reader_dsn, table=articles, text_column="title", dim=64)
+    finally:
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_attach_backfill_report(pg_dsn, conn, articles, embedder):
+    from connectors.pgvector import attach
+
+    conn.execute(f"UPDATE {articles} SET photo = '/no/such/photo.png' WHERE id = 3")
+    with attach(pg_dsn, table=articles, text_column="title", image_column="photo", embedder=embedder,
+                dim=64, backfill=False) as store:
+        assert store.backfill_report is None
+        report = store.backfill()
+        assert report is store.backfill_report
+        assert len(report.written) == 9 and [k for k, _ in report.failed] == ["3"]
+        assert "photo.png" in report.failed[0][1]
+    with attach(pg_dsn, table=articles, embedder=embedder) as again:   # only the missing row is retried
+        assert again.backfill_report.written == [] and [k for k, _ in again.backfill_report.failed] == ["3"]
 
 
 def test_cli_sync_worker_status(pg_dsn, conn, articles, tiny_embedding_path, capsys):
