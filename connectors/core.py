@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import pathlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -169,7 +170,7 @@ def media_ref(value: Any) -> str | None:
 def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
                   declared_fields: Iterable[str] = ()) -> Row:
     """Validate a caller's row dict; raise :class:`InputError` naming the index/id."""
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict) and not isinstance(obj, Mapping):
         raise InputError(f"row must be a dict, got {type(obj).__name__}", index=index)
     rid = obj.get("id")
     if rid is None or rid == "":
@@ -188,18 +189,20 @@ def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if dim is not None and vector.shape[0] != dim:
             raise InputError(f"vector has {vector.shape[0]} dims, the store has {dim}", index=index, item_id=rid)
-        if not np.all(np.isfinite(vector)):
+        # One sum tells a finite vector apart (the common case) without a full scan.
+        if not math.isfinite(float(vector.sum())) and not np.isfinite(vector).all():
             raise InputError("vector contains NaN or infinity", index=index, item_id=rid)
     elif text is None and image is None and video is None:
         raise InputError("row has no text, image, video or vector", index=index, item_id=rid)
     metadata = obj.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise InputError(f"metadata must be a dict, got {type(metadata).__name__}", index=index, item_id=rid)
-    try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"metadata is not JSON-serialisable: {exc}", index=index, item_id=rid) from exc
-    declared = set(declared_fields)
+    if metadata:
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"metadata is not JSON-serialisable: {exc}", index=index, item_id=rid) from exc
+    declared = declared_fields if isinstance(declared_fields, (set, frozenset)) else set(declared_fields)
     extra = {k: v for k, v in obj.items() if k not in ROW_KEYS}
     unknown = set(extra) - declared
     if declared and unknown:
@@ -231,7 +234,10 @@ def row_bytes(row: Row, dim: int) -> int:
     size = 4 * dim + 64 + len(row.id)
     size += len((row.text or "").encode())
     size += len(row.media or "")
-    size += len(json.dumps(row.metadata)) + len(json.dumps(row.fields, default=str))
+    if row.metadata:
+        size += len(json.dumps(row.metadata))
+    if row.fields:
+        size += len(json.dumps(row.fields, default=str))
     return size
 
 
@@ -296,7 +302,7 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
     """
     from tqdm.auto import tqdm
 
-    declared = list(declared_fields)
+    declared = frozenset(declared_fields)
     written: list[str] = []
     failed: list[tuple[str, str]] = []
     total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
