@@ -296,9 +296,11 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
                      desc: str = "upsert") -> UpsertReport:
     """Validate, embed and write rows; embedding of batch k+1 overlaps the write of batch k.
 
-    ``write(rows, vectors)`` writes one batch (already deduplicated) and returns the
-    ``(id, reason)`` pairs that failed; raising marks the whole batch failed. Nothing is
-    silently skipped: every input row ends up in ``written`` or ``failed``.
+    ``write(rows, vectors)`` writes one batch (already deduplicated, at most ``max_bytes``)
+    and returns the ``(id, reason)`` pairs that failed; raising marks the whole batch
+    failed. Nothing is silently skipped: every input row ends up in ``written`` or
+    ``failed``. ``batch_rows`` is the number of rows embedded per step; rows with a
+    precomputed vector are grouped by bytes alone.
     """
     from tqdm.auto import tqdm
 
@@ -309,17 +311,24 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
     bar = tqdm(total=total, unit="row", disable=not show_progress, desc=desc)
 
     def chunks() -> Iterator[list[Row]]:
+        # ``batch_rows`` bounds the rows to EMBED per step; rows that carry their vector
+        # cost nothing to embed, so they only count towards the byte budget.
         batch: list[Row] = []
+        to_embed = size = 0
         for i, obj in enumerate(rows):
             try:
-                batch.append(normalize_row(obj, i, dim=dim, declared_fields=declared))
+                row = normalize_row(obj, i, dim=dim, declared_fields=declared)
             except InputError as exc:
                 rid = obj.get("id") if isinstance(obj, Mapping) else None
                 failed.append((str(rid) if rid is not None else f"#{i}", exc.reason))
                 bar.update(1)
-            if len(batch) >= batch_rows:
+                continue
+            batch.append(row)
+            to_embed += row.vector is None
+            size += row_bytes(row, dim)
+            if to_embed >= batch_rows or size >= max_bytes:
                 yield batch
-                batch = []
+                batch, to_embed, size = [], 0, 0
         if batch:
             yield batch
 

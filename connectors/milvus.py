@@ -546,10 +546,36 @@ class MilvusStore:
                                   batch_rows=batch_size, max_bytes=budget, declared_fields=list(self._fields),
                                   show_progress=show_progress, desc=f"milvus:{self.collection}")
         if report.written and self.target.lite:
-            # Milvus Lite indexes sealed segments: flush so searches use the index.
+            # Milvus Lite: flush seals the segments written (durable, counted). Their index is
+            # built when the collection is next loaded: see refresh_index().
             with _translated("flush", collection=self.collection):
                 self._client.flush(self.collection)
         return report
+
+    def refresh_index(self) -> None:
+        """Make searches use the index for every row written so far.
+
+        Milvus Lite (3.x) searches rows written into a loaded collection by brute force
+        until the collection is loaded again, which builds the index of the new segments
+        only (about 1 s per 1,000 new rows at dim 1024 on 2 CPU cores; instant when
+        nothing is new). Call this after a bulk load, before latency matters; results are
+        the same either way. On a Milvus server it only flushes: the server indexes sealed
+        segments and serves their indexes by itself.
+
+        Raises:
+            NotFoundError: the collection does not exist.
+
+        Example:
+            >>> store.upsert(rows); store.refresh_index()  # doctest: +SKIP
+        """
+        self._check_open()
+        self._require_collection()
+        with _translated("flush", collection=self.collection):
+            self._client.flush(self.collection)
+        if self.target.lite:
+            with _translated("release_collection", collection=self.collection):
+                self._client.release_collection(self.collection)
+            self._load()
 
     def _entity(self, row: Row, vector: np.ndarray) -> dict[str, Any]:
         """The Milvus entity for a row; ValueError names what does not fit."""

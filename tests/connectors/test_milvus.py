@@ -487,3 +487,118 @@ def test_add_text_embedding_function_on_a_server(store_factory):
                                      input_field="text", output_field="vector")
     desc = store.client.describe_collection(store.collection)
     assert any(f.get("name") == fn.name for f in desc.get("functions", []))
+
+
+# ---------------------------------------------------------------------------- large dims, item kinds
+DOCUMENT_INSTRUCTION = "Represent the user's input."  # what upsert embeds documents with
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    vecs = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("dim", [256, 1024])
+def test_create_at_dim_with_precomputed_vectors_and_reopen(store_factory, embedder, dim):
+    from connectors.milvus import open_store
+
+    store = store_factory(dim=dim, fields={"color": str})  # wider than the tiny checkpoint: vectors given
+    vec_field = next(f for f in store.client.describe_collection(store.collection)["fields"] if f["name"] == "vector")
+    assert vec_field["params"]["dim"] == dim and store.dim == dim
+    vecs = unit_vectors(10, dim, seed=dim)
+    rows = [{"id": f"r{i}", "vector": v, "color": ("red", "blue")[i % 2]} for i, v in enumerate(vecs)]
+    report = store.upsert(rows + [{"id": "short", "vector": np.ones(DIM, np.float32)}])
+    assert sorted(report.written) == sorted(r["id"] for r in rows)
+    assert report.failed == [("short", f"vector has {DIM} dims, the store has {dim}")]
+    target, name = target_for_store(store), store.collection
+    with open_store(target, collection=name) as again:  # no dim given: the collection's is adopted
+        again.create(fields={"color": str}, exist_ok=True)
+        assert (again.dim, again.fields, again.count()) == (dim, {"color": str}, 10)
+        hits = again.search(vecs[3], k=3)
+        assert hits[0].id == "r3" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+        blue = again.search(vecs[3], k=10, filter='color == "blue"')
+        exact = sorted((i for i in range(10) if i % 2), key=lambda i: -float(vecs[i] @ vecs[3]))
+        assert [h.id for h in blue] == [f"r{i}" for i in exact]
+        assert again.upsert(rows).ok and again.count() == 10  # idempotent after reopening
+    with pytest.raises(SchemaMismatchError, match=f"dim {dim}, but dim={dim // 2}"):
+        open_store(target, collection=name, dim=dim // 2)
+    # the tiny embedder tops out at 128 dims: its rows fail with both dims named, vector rows still land
+    with open_store(target, collection=name, embedder=embedder) as with_embedder:
+        report = with_embedder.upsert([{"id": "txt", "text": "hello"}, {"id": "r0", "vector": vecs[0]}])
+        assert report.written == ["r0"] and [rid for rid, _ in report.failed] == ["txt"]
+        assert f"from 64 to {DIM}, got {dim}" in report.failed[0][1]
+
+
+QUERY_ITEMS = {  # kind -> (the stored row the item equals, the item)
+    "text": ("t0", lambda media: "a red apple on a table"),
+    "image": ("i0", lambda media: {"image": media[0]}),
+    "fused": ("f0", lambda media: {"text": "a cat photo", "image": media[2]}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(QUERY_ITEMS))
+def test_search_by_item_kind_filter_and_rerank(store_factory, embedder, reranker, media, kind):
+    from connectors.core import document_item
+
+    store = store_factory(embedder=embedder, fields={"color": str})
+    rows = corpus(media)
+    assert store.upsert(rows).ok
+    own, make_query = QUERY_ITEMS[kind]
+    query = make_query(media)
+    own_color = next(r["color"] for r in rows if r["id"] == own)
+    got = store.client.get(store.collection, ids=[r["id"] for r in rows], output_fields=["vector", "color"])
+    stored = {r["id"]: (np.asarray(r["vector"], np.float32), r["color"]) for r in got}
+
+    def exact(qvec: np.ndarray, color: str | None = None) -> list[tuple[str, float]]:
+        scores = [(i, float(v @ qvec)) for i, (v, c) in stored.items() if color is None or c == color]
+        return sorted(scores, key=lambda s: -s[1])
+
+    def assert_ranked_like(hits, expected) -> None:
+        assert [h.id for h in hits] == [i for i, _ in expected]
+        assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-4)
+
+    # With the document instruction the query embeds exactly like its stored row: that row comes first.
+    doc_vec = embedder.embed_documents([query], dim=DIM)[0]
+    assert np.allclose(doc_vec, stored[own][0], atol=1e-5)
+    as_document = store.search(query, k=6, instruction=DOCUMENT_INSTRUCTION)
+    assert as_document[0].id == own and as_document[0].score == pytest.approx(1.0, abs=1e-3)
+    assert_ranked_like(as_document, exact(doc_vec))
+    # With the default query instruction it is another vector, ranked exactly as an exact search with it.
+    query_vec = embedder.embed_queries([query], dim=DIM)[0]
+    assert float(query_vec @ stored[own][0]) < 0.999
+    as_query = store.search(query, k=6)
+    assert_ranked_like(as_query, exact(query_vec))
+    # A filter keeps its rows only, in the same order.
+    other_color = "blue" if own_color != "blue" else "red"
+    for color in (own_color, other_color):
+        filtered = store.search(query, k=6, filter=f'color == "{color}"', instruction=DOCUMENT_INSTRUCTION)
+        assert_ranked_like(filtered, exact(doc_vec, color))
+        assert all(h.fields["color"] == color for h in filtered)
+    assert store.search(query, k=1, filter=f'color == "{own_color}"', instruction=DOCUMENT_INSTRUCTION)[0].id == own
+    # Rerank: the query item and each candidate's stored text/media go to the reranker.
+    reranked = store.search(query, k=3, rerank=reranker, candidates=6)
+    assert len(reranked) == 3 and {h.id for h in reranked} <= set(stored)
+    direct = reranker.score(query, [document_item(h.fields) for h in reranked])
+    assert [h.rerank_score for h in reranked] == pytest.approx([float(s) for s in direct], abs=1e-3)
+    assert [h.rerank_score for h in reranked] == sorted((h.rerank_score for h in reranked), reverse=True)
+    vector_scores = dict(exact(query_vec))
+    assert all(h.score == pytest.approx(vector_scores[h.id], abs=1e-4) for h in reranked)
+    all_six = store.search(query, k=6, rerank=reranker, candidates=6)
+    assert {h.id for h in all_six} == set(stored)  # every candidate reranked, none dropped
+    assert reranked == all_six[:3]
+    red = store.search(query, k=3, rerank=reranker, filter='color == "red"', instruction=DOCUMENT_INSTRUCTION)
+    assert {h.id for h in red} == {"t0", "i0", "f0"} and all(h.rerank_score is not None for h in red)
+
+
+def test_refresh_index_keeps_results_and_is_idempotent(store_factory):
+    store = store_factory(dim=64)
+    vecs = unit_vectors(30, 64, seed=5)
+    assert store.upsert([{"id": f"r{i}", "vector": v} for i, v in enumerate(vecs)]).ok
+    before = [(h.id, round(h.score, 4)) for h in store.search(vecs[2], k=5)]
+    store.refresh_index()
+    store.refresh_index()  # nothing new: instant
+    assert [(h.id, round(h.score, 4)) for h in store.search(vecs[2], k=5)] == before
+    assert before[0][0] == "r2" and store.count() == 30
+    store.drop()
+    with pytest.raises(NotFoundError, match="create"):
+        store.refresh_index()
