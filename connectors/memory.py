@@ -111,6 +111,10 @@ class MemoryStore:
             return rerank_hits(rerank, query, hits, k=k, instruction=None).hits
         return hits
 
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the store holds."""
+        return {str(i) for i in ids if str(i) in self._pos}
+
     def delete(self, ids: Sequence[str]) -> None:
         keep = [i for i, rid in enumerate(self._ids) if rid not in set(map(str, ids))]
         self._ids = [self._ids[i] for i in keep]

@@ -635,6 +635,17 @@ class MilvusStore:
         with _translated("delete", collection=self.collection):
             self._client.delete(self.collection, ids=ids)
 
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the collection holds (lets an ingest skip what already landed)."""
+        self._check_open()
+        ids = [str(i) for i in ids]
+        found: set[str] = set()
+        with _translated("get", collection=self.collection):
+            for start in range(0, len(ids), 1000):
+                rows = self._client.get(self.collection, ids=ids[start:start + 1000], output_fields=["id"])
+                found.update(str(r["id"]) for r in rows)
+        return found
+
     def count(self) -> int:
         """The exact number of rows (a strongly consistent ``count(*)``).
 

@@ -803,6 +803,23 @@ class PgVectorStore:
         except _psycopg().Error as exc:
             raise _translate(exc, f"cannot delete from {self.table}") from exc
 
+    def existing_ids(self, ids: Sequence[Any]) -> set[str]:
+        """Which of ``ids`` already have an embedding (lets an ingest skip what landed)."""
+        self._check_open()
+        sql = _sql()
+        lay = self.layout
+        keys = [str(i) for i in ids]
+        if not keys:
+            return set()
+        where = sql.SQL(" AND {} IS NOT NULL").format(sql.Identifier(lay.embedding_column)) \
+            if lay.mode == "column" else sql.SQL("")
+        query = sql.SQL("SELECT {}::text FROM {} WHERE {} = ANY(CAST(%s AS {}[])){}").format(
+            sql.Identifier(lay.key), lay.embedding_table.ident, sql.Identifier(lay.key), sql.SQL(lay.key_type), where)
+        try:
+            return {row[0] for row in self.client.execute(query, (keys,)).fetchall()}
+        except _psycopg().Error as exc:
+            raise _translate(exc, f"cannot look up ids in {lay.embedding_table}") from exc
+
     def count(self) -> int:
         """Number of rows that have an embedding."""
         self._check_open()

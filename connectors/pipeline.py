@@ -583,20 +583,14 @@ def _retrying(what: str, fn: Callable[[], Any], policy: RetryPolicy, sleep: Call
 def present_ids(store: Any, ids: Sequence[str]) -> set[str] | None:
     """Which of ``ids`` the store already holds, or None when the store cannot tell.
 
-    Uses ``store.existing_ids(ids)`` when a connector offers it; otherwise knows the
-    in-memory store and Milvus (``client.get``).
+    Every bundled connector offers ``store.existing_ids(ids)``; a third-party store
+    without it relies on the resume state file.
     """
     if not ids:
         return set()
     fn = getattr(store, "existing_ids", None)
     if callable(fn):
         return {str(i) for i in fn(list(ids))}
-    positions = getattr(store, "_pos", None)  # MemoryStore: id -> position
-    if type(store).__module__ == "connectors.memory" and isinstance(positions, dict):
-        return {i for i in ids if i in positions}
-    if type(store).__module__ == "connectors.milvus":
-        found = store.client.get(store.collection, ids=list(ids), output_fields=["id"])
-        return {str(r["id"]) for r in found}
     return None
 
 

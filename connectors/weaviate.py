@@ -600,6 +600,22 @@ class WeaviateStore:
                 chunk = uuids[start:start + _DELETE_CHUNK]
                 self.collection.data.delete_many(where=Filter.by_id().contains_any(chunk))
 
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the collection holds (looked up by their uuid5)."""
+        from weaviate.classes.query import Filter
+
+        self._check_open()
+        by_uuid = {row_uuid(str(i)): str(i) for i in ids}
+        found: set[str] = set()
+        uuids = list(by_uuid)
+        with driver_errors(f"looking up ids in {self.name}"):
+            for start in range(0, len(uuids), _DELETE_CHUNK):
+                chunk = uuids[start:start + _DELETE_CHUNK]
+                res = self.collection.query.fetch_objects(filters=Filter.by_id().contains_any(chunk),
+                                                          limit=len(chunk), return_properties=[])
+                found.update(by_uuid[str(o.uuid)] for o in res.objects)
+        return found
+
     def count(self) -> int:
         """Number of objects in the collection."""
         self._check_open()

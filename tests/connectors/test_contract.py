@@ -128,3 +128,10 @@ def test_congruence_with_the_exact_store(backend, tmp_path, request):
             got = store.search(q, k=5)
             assert [h.id for h in got] == [h.id for h in expected]
             assert np.allclose([h.score for h in got], [h.score for h in expected], atol=1e-3)
+
+
+def test_existing_ids(store):
+    store.upsert([{"id": f"e{i}", "vector": np.random.RandomState(i).rand(DIM), "text": "x", "color": "c"}
+                  for i in range(3)])
+    assert store.existing_ids(["e0", "e2", "nope"]) == {"e0", "e2"}
+    assert store.existing_ids([]) == set()
