@@ -11,7 +11,7 @@ import numpy as np
 from .batching import token_budget_batches
 from .errors import InputError
 from .items import Item, LoadOptions, normalize_item
-from .model import Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
+from .model import default_min_fill, Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
                       tokenize_embed_prompt, user_content)
 
@@ -63,7 +63,8 @@ class Embedder:
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: int = MAX_LENGTH,
-                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "") -> None:
+                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "",
+                 min_fill: float | None = None) -> None:
         import threading
 
         self.model = model
@@ -75,6 +76,7 @@ class Embedder:
         self.max_length = int(max_length)
         self.load_options = load_options
         self.name = name
+        self.min_fill = default_min_fill(device) if min_fill is None else float(min_fill)
         self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="qvl-prep")
         self._lock = threading.Lock()
         self._closed = False
@@ -226,7 +228,8 @@ class Embedder:
     def _forward_prepared(self, ready: list[tuple[int, Prepared]],
                           batch_size: int | None) -> Iterator[tuple[list[int], np.ndarray]]:
         lengths = [p.n_tokens for _, p in ready]
-        for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size):
+        for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size,
+                                          min_fill=self.min_fill):
             prepared = [ready[j][1] for j in batch]
             yield [ready[j][0] for j in batch], self.forward(prepared)
 

@@ -11,7 +11,7 @@ import numpy as np
 from .batching import token_budget_batches
 from .errors import InputError
 from .items import LoadOptions, normalize_item
-from .model import Media, Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
+from .model import default_min_fill, Media, Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
 from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID, YES_ID,
                       rerank_prompt_parts, truncate_middle)
 
@@ -45,7 +45,8 @@ class Reranker:
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: int = MAX_LENGTH,
-                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "") -> None:
+                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "",
+                 min_fill: float | None = None) -> None:
         import threading
 
         import torch
@@ -59,6 +60,7 @@ class Reranker:
         self.max_length = int(max_length)
         self.load_options = load_options
         self.name = name
+        self.min_fill = default_min_fill(device) if min_fill is None else float(min_fill)
         lm_head = model.get_output_embeddings().weight  # tied 2B: these are the input embeddings
         with torch.no_grad():
             self._score_row = (lm_head[YES_ID] - lm_head[NO_ID]).detach().float().clone()
@@ -148,7 +150,8 @@ class Reranker:
 
         lengths = [p.n_tokens for _, p in ready]
         with tqdm(total=len(ready), unit="pair", disable=not show_progress, desc="reranking") as bar:
-            for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size):
+            for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size,
+                                          min_fill=self.min_fill):
                 scores[[ready[j][0] for j in batch]] = self.forward([ready[j][1] for j in batch])
                 bar.update(len(batch))
         if on_error == "skip":

@@ -267,9 +267,11 @@ class Service:
         common = dict(max_batch_tokens=s.max_batch_tokens, max_batch_items=s.max_batch_items,
                       max_wait_s=s.max_wait_ms / 1000.0, max_queue=s.max_queue, retry_after=s.retry_after,
                       on_batch=self.metrics.observe_batch)
-        self._batchers["embed"] = DynamicBatcher(self.embedder.forward, name="embed", **common).start()
+        self._batchers["embed"] = DynamicBatcher(self.embedder.forward, name="embed",
+                                                 min_fill=getattr(self.embedder, "min_fill", 0.75), **common).start()
         if self.reranker is not None:
-            self._batchers["rerank"] = DynamicBatcher(self.reranker.forward, name="rerank", **common).start()
+            self._batchers["rerank"] = DynamicBatcher(self.reranker.forward, name="rerank",
+                                                      min_fill=getattr(self.reranker, "min_fill", 0.75), **common).start()
         self.ready = True
         log.info("serving %s (dim %d)%s", getattr(self.embedder, "name", "embedder"), self.embedder.dim,
                  f" and reranker {self.reranker.name}" if self.reranker is not None else "")

@@ -115,6 +115,7 @@ class DynamicBatcher:
             batch that is not full runs anyway.
         max_queue: most items waiting; beyond it :meth:`submit` raises OverloadedError.
         retry_after: seconds suggested to refused clients.
+        min_fill: smallest share of real tokens in a batch (see ``token_budget_batches``).
         on_batch: called with a :class:`BatchStats` after every forward pass.
 
     Example:
@@ -126,7 +127,7 @@ class DynamicBatcher:
 
     def __init__(self, forward: Callable[[list[Any]], np.ndarray], *, name: str = "embed",
                  max_batch_tokens: int = 16384, max_batch_items: int = 64, max_wait_s: float = 0.005,
-                 max_queue: int = 1024, retry_after: float = 1.0,
+                 max_queue: int = 1024, retry_after: float = 1.0, min_fill: float = 0.75,
                  on_batch: Callable[[BatchStats], None] | None = None) -> None:
         if max_batch_tokens <= 0 or max_batch_items <= 0 or max_queue <= 0:
             raise ValueError("max_batch_tokens, max_batch_items and max_queue must be positive")
@@ -137,6 +138,7 @@ class DynamicBatcher:
         self.max_wait_s = max(0.0, float(max_wait_s))
         self.max_queue = int(max_queue)
         self.retry_after = float(retry_after)
+        self.min_fill = float(min_fill)
         self._on_batch = on_batch
         self._cond = threading.Condition()
         self._queue: collections.deque[_Entry] = collections.deque()
@@ -274,7 +276,8 @@ class DynamicBatcher:
 
     def _run_window(self, window: list[_Entry]) -> None:
         lengths = [e.prepared.n_tokens for e in window]
-        for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=self.max_batch_items):
+        for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=self.max_batch_items,
+                                          min_fill=self.min_fill):
             entries = [window[j] for j in batch if not window[j].request.closed]
             if entries:
                 self._run_batch(entries)
