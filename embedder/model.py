@@ -213,16 +213,39 @@ def collate(prepared: Sequence[Prepared], *, pad_id: int, left_pad: bool, device
     return batch
 
 
-def last_hidden_state(model, batch: dict):
-    """Run the backbone; returns the final-norm hidden states (spec embedder point 1)."""
+def run_backbone(model, batch: dict, **kwargs: Any):
+    """Run the ``Qwen3VLModel`` backbone (no LM head) on a collated batch."""
     backbone = getattr(model, "model", model)
     inputs = dict(batch)
     dtype = next(backbone.parameters()).dtype
     for key in ("pixel_values", "pixel_values_videos"):
         if key in inputs:
             inputs[key] = inputs[key].to(dtype)
-    out = backbone(**inputs, use_cache=False)
-    return out.last_hidden_state
+    kwargs.setdefault("use_cache", False)
+    return backbone(**inputs, **kwargs)
+
+
+def last_hidden_state(model, batch: dict):
+    """The final-norm hidden states (spec embedder point 1)."""
+    return run_backbone(model, batch).last_hidden_state
+
+
+def rope_positions(backbone, prepared: Prepared, *, device) -> Any:
+    """The (3, length) multimodal rope positions of one unpadded sequence."""
+    import torch
+
+    ids = torch.tensor([prepared.input_ids], dtype=torch.long, device=device)
+    grids = {}
+    for key, grid_key in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        parts = [getattr(m, grid_key) for m in prepared.media if getattr(m, key) is not None]
+        grids[grid_key] = torch.cat(parts, dim=0).to(device) if parts else None
+    if grids["image_grid_thw"] is None and grids["video_grid_thw"] is None:
+        return torch.arange(ids.shape[1], device=device).expand(3, -1)
+    types = torch.zeros_like(ids, dtype=torch.int32)
+    types[ids == IMAGE_PAD_ID] = 1
+    types[ids == VIDEO_PAD_ID] = 2
+    positions, _ = backbone.get_rope_index(ids, mm_token_type_ids=types, **grids)
+    return positions[:, 0]
 
 
 def require(package: str, extra: str, purpose: str) -> None:

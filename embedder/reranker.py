@@ -11,14 +11,38 @@ import numpy as np
 from .batching import token_budget_batches
 from .errors import InputError
 from .items import LoadOptions, normalize_item
-from .model import default_min_fill, Media, Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
-from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID, YES_ID,
-                      rerank_prompt_parts, truncate_middle)
+from .model import (Media, Prepared, as_input_error, collate, default_min_fill, encode_media, last_hidden_state,
+                    load_model, rope_positions, run_backbone)
+from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID,
+                      VISION_START, VISION_START_ID, YES_ID, rerank_prompt_parts, truncate_middle)
 
 log = logging.getLogger(__name__)
 
 MAX_LENGTH = 10240
 DEFAULT_MAX_BATCH_TOKENS = 16384
+MIN_SHARED_PREFIX = 16  # below this, reusing the prompt head's cache is not worth its copies
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]], *, query_blocks: int) -> int:
+    """Tokens every pair shares at its start, stopping before any document media.
+
+    Identical pad tokens do not mean identical pixels, so the prefix ends before the
+    first ``<|vision_start|>`` after the query's own ``query_blocks`` ones; at least one
+    token of each pair is left to run.
+    """
+    if not sequences:
+        return 0
+    first = sequences[0]
+    n = min(len(seq) for seq in sequences) - 1
+    for seq in sequences[1:]:
+        i = 0
+        while i < n and seq[i] == first[i]:
+            i += 1
+        n = i
+    starts = [i for i, t in enumerate(first[:n]) if t == VISION_START_ID]
+    if len(starts) > query_blocks:
+        n = starts[query_blocks]
+    return max(n, 0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,7 @@ class Reranker:
         self._keep_ids = set(int(i) for i in tokenizer.all_special_ids) | {IMAGE_PAD_ID, VIDEO_PAD_ID}
         self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="qvl-rerank-prep")
         self._lock = threading.Lock()
+        self._prefix_cache: tuple | None = None  # (head ids, query media, KV cache) of the last query
         self._closed = False
 
     @classmethod
@@ -148,12 +173,23 @@ class Reranker:
         scores = np.full(len(documents), np.nan, dtype=np.float32)
         from tqdm.auto import tqdm
 
-        lengths = [p.n_tokens for _, p in ready]
+        prefix = shared_prefix_length([p.input_ids for _, p in ready], query_blocks=q[0].count(VISION_START))
         with tqdm(total=len(ready), unit="pair", disable=not show_progress, desc="reranking") as bar:
-            for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size,
-                                          min_fill=self.min_fill):
-                scores[[ready[j][0] for j in batch]] = self.forward([ready[j][1] for j in batch])
-                bar.update(len(batch))
+            if len(ready) > 1 and prefix >= MIN_SHARED_PREFIX:
+                # The prompt head (system, instruction, query) is the same for every pair:
+                # run it once and reuse its key/value cache for each document.
+                lengths = [p.n_tokens - prefix for _, p in ready]
+                for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size,
+                                                  min_fill=self.min_fill):
+                    scores[[ready[j][0] for j in batch]] = self.forward_with_prefix(
+                        [ready[j][1] for j in batch], prefix=prefix, query_media=q[1])
+                    bar.update(len(batch))
+            else:
+                lengths = [p.n_tokens for _, p in ready]
+                for batch in token_budget_batches(lengths, max_tokens=self.max_batch_tokens, max_items=batch_size,
+                                                  min_fill=self.min_fill):
+                    scores[[ready[j][0] for j in batch]] = self.forward([ready[j][1] for j in batch])
+                    bar.update(len(batch))
         if on_error == "skip":
             return ScoreResult(scores=scores, errors=errors)
         return scores
@@ -180,6 +216,49 @@ class Reranker:
             batch = collate(prepared, pad_id=ENDOFTEXT_ID, left_pad=True, device=self.device)
             hidden = last_hidden_state(self.model, batch)[:, -1].float()
             logits = hidden @ self._score_row.to(hidden.device)
+            return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+
+    def forward_with_prefix(self, prepared: Sequence[Prepared], *, prefix: int, query_media: Media) -> np.ndarray:
+        """Scores of pairs whose first ``prefix`` tokens (and the query's media) are shared.
+
+        The prefix is run once (cached per query) and its key/value cache is repeated over
+        the batch; each pair then runs only its own document tokens, right-padded, with
+        the rope positions it has in its full sequence. Equal to :meth:`forward` up to
+        float rounding.
+        """
+        import copy
+
+        import torch
+
+        with self._lock, torch.inference_mode():
+            backbone = self.model.model
+            head_ids = tuple(prepared[0].input_ids[:prefix])
+            cached = self._prefix_cache
+            # The cache holds the query's Media object itself, so identity means same pixels.
+            if cached is None or cached[0] != head_ids or cached[1] is not query_media:
+                head = collate([Prepared(list(head_ids), [query_media])], pad_id=ENDOFTEXT_ID, left_pad=False,
+                               device=self.device)
+                cached = self._prefix_cache = (head_ids, query_media, run_backbone(self.model, head,
+                                                                                   use_cache=True).cache)
+            cache = copy.deepcopy(cached[2])
+            tails = [Prepared(p.input_ids[prefix:], p.media[1:]) for p in prepared]
+            batch = collate(tails, pad_id=ENDOFTEXT_ID, left_pad=False, device=self.device)
+            n, width = batch["input_ids"].shape
+            cache.batch_repeat_interleave(n)
+            mrope = torch.zeros((3, n, width), dtype=torch.long, device=self.device)
+            for row, p in enumerate(prepared):
+                full = rope_positions(backbone, p, device=self.device)[:, prefix:]
+                mrope[:, row, :full.shape[1]] = full
+                mrope[:, row, full.shape[1]:] = full[:, -1:] + 1
+            text = torch.arange(prefix, prefix + width, device=self.device).expand(n, width)
+            tail_mask = batch["attention_mask"]
+            batch["attention_mask"] = torch.cat(
+                [torch.ones((n, prefix), dtype=tail_mask.dtype, device=self.device), tail_mask], dim=1)
+            batch["position_ids"] = torch.cat([text[None], mrope], dim=0)
+            hidden = run_backbone(self.model, batch, cache=cache, use_cache=True).last_hidden_state
+            last = tail_mask.sum(dim=1) - 1
+            h = hidden[torch.arange(n, device=hidden.device), last].float()
+            logits = h @ self._score_row.to(h.device)
             return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
 
     def close(self) -> None:

@@ -151,3 +151,36 @@ def test_skip_scores_the_rest_and_reports_the_bad(reranker, documents, tmp_path)
 def test_bad_query_is_named(reranker):
     with pytest.raises(InputError, match="query: unsupported item type int"):
         reranker.score(5, ["x"])
+
+
+def test_shared_prefix_stops_before_document_media():
+    from embedder.reranker import shared_prefix_length
+
+    vs, ip = VISION_START_ID, IMAGE_PAD_ID
+    head = [1, 2, 3, 4]
+    a = head + [vs, ip, ip, 5, 9]
+    b = head + [vs, ip, ip, 5, 8]      # same tokens, different pixels behind the pads
+    assert shared_prefix_length([a, b], query_blocks=0) == 4
+    q = [1, vs, ip, 7]                 # a query image belongs to the shared head
+    assert shared_prefix_length([q + [vs, ip, 5], q + [vs, ip, 6]], query_blocks=1) == 4
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]], query_blocks=0) == 2   # one token left to run
+    assert shared_prefix_length([[1, 2], [3, 4]], query_blocks=0) == 0
+
+
+def test_same_size_images_behind_a_shared_prefix(reranker):
+    """Documents whose tokens agree (same-size images) but whose pixels differ."""
+    docs = [make_image(64, 64, seed=s) for s in (20, 21, 22)] + [{"image": make_image(64, 64, seed=23), "text": "x"}]
+    for query in ("a red car", {"image": make_image(96, 64, seed=5), "text": "a car"}):
+        batched = reranker.score(query, docs)
+        single = np.array([reranker.score(query, [d])[0] for d in docs])
+        assert np.abs(batched - single).max() <= 1e-4
+        assert len(set(np.round(batched, 6))) == len(docs)
+    # The prefix path is the one taken for several documents.
+    calls = []
+    original = reranker.forward_with_prefix
+    reranker.forward_with_prefix = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        reranker.score("a red car", docs)
+    finally:
+        del reranker.forward_with_prefix
+    assert calls
