@@ -5,7 +5,7 @@ Compares the service's throughput with the in-process batched embedder
 and the server's resident memory before and after each level.
 
 The model is a random checkpoint with the real Qwen3-VL-2B widths and two layers
-(``embedder.testing.BENCH_2B``), built once into ``--checkpoint``. Everything runs on
+(``embedder.testing.BENCH_2B``, shared with the other benchmarks: ``common.bench_checkpoint``). Everything runs on
 127.0.0.1; every request loop is bounded in time and in count.
 
 Usage:
@@ -24,6 +24,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import bench_checkpoint  # noqa: E402
 
 HOST = "127.0.0.1"
 MAX_REQUESTS_PER_LEVEL = 100_000
@@ -55,16 +58,6 @@ def make_items(n: int) -> list[str]:
     """Distinct short texts (about 30 tokens with the prompt), as a search query would be."""
     return [f"photo {i}: {SUBJECTS[i % len(SUBJECTS)]} at {['dawn', 'noon', 'dusk'][i % 3]}, seen from afar"
             for i in range(n)]
-
-
-def ensure_checkpoint(path: Path) -> Path:
-    """Build the BENCH_2B checkpoint once (about 2 GB, tens of seconds)."""
-    from embedder.testing import BENCH_2B, build_tiny_checkpoint
-
-    if not (path / "config.json").exists():
-        print(f"building the benchmark checkpoint in {path} ...", file=sys.stderr)
-        build_tiny_checkpoint(path, kind="embedding", widths=BENCH_2B)
-    return path
 
 
 def in_process_throughput(checkpoint: Path, items: list[str], max_seconds: float) -> float:
@@ -176,8 +169,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/qvl-bench-2b"),
-                        help="where the BENCH_2B checkpoint is (built if missing)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a checkpoint directory (default: the shared benchmark checkpoint, built if missing)")
     parser.add_argument("--clients", default="1,8,64", help="comma-separated concurrency levels")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per level")
     parser.add_argument("--items", type=int, default=192, help="distinct items cycled through")
@@ -185,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
     items = make_items(args.items)
-    checkpoint = ensure_checkpoint(args.checkpoint)
+    checkpoint = args.checkpoint or Path(bench_checkpoint("embedding"))
 
     # The machine may be shared: measure the in-process rate before and after the
     # service levels and compare with their mean.
