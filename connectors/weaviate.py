@@ -670,6 +670,14 @@ def _is_item(query: Any) -> bool:
     return True
 
 
+def _existing_named_vectors(client: "weaviate.WeaviateClient", name: str) -> dict[str, int] | None:
+    """The named vectors recorded by this connector on an existing collection, if any."""
+    with driver_errors(f"reading the schema of {name}"):
+        if not client.collections.exists(name):
+            return None
+        return _recorded_dims(client.collections.get(name).config.get().description)
+
+
 def _recorded_dims(description: str | None) -> dict[str, int] | None:
     if not description or not description.startswith(DESCRIPTION_PREFIX):
         return None
@@ -702,7 +710,8 @@ def open_store(target: str, *, collection: str, embedder: Any = None, dim: int |
         collection: collection name (Weaviate upper-cases its first letter).
         embedder: an ``Embedder`` or ``RemoteEmbedder`` (None: precomputed vectors only).
         dim: the vector dimension when ``named_vectors`` is not given (default: the
-            embedder's full dim); the store then has one named vector ``default``.
+            existing collection's recorded dims, else the embedder's full dim); the store
+            then has one named vector ``default``.
         named_vectors: named vector -> MRL dim, e.g. ``{"full": 1024, "coarse": 256}``.
         api_key: Weaviate API key.
         grpc_port: gRPC port (overrides ``?grpc=``; default 50051).
@@ -727,19 +736,22 @@ def open_store(target: str, *, collection: str, embedder: Any = None, dim: int |
         UnavailableError: the server cannot be reached.
         SchemaMismatchError: the collection exists with other dims or properties.
     """
-    if named_vectors is None:
-        if dim is None:
-            if embedder is None:
-                raise InputError("give dim (or named_vectors, or an embedder to take its full dim)")
-            dim = int(embedder.dim)
-        named_vectors = {"default": int(dim)}
-    elif dim is not None and dim != max(named_vectors.values()):
+    if named_vectors is not None and dim is not None and dim != max(named_vectors.values()):
         raise InputError(f"dim={dim} differs from the largest named vector ({max(named_vectors.values())})")
     owns = client is None
     if client is None:
         client = connect_client(WeaviateTarget.parse(target, grpc_port=grpc_port), api_key=api_key,
                                 headers=headers, timeout=timeout, skip_init_checks=skip_init_checks)
     try:
+        if named_vectors is None and dim is None:
+            # An existing collection made by this connector says its own dims.
+            named_vectors = _existing_named_vectors(client, collection)
+        if named_vectors is None:
+            if dim is None:
+                if embedder is None:
+                    raise InputError("give dim (or named_vectors, or an embedder to take its full dim)")
+                dim = int(embedder.dim)
+            named_vectors = {"default": int(dim)}
         return WeaviateStore(client, collection, embedder=embedder, named_vectors=named_vectors, owns_client=owns,
                              index=index, index_params=index_params, metadata_fields=metadata_fields,
                              batching=batching, batch_size=batch_size, concurrent_requests=concurrent_requests,
