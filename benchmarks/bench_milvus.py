@@ -6,7 +6,7 @@
 (b) ingest: ``MilvusStore.upsert`` of texts with the embedder (embedding of batch k+1
     overlaps the write of batch k) against the sum of embed-only and write-only time, on a
     checkpoint with the real Qwen3-VL-2B widths and 2 layers (random weights).
-(c) search: ``MilvusStore.search`` p50/p95 latency at ``--rows`` random unit vectors
+(c) search: ``MilvusStore.search`` p50/p95 latency at ``--rows`` clustered unit vectors
     (dim 1024) with HNSW at several ``ef`` against FLAT (exact), and recall@10 of each
     against the exact top 10 (numpy brute force; FLAT is checked against it too).
 
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import Timer, bench_checkpoint, print_table, tmpdir  # noqa: E402
+from common import Timer, bench_checkpoint, clustered, print_table, tmpdir  # noqa: E402
 
 DIM = 1024
 BASELINE_BATCH = 1000
@@ -236,8 +236,10 @@ def measure(store: Any, queries: np.ndarray, truth: np.ndarray, k: int, *, name:
 def bench_search(target: str, n: int, n_queries: int, n_flat_queries: int, efs: Sequence[int], k: int = 10) -> None:
     """p50/p95 search latency and recall@k: HNSW at several ef against FLAT (exact)."""
     progress(f"(c) generating {n} unit vectors at dim {DIM}")
-    data = unit_vectors(n, DIM, seed=2)
-    queries = unit_vectors(n_queries, DIM, seed=3)
+    # Clustered like real embeddings (a mixture of Gaussians), as in bench_pgvector.py;
+    # queries are held-out points of the same mixture.
+    both = clustered(n + n_queries, DIM, centers=max(10, n // 100), spread=0.8, seed=2)
+    data, queries = both[:n], both[n:]
     truth = exact_top_k(data, queries, k)
     stores = {}
     loading = []
@@ -268,8 +270,8 @@ def bench_search(target: str, n: int, n_queries: int, n_flat_queries: int, efs: 
             store.drop()
             store.close()
     base = results[0].p50_ms
-    print(f"\n(c) search: {n} rows of random unit vectors at dim {DIM} (COSINE), k={k}, random unit queries "
-          "(the hard case for HNSW), one query at a time through MilvusStore.search with the default output "
+    print(f"\n(c) search: {n} rows of clustered unit vectors at dim {DIM} (COSINE), k={k}, held-out queries, "
+          "one query at a time through MilvusStore.search with the default output "
           "fields; recall against numpy brute force\n")
     print_table(["index", "upsert s", "rows/s", "refresh_index (index build) s"], loading)
     print()

@@ -73,3 +73,16 @@ def print_table(headers: list[str], rows: list[list]) -> None:
 
 def tmpdir() -> str:
     return tempfile.mkdtemp(prefix="qvl-bench-")
+
+
+def clustered(n: int, dim: int, *, centers: int, spread: float, seed: int) -> np.ndarray:
+    """``n`` unit vectors around ``centers`` random unit centres (cosine to the centre ~ 1/sqrt(1+spread^2))."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, dim)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    out = np.empty((n, dim), dtype=np.float32)
+    for s in range(0, n, 10000):
+        m = min(10000, n - s)
+        x = c[rng.integers(0, centers, m)] + spread * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out

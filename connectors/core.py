@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import logging
-import math
 import pathlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -191,13 +190,11 @@ def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if dim is not None and vector.shape[0] != dim:
             raise InputError(f"vector has {vector.shape[0]} dims, the store has {dim}", index=index, item_id=rid)
-        # One sum tells a finite vector apart (the common case) without a full scan.
-        if not math.isfinite(float(vector.sum())) and not np.isfinite(vector).all():
-            raise InputError("vector contains NaN or infinity", index=index, item_id=rid)
+        # Finiteness is checked per batch in embed_rows (one pass instead of one per row).
     elif text is None and image is None and video is None:
         raise InputError("row has no text, image, video or vector", index=index, item_id=rid)
     metadata = obj.get("metadata") or {}
-    if not isinstance(metadata, Mapping):
+    if not isinstance(metadata, dict) and not isinstance(metadata, Mapping):
         raise InputError(f"metadata must be a dict, got {type(metadata).__name__}", index=index, item_id=rid)
     if metadata:
         try:
@@ -267,25 +264,29 @@ def dedupe_rows(rows: Sequence[Row]) -> list[Row]:
 
 
 def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row], np.ndarray, list[tuple[str, str]]]:
-    """Vectors for rows: precomputed ones as is, the others embedded as documents.
+    """Vectors for rows: precomputed ones as is (checked to be finite), the others embedded
+    as documents.
 
     Returns the rows that have a vector, their vectors, and ``(id, reason)`` failures.
     """
-    vectors = np.zeros((len(rows), dim), dtype=np.float32)
-    ok = [True] * len(rows)
-    failed: list[tuple[str, str]] = []
+    given = [i for i, r in enumerate(rows) if r.vector is not None]
     todo = [i for i, r in enumerate(rows) if r.vector is None]
-    for i, r in enumerate(rows):
-        if r.vector is not None:
-            vectors[i] = r.vector
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    ok = np.ones(len(rows), dtype=bool)
+    failed: list[tuple[str, str]] = []
+    if given:
+        vectors[given] = np.stack([rows[i].vector for i in given])
+        finite = np.isfinite(vectors[given]).all(axis=1)  # one pass over the batch, not one per row
+        for i in np.asarray(given)[~finite]:
+            ok[i] = False
+            failed.append((rows[i].id, "vector contains NaN or infinity"))
     if todo:
         result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
-        for j, vec in zip(result.indices, result.vectors):
-            vectors[todo[j]] = vec
+        vectors[[todo[j] for j in result.indices]] = result.vectors
         for j, reason in result.errors:
             ok[todo[j]] = False
             failed.append((rows[todo[j]].id, reason))
-    good = [i for i in range(len(rows)) if ok[i]]
+    good = np.flatnonzero(ok)
     return [rows[i] for i in good], vectors[good], failed
 
 

@@ -27,7 +27,6 @@ def test_content_id_is_stable_and_content_based(tmp_path):
     ({"id": 1.5, "text": "x"}, "id must be a string or an integer"),
     ({"id": "a", "text": 3}, "text must be a string"),
     ({"id": "a", "vector": [1.0, 2.0]}, "vector has 2 dims, the store has 4"),
-    ({"id": "a", "vector": [1.0, np.nan, 0, 0]}, "NaN"),
     ({"id": "a", "text": "x", "metadata": {"f": object()}}, "not JSON-serialisable"),
     ({"id": "a", "text": "x", "colour": "red"}, r"unknown field\(s\) \['colour'\]"),
 ])
@@ -35,6 +34,17 @@ def test_bad_rows_are_named(row, message):
     with pytest.raises(InputError, match=message) as info:
         normalize_row(row, 7, dim=4, declared_fields=["price"])
     assert info.value.index == 7
+
+
+def test_non_finite_vectors_fail_alone(store):
+    bad = np.ones(64, dtype=np.float32)
+    bad[3] = np.nan
+    inf = np.ones(64, dtype=np.float32)
+    inf[0] = np.inf
+    report = store.upsert([{"id": "ok", "vector": np.ones(64)}, {"id": "nan", "vector": bad},
+                           {"id": "inf", "vector": inf}, {"id": "text", "text": "fine"}])
+    assert sorted(report.written) == ["ok", "text"]
+    assert dict(report.failed) == {"nan": "vector contains NaN or infinity", "inf": "vector contains NaN or infinity"}
 
 
 def test_row_modality_and_media_reference(tmp_path):
