@@ -527,15 +527,9 @@ class RemoteReranker(_Remote):
     def rerank(self, query: Any, documents: Sequence[Any], *, top_k: int | None = None,
                instruction: str | None = None, **kwargs: Any) -> list[tuple[int, float]]:
         """``(document index, score)`` pairs, best first, at most ``top_k`` of them."""
-        from .reranker import ScoreResult
+        from .reranker import ranked
 
-        scores = self.score(query, documents, instruction=instruction, **kwargs)
-        if isinstance(scores, ScoreResult):
-            scores = scores.scores
-        order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if not np.isnan(scores[i])]
-        if top_k is not None:
-            order = order[:top_k]
-        return [(int(i), float(scores[i])) for i in order]
+        return ranked(self.score(query, documents, instruction=instruction, **kwargs), top_k=top_k)
 
     def __enter__(self) -> "RemoteReranker":
         return self

@@ -23,6 +23,14 @@ DEFAULT_MAX_BATCH_TOKENS = 16384
 MIN_SHARED_PREFIX = 16  # below this, reusing the prompt head's cache is not worth its copies
 
 
+def ranked(scores: Any, *, top_k: int | None = None) -> list[tuple[int, float]]:
+    """``(index, score)`` best first (stable for ties), failed (NaN) documents left out."""
+    if isinstance(scores, ScoreResult):
+        scores = scores.scores
+    order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if not np.isnan(scores[i])]
+    return [(int(i), float(scores[i])) for i in order[:top_k]]
+
+
 def shared_prefix_length(sequences: Sequence[Sequence[int]], *, query_blocks: int) -> int:
     """Tokens every pair shares at its start, stopping before any document media.
 
@@ -200,13 +208,7 @@ class Reranker:
     def rerank(self, query: Any, documents: Sequence[Any], *, top_k: int | None = None,
                instruction: str | None = None, **kwargs: Any) -> list[tuple[int, float]]:
         """``(document index, score)`` pairs, best first, at most ``top_k`` of them."""
-        scores = self.score(query, documents, instruction=instruction, **kwargs)
-        if isinstance(scores, ScoreResult):
-            scores = scores.scores
-        order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if not np.isnan(scores[i])]
-        if top_k is not None:
-            order = order[:top_k]
-        return [(int(i), float(scores[i])) for i in order]
+        return ranked(self.score(query, documents, instruction=instruction, **kwargs), top_k=top_k)
 
     def forward(self, prepared: Sequence[Prepared]) -> np.ndarray:
         """Scores of one batch of prepared pairs: sigmoid(w . h_last), left padded."""
