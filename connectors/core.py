@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 CONTENT_KEYS = ("text", "image", "video")
 ROW_KEYS = {"id", "text", "image", "video", "vector", "metadata", "instruction"}
 DEFAULT_QUERY_INSTRUCTION = "Retrieve images, videos or texts relevant to the user's query."
+VECTOR_ROWS_PER_STEP = 4096  # rows per upsert step when they carry precomputed vectors
 
 
 # ---------------------------------------------------------------------------- types
@@ -269,23 +270,28 @@ def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row],
 
     Returns the rows that have a vector, their vectors, and ``(id, reason)`` failures.
     """
-    given = [i for i, r in enumerate(rows) if r.vector is not None]
     todo = [i for i, r in enumerate(rows) if r.vector is None]
-    vectors = np.empty((len(rows), dim), dtype=np.float32)
-    ok = np.ones(len(rows), dtype=bool)
     failed: list[tuple[str, str]] = []
-    if given:
-        vectors[given] = np.stack([rows[i].vector for i in given])
-        finite = np.isfinite(vectors[given]).all(axis=1)  # one pass over the batch, not one per row
-        for i in np.asarray(given)[~finite]:
-            ok[i] = False
-            failed.append((rows[i].id, "vector contains NaN or infinity"))
-    if todo:
+    if not todo:  # the bulk-migration case: one copy, one finiteness pass, no re-indexing
+        vectors = np.stack([r.vector for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
+        ok = np.isfinite(vectors).all(axis=1)
+    else:
+        vectors = np.empty((len(rows), dim), dtype=np.float32)
+        ok = np.ones(len(rows), dtype=bool)
+        given = [i for i, r in enumerate(rows) if r.vector is not None]
+        if given:
+            vectors[given] = np.stack([rows[i].vector for i in given])
+            ok[given] = np.isfinite(vectors[given]).all(axis=1)
         result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
         vectors[[todo[j] for j in result.indices]] = result.vectors
         for j, reason in result.errors:
             ok[todo[j]] = False
             failed.append((rows[todo[j]].id, reason))
+    for i in np.flatnonzero(~ok):
+        if rows[i].vector is not None:
+            failed.append((rows[i].id, "vector contains NaN or infinity"))
+    if ok.all():
+        return list(rows), vectors, failed
     good = np.flatnonzero(ok)
     return [rows[i] for i in good], vectors[good], failed
 
@@ -303,7 +309,7 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
     and returns the ``(id, reason)`` pairs that failed; raising marks the whole batch
     failed. Nothing is silently skipped: every input row ends up in ``written`` or
     ``failed``. ``batch_rows`` is the number of rows embedded per step; rows with a
-    precomputed vector are grouped by bytes alone.
+    precomputed vector go in steps of at least ``VECTOR_ROWS_PER_STEP``.
     """
     from tqdm.auto import tqdm
 
@@ -315,7 +321,8 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
 
     def chunks() -> Iterator[list[Row]]:
         # ``batch_rows`` bounds the rows to EMBED per step; rows that carry their vector
-        # cost nothing to embed, so they only count towards the byte budget.
+        # cost nothing to embed, so steps of them are larger (but not so large that
+        # validating one step could not overlap writing the previous one).
         batch: list[Row] = []
         to_embed = size = 0
         for i, obj in enumerate(rows):
@@ -329,7 +336,7 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
             batch.append(row)
             to_embed += row.vector is None
             size += row_bytes(row, dim)
-            if to_embed >= batch_rows or size >= max_bytes:
+            if to_embed >= batch_rows or len(batch) >= max(batch_rows, VECTOR_ROWS_PER_STEP) or size >= max_bytes:
                 yield batch
                 batch, to_embed, size = [], 0, 0
         if batch:

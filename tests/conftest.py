@@ -64,3 +64,25 @@ def image_files(tmp_path):
         make_image(80 + 16 * i, 60 + 8 * i, seed=i).save(p)
         paths.append(str(p))
     return paths
+
+
+def pytest_collection_finish(session) -> None:
+    """Build the Weaviate server before the first test when Weaviate tests are selected.
+
+    A fresh machine compiles it once (minutes); doing it here keeps that out of any one
+    test's timeout. Failures are left to the tests, which skip (or fail in CI) with the reason.
+    """
+    if os.environ.get("WEAVIATE_URL") or not any("weaviate" in item.nodeid.lower() for item in session.items):
+        return
+    from tests.connectors.weaviate_server import ServerUnavailable, cache_dir, ensure_binary
+
+    if (cache_dir() / "weaviate-server").is_file():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"building the Weaviate server into {cache_dir()} (once per machine, a few minutes)")
+    try:
+        ensure_binary()
+    except ServerUnavailable as exc:
+        if reporter is not None:
+            reporter.write_line(f"could not build the Weaviate server: {exc}")
