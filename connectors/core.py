@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 CONTENT_KEYS = ("text", "image", "video")
 ROW_KEYS = {"id", "text", "image", "video", "vector", "metadata", "instruction"}
 DEFAULT_QUERY_INSTRUCTION = "Retrieve images, videos or texts relevant to the user's query."
+NO_EMBEDDER = "the store has no embedder: give the row a precomputed 'vector' or open the store with one"
 VECTOR_ROWS_PER_STEP = 4096  # rows per upsert step when they carry precomputed vectors
 
 
@@ -282,11 +283,21 @@ def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row],
         if given:
             vectors[given] = np.stack([rows[i].vector for i in given])
             ok[given] = np.isfinite(vectors[given]).all(axis=1)
-        result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
-        vectors[[todo[j] for j in result.indices]] = result.vectors
-        for j, reason in result.errors:
-            ok[todo[j]] = False
-            failed.append((rows[todo[j]].id, reason))
+        if embedder is None:
+            ok[todo] = False
+            failed += [(rows[i].id, NO_EMBEDDER) for i in todo]
+        else:
+            try:
+                result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
+            except Exception as exc:  # noqa: BLE001 - a failed call fails the rows it embeds, not the others
+                log.warning("embedding %d rows failed: %s", len(todo), exc)
+                ok[todo] = False
+                failed += [(rows[i].id, f"embedding failed: {type(exc).__name__}: {exc}") for i in todo]
+            else:
+                vectors[[todo[j] for j in result.indices]] = result.vectors
+                for j, reason in result.errors:
+                    ok[todo[j]] = False
+                    failed.append((rows[todo[j]].id, reason))
     for i in np.flatnonzero(~ok):
         if rows[i].vector is not None:
             failed.append((rows[i].id, "vector contains NaN or infinity"))

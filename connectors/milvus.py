@@ -278,37 +278,6 @@ def _coarse(vectors: np.ndarray, coarse_dim: int) -> np.ndarray:
     return out / norms
 
 
-@dataclass(frozen=True)
-class _FailedEmbedding:
-    """``EmbedResult``-shaped: every item failed with one reason."""
-
-    vectors: np.ndarray
-    indices: list[int]
-    errors: list[tuple[int, str]]
-
-
-class _GuardedEmbedder:
-    """Turns a missing embedder, or an embedder that raises, into per-row failures.
-
-    ``core.embed_rows`` expects ``embed_documents(..., on_error="skip")`` to report bad items,
-    not raise; a model crash must not abort an upsert half-way.
-    """
-
-    def __init__(self, embedder: Any) -> None:
-        self.embedder = embedder
-
-    def embed_documents(self, items: Sequence[Any], *, dim: int, **kwargs: Any) -> Any:
-        if self.embedder is None:
-            reason = "the store has no embedder: give the row a precomputed 'vector' or open the store with one"
-            return _FailedEmbedding(np.zeros((0, dim), np.float32), [], [(i, reason) for i in range(len(items))])
-        try:
-            return self.embedder.embed_documents(items, dim=dim, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - attributed to every row of the batch, never lost
-            log.exception("embedding a batch of %d rows failed", len(items))
-            reason = f"embedding failed: {type(exc).__name__}: {exc}"
-            return _FailedEmbedding(np.zeros((0, dim), np.float32), [], [(i, reason) for i in range(len(items))])
-
-
 # ---------------------------------------------------------------------------- the store
 class MilvusStore:
     """A Milvus (or Milvus Lite) collection holding Qwen3-VL vectors and the content to rerank.
@@ -542,7 +511,7 @@ class MilvusStore:
         dim = self.dim
         # core.row_bytes counts the main vector only; scale the budget for the coarse one.
         budget = max_bytes if self.coarse_dim is None else max(1, max_bytes * dim // (dim + self.coarse_dim))
-        report = pipelined_upsert(rows, embedder=_GuardedEmbedder(self._embedder), dim=dim, write=self._write,
+        report = pipelined_upsert(rows, embedder=self._embedder, dim=dim, write=self._write,
                                   batch_rows=batch_size, max_bytes=budget, declared_fields=list(self._fields),
                                   show_progress=show_progress, desc=f"milvus:{self.collection}")
         if report.written and self.target.lite:

@@ -437,7 +437,7 @@ class WeaviateStore:
         self._check_open()
         if not self.exists():
             raise NotFoundError(f"collection {self.name} does not exist; call create() first")
-        return pipelined_upsert(rows, embedder=_NoEmbedder() if self.embedder is None else self.embedder,
+        return pipelined_upsert(rows, embedder=self.embedder,
                                 dim=self.dim, write=self._write, batch_rows=batch_size or self.batch_size,
                                 declared_fields=list(self._fields),
                                 show_progress=self.show_progress if show_progress is None else show_progress,
@@ -649,17 +649,6 @@ class WeaviateStore:
 
     def __repr__(self) -> str:
         return f"WeaviateStore({self.name!r}, named_vectors={self.named_vectors})"
-
-
-class _NoEmbedder:
-    """Stands in when a store has no embedder: rows without a vector fail, named."""
-
-    def embed_documents(self, items: Sequence[Any], **kwargs: Any) -> Any:
-        from embedder.embedder import EmbedResult
-
-        reason = "this store has no embedder: give the row a precomputed 'vector' or open the store with an embedder"
-        return EmbedResult(vectors=np.zeros((0, 1), dtype=np.float32), indices=[],
-                           errors=[(i, reason) for i in range(len(items))])
 
 
 def _is_item(query: Any) -> bool:

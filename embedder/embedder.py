@@ -10,7 +10,7 @@ import numpy as np
 
 from .batching import token_budget_batches
 from .errors import InputError
-from .items import Item, LoadOptions, normalize_item
+from .items import LoadOptions, normalize_item
 from .model import default_min_fill, Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
                       tokenize_embed_prompt, user_content)

@@ -27,9 +27,12 @@ import pathlib
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import InputError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_FACTOR = 32  # patch 16 x spatial merge 2: one merged visual token covers 32x32 pixels
 MIN_PIXELS = 4 * IMAGE_FACTOR * IMAGE_FACTOR

@@ -82,13 +82,12 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
 
     Returns ``(model, tokenizer, image_processor, video_processor, device)``.
     """
-    import torch
     from transformers import AutoImageProcessor, AutoTokenizer
 
     try:
         from transformers import Qwen3VLForConditionalGeneration, Qwen3VLModel
     except ImportError as exc:  # pragma: no cover - guarded by the pin
-        raise ModelLoadError("transformers >= 4.57 with Qwen3-VL support is required") from exc
+        raise ModelLoadError("transformers >= 5.24 with Qwen3-VL support is required") from exc
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

@@ -14,7 +14,6 @@ import pytest
 
 import connectors
 
-from ..conftest import make_image
 
 # backend -> open_store kwargs that make its index exact for the congruence test
 BACKENDS = {
