@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 CONTENT_KEYS = ("text", "image", "video")
 ROW_KEYS = {"id", "text", "image", "video", "vector", "metadata", "instruction"}
-DEFAULT_QUERY_INSTRUCTION = "Retrieve images, videos or texts relevant to the user's query."
 NO_EMBEDDER = "the store has no embedder: give the row a precomputed 'vector' or open the store with one"
 VECTOR_ROWS_PER_STEP = 4096  # rows per upsert step when they carry precomputed vectors
 
@@ -414,7 +413,7 @@ def query_vector(embedder: Any, query: Any, dim: int, instruction: str | None = 
         return vec
     if embedder is None:
         raise InputError("this store has no embedder: pass a query vector, or an embedder when opening it")
-    return embedder.embed_queries([query], dim=dim, instruction=instruction or DEFAULT_QUERY_INSTRUCTION)[0]
+    return embedder.embed_queries([query], dim=dim, instruction=instruction)[0]  # None: the embedder's default
 
 
 @dataclass(frozen=True)
