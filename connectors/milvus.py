@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
@@ -268,14 +269,6 @@ def _user_fields_of(desc: Mapping[str, Any]) -> dict[str, type]:
         if typ is not None:
             out[name] = typ
     return out
-
-
-def _coarse(vectors: np.ndarray, coarse_dim: int) -> np.ndarray:
-    """The MRL prefix of each vector, L2-normalised again."""
-    out = np.ascontiguousarray(vectors[:, :coarse_dim], dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return out / norms
 
 
 # ---------------------------------------------------------------------------- the store
@@ -552,7 +545,7 @@ class MilvusStore:
             raise ValueError(f"id is longer than {ID_MAX_LENGTH} bytes")
         entity: dict[str, Any] = {"id": row.id, VECTOR_FIELD: np.asarray(vector, dtype=np.float32)}
         if self.coarse_dim is not None:
-            entity[COARSE_FIELD] = _coarse(entity[VECTOR_FIELD][None, :], self.coarse_dim)[0]
+            entity[COARSE_FIELD] = mrl(entity[VECTOR_FIELD], self.coarse_dim)[0]
         for name, value in (("text", row.text), ("media", row.media), ("modality", row.modality)):
             if value is not None and len(value.encode()) > MAX_VARCHAR:
                 raise ValueError(f"{name} is {len(value.encode())} bytes; Milvus VARCHAR holds at most {MAX_VARCHAR}")
@@ -738,7 +731,7 @@ class MilvusStore:
         shortlist_n = coarse_candidates or min(MAX_TOPK, max(4 * n, 50))
         if shortlist_n < n:
             raise InputError(f"coarse_candidates must be at least {n}, got {shortlist_n}")
-        cq = _coarse(np.asarray(qvec, np.float32)[None, :], self.coarse_dim)[0]
+        cq = mrl(qvec, self.coarse_dim)[0]
         shortlist = self._ann(COARSE_FIELD, cq, shortlist_n, filter=filter, fields=[], search_params=search_params)
         if not shortlist:
             return []

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
@@ -86,14 +87,6 @@ def collection_name(name: str) -> str:
         raise InputError(f"collection name {name!r} must start with a letter and contain only "
                          "letters, digits and underscores")
     return name[0].upper() + name[1:]
-
-
-def mrl_truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """First ``dim`` components of each row, L2-normalised again (Matryoshka truncation)."""
-    out = np.ascontiguousarray(np.atleast_2d(vectors)[:, :dim], dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return out / norms
 
 
 @dataclass(frozen=True)
@@ -453,7 +446,7 @@ class WeaviateStore:
 
     def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
         """Write one batch with the client's batcher; return ``(row id, reason)`` failures."""
-        named = {vname: (vectors if vdim == self.dim else mrl_truncate(vectors, vdim))
+        named = {vname: (vectors if vdim == self.dim else mrl(vectors, vdim))
                  for vname, vdim in self.named_vectors.items()}
         by_uuid = {row_uuid(r.id): r.id for r in rows}
         collection = self.collection
@@ -556,7 +549,7 @@ class WeaviateStore:
         out = {}
         for n in names:
             d = self.named_vectors[n]
-            out[n] = (vec if vec.shape[0] == d else mrl_truncate(vec, d)[0]).astype(np.float32).tolist()
+            out[n] = (vec if vec.shape[0] == d else mrl(vec, d)[0]).astype(np.float32).tolist()
         return out
 
     def _filter(self, flt: Any) -> Any:
@@ -830,5 +823,5 @@ def create_server_vectorized_collection(
 
 
 __all__ = ["WeaviateStore", "WeaviateTarget", "StoreSchema", "open_store", "connect_client",
-           "create_server_vectorized_collection", "row_uuid", "collection_name", "mrl_truncate",
+           "create_server_vectorized_collection", "row_uuid", "collection_name",
            "weaviate_data_type", "driver_errors", "CORE_PROPERTIES"]

@@ -40,8 +40,11 @@ class EmbedResult:
 
 
 def mrl(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """Matryoshka truncation: first ``dim`` components, L2-normalised again (spec point 11)."""
-    out = np.ascontiguousarray(vectors[:, :dim], dtype=np.float32)
+    """Matryoshka truncation: first ``dim`` components, L2-normalised again (spec point 11).
+
+    Takes one vector or a 2-D array of them; always returns a 2-D float32 array.
+    """
+    out = np.ascontiguousarray(np.atleast_2d(vectors)[:, :dim], dtype=np.float32)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return out / norms
