@@ -24,12 +24,17 @@ CONTENT_KEYS = ("text", "image", "video")
 ROW_KEYS = {"id", "text", "image", "video", "vector", "metadata", "instruction"}
 NO_EMBEDDER = "the store has no embedder: give the row a precomputed 'vector' or open the store with one"
 VECTOR_ROWS_PER_STEP = 4096  # rows per upsert step when they carry precomputed vectors
+# Rows per streamed step (``write_stream``): each step ends with the client idle while the
+# server stores the last megabytes it was sent, so fewer, longer steps go faster.
+STREAM_ROWS_PER_STEP = 16384
 
 
 # ---------------------------------------------------------------------------- types
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs 2 us a row, a third of a bulk load's Python time
 class Row:
     """One object to store: an id, the content to embed (or a precomputed vector), fields.
+
+    Built by :func:`normalize_row` and read-only by convention.
 
     Attributes:
         id: the row's own id, or a stable hash of its content.
@@ -172,7 +177,7 @@ def media_ref(value: Any) -> str | None:
 def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
                   declared_fields: Iterable[str] = ()) -> Row:
     """Validate a caller's row dict; raise :class:`InputError` naming the index/id."""
-    if not isinstance(obj, dict) and not isinstance(obj, Mapping):
+    if not isinstance(obj, (dict, Mapping)):
         raise InputError(f"row must be a dict, got {type(obj).__name__}", index=index)
     rid = obj.get("id")
     if rid is None or rid == "":
@@ -188,7 +193,10 @@ def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
     image, video = obj.get("image"), obj.get("video")
     vector = obj.get("vector")
     if vector is not None:
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        try:
+            vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"vector is not a list of numbers: {exc}", index=index, item_id=rid) from exc
         if dim is not None and vector.shape[0] != dim:
             raise InputError(f"vector has {vector.shape[0]} dims, the store has {dim}", index=index, item_id=rid)
         # Finiteness is checked per batch in embed_rows (one pass instead of one per row).
@@ -202,14 +210,17 @@ def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
             json.dumps(metadata)
         except (TypeError, ValueError) as exc:
             raise InputError(f"metadata is not JSON-serialisable: {exc}", index=index, item_id=rid) from exc
-    declared = declared_fields if isinstance(declared_fields, (set, frozenset)) else set(declared_fields)
-    extra = {k: v for k, v in obj.items() if k not in ROW_KEYS}
-    unknown = set(extra) - declared
-    if declared and unknown:
-        raise InputError(f"unknown field(s) {sorted(unknown)}; declared fields are {sorted(declared)}",
-                         index=index, item_id=rid)
-    kinds = [k for k in CONTENT_KEYS if obj.get(k) is not None]
-    modality = kinds[0] if len(kinds) == 1 else ("vl" if kinds else "vector")
+    extra = {} if obj.keys() <= ROW_KEYS else {k: v for k, v in obj.items() if k not in ROW_KEYS}
+    if extra:
+        declared = declared_fields if isinstance(declared_fields, (set, frozenset)) else set(declared_fields)
+        unknown = set(extra) - declared
+        if declared and unknown:
+            raise InputError(f"unknown field(s) {sorted(unknown)}; declared fields are {sorted(declared)}",
+                             index=index, item_id=rid)
+    raw_text = obj.get("text")
+    kinds = (raw_text is not None) + (image is not None) + (video is not None)
+    modality = ("vl" if kinds > 1 else "text" if raw_text is not None else "image" if image is not None
+                else "video" if video is not None else "vector")
     media = media_ref(video) if video is not None else media_ref(image) if image is not None else None
     return Row(id=rid, text=text, image=image, video=video, media=media, modality=modality, vector=vector,
                metadata=dict(metadata), fields=extra, instruction=obj.get("instruction"))
@@ -307,19 +318,31 @@ def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row],
 
 
 WriteBatch = Callable[[list[Row], np.ndarray], list[tuple[str, str]]]
+WriteStream = Callable[[Iterator[Row]], list[tuple[str, str]]]
+
+
+def _raw_id(obj: Any, index: int) -> str:
+    rid = obj.get("id") if isinstance(obj, Mapping) else None
+    return str(rid) if rid is not None and rid != "" else f"#{index}"
 
 
 def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: int, write: WriteBatch,
-                     batch_rows: int = 256, max_bytes: int = 32 * 1024 * 1024,
-                     declared_fields: Iterable[str] = (), show_progress: bool = False,
-                     desc: str = "upsert") -> UpsertReport:
+                     write_stream: WriteStream | None = None, batch_rows: int = 256,
+                     max_bytes: int = 32 * 1024 * 1024, declared_fields: Iterable[str] = (),
+                     show_progress: bool = False, desc: str = "upsert") -> UpsertReport:
     """Validate, embed and write rows; embedding of batch k+1 overlaps the write of batch k.
 
     ``write(rows, vectors)`` writes one batch (already deduplicated, at most ``max_bytes``)
     and returns the ``(id, reason)`` pairs that failed; raising marks the whole batch
     failed. Nothing is silently skipped: every input row ends up in ``written`` or
     ``failed``. ``batch_rows`` is the number of rows embedded per step; rows with a
-    precomputed vector go in steps of at least ``VECTOR_ROWS_PER_STEP``.
+    precomputed vector go in steps of ``VECTOR_ROWS_PER_STEP``.
+
+    ``write_stream(rows)``, when the store has one, takes a step of rows that carry their
+    vectors as an iterator that validates each row as it is read: the store streams them
+    to the database while the next are validated, in one thread (a second thread would
+    contend with it for the GIL). It must read the iterator to the end, may see duplicate
+    ids (the last one wins), and returns the ``(id, reason)`` pairs that failed.
     """
     from tqdm.auto import tqdm
 
@@ -329,36 +352,52 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
     total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
     bar = tqdm(total=total, unit="row", disable=not show_progress, desc=desc)
 
-    def chunks() -> Iterator[list[Row]]:
-        # ``batch_rows`` bounds the rows to EMBED per step; rows that carry their vector
-        # cost nothing to embed, so steps of them are larger (but not so large that
-        # validating one step could not overlap writing the previous one).
+    def chunks() -> Iterator[tuple[str, list]]:
+        # ("rows", [Row]) steps to embed and write, or ("stream", [(index, raw row)]) steps of
+        # rows that carry a vector, left unvalidated for ``write_stream``. ``batch_rows``
+        # bounds the rows to EMBED per step; rows that carry their vector cost nothing to
+        # embed, so steps of them are larger.
         batch: list[Row] = []
-        to_embed = size = 0
+        raw: list[tuple[int, Any]] = []
+        to_embed = size = raw_size = 0
         for i, obj in enumerate(rows):
+            # A run of streamed rows starts only between steps, so rows are written in input order.
+            if write_stream is not None and not batch and isinstance(obj, (dict, Mapping)) \
+                    and obj.get("vector") is not None:
+                raw.append((i, obj))
+                text = obj.get("text")
+                raw_size += 4 * dim + 64 + (len(text) if isinstance(text, str) else 0)
+                if len(raw) >= STREAM_ROWS_PER_STEP or raw_size >= max_bytes:
+                    yield "stream", raw
+                    raw, raw_size = [], 0
+                continue
+            if raw:
+                yield "stream", raw
+                raw, raw_size = [], 0
             try:
                 row = normalize_row(obj, i, dim=dim, declared_fields=declared)
             except InputError as exc:
-                rid = obj.get("id") if isinstance(obj, Mapping) else None
-                failed.append((str(rid) if rid is not None else f"#{i}", exc.reason))
+                failed.append((_raw_id(obj, i), exc.reason))
                 bar.update(1)
                 continue
             batch.append(row)
             to_embed += row.vector is None
             size += row_bytes(row, dim)
             if to_embed >= batch_rows or len(batch) >= max(batch_rows, VECTOR_ROWS_PER_STEP) or size >= max_bytes:
-                yield batch
+                yield "rows", batch
                 batch, to_embed, size = [], 0, 0
         if batch:
-            yield batch
+            yield "rows", batch
+        if raw:
+            yield "stream", raw
 
     def do_write(batch_rows_: list[Row], vecs: np.ndarray) -> tuple[list[str], list[tuple[str, str]]]:
         ok_ids: list[str] = []
         bad: list[tuple[str, str]] = []
         for idx in byte_batches(batch_rows_, dim, max_bytes=max_bytes):
-            part = [batch_rows_[i] for i in idx]
+            part = batch_rows_[idx[0]:idx[-1] + 1]  # byte_batches yields consecutive runs: views, not copies
             try:
-                errs = write(part, vecs[idx])
+                errs = write(part, vecs[idx[0]:idx[-1] + 1])
             except Exception as exc:  # noqa: BLE001 - reported per row, never lost
                 errs = [(r.id, f"{type(exc).__name__}: {exc}") for r in part]
             bad_ids = {e[0] for e in errs}
@@ -366,11 +405,57 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
             bad += errs
         return ok_ids, bad
 
+    def do_stream(raw: list[tuple[int, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
+        assert write_stream is not None
+        seen: list[str] = []
+        bad: list[tuple[str, str]] = []
+
+        def validated() -> Iterator[Row]:
+            for i, obj in raw:
+                try:
+                    row = normalize_row(obj, i, dim=dim, declared_fields=declared)
+                except Exception as exc:  # noqa: BLE001 - a generator that raised would drop the rest
+                    reason = exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+                    bad.append((_raw_id(obj, i), reason))
+                    continue
+                if not np.isfinite(row.vector).all():
+                    bad.append((row.id, "vector contains NaN or infinity"))
+                    continue
+                seen.append(row.id)
+                yield row
+
+        rows_iter = validated()
+        try:
+            errs = write_stream(rows_iter)
+        except Exception as exc:  # noqa: BLE001 - reported per row, never lost
+            for _ in rows_iter:  # validate what the store did not read, so each row is reported once
+                pass
+            errs = [(rid, f"{type(exc).__name__}: {exc}") for rid in dict.fromkeys(seen)]
+        bad_ids = {e[0] for e in errs}
+        return [rid for rid in seen if rid not in bad_ids], bad + errs
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qvl-write") as pool:
         pending: Future | None = None
         pending_n = 0
+
+        def settle() -> None:
+            nonlocal pending
+            if pending is not None:
+                ok_ids, bad = pending.result()
+                written.extend(ok_ids)
+                failed.extend(bad)
+                bar.update(pending_n)
+                pending = None
+
         try:
-            for batch in chunks():
+            for kind, batch in chunks():
+                if kind == "stream":
+                    settle()  # in order: an id written twice keeps its last row
+                    ok_ids, bad = do_stream(batch)
+                    written.extend(ok_ids)
+                    failed.extend(bad)
+                    bar.update(len(batch))
+                    continue
                 unique = dedupe_rows(batch)
                 try:
                     good, vecs, errs = embed_rows(embedder, unique, dim)
@@ -378,21 +463,13 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
                     good, vecs = [], np.zeros((0, dim), dtype=np.float32)
                     errs = [(r.id, f"embedding failed: {type(exc).__name__}: {exc}") for r in unique]
                 failed.extend(errs)
-                if pending is not None:
-                    ok_ids, bad = pending.result()
-                    written.extend(ok_ids)
-                    failed.extend(bad)
-                    bar.update(pending_n)
+                settle()
                 pending = pool.submit(do_write, good, vecs) if good else None
                 pending_n = len(batch) - len(errs)
                 if pending is None:
                     bar.update(pending_n)
                 bar.update(len(errs))
-            if pending is not None:
-                ok_ids, bad = pending.result()
-                written.extend(ok_ids)
-                failed.extend(bad)
-                bar.update(pending_n)
+            settle()
         finally:
             bar.close()
     if failed:

@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import re
+import struct
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -53,7 +55,7 @@ import numpy as np
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import Hit, Row, UpsertReport, document_item, pipelined_upsert, query_vector, rerank_hits
+from .core import Hit, Row, UpsertReport, dedupe_rows, document_item, pipelined_upsert, query_vector, rerank_hits
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,31 @@ MODES = ("column", "side_table")
 DEFAULT_PREFIX_DIM = 1024
 NATIVE_COLUMNS = ("id", "text", "media", "modality", "metadata")
 RESERVED_COLUMNS = frozenset(NATIVE_COLUMNS + ("embedding",))
+# Lookups of a batch of keys (``key = ANY(%s)``) are never server-prepared: psycopg prepares a
+# query after 5 runs, PostgreSQL then settles on a generic plan made while the table was small
+# (a sequential scan testing every row against the whole array), and a bulk load into a fresh
+# table turns quadratic: the new-rows probe of an upsert took 0.75 s per 4096-row batch at
+# 16k rows instead of 5 ms.
+KEY_ARRAY_PREPARE = False
+BYTEA_OID = 17
+JSONB_EMPTY = b"\x01{}"
+STREAM_BLOCK = 512  # rows validated and converted at a time while a COPY streams
+
+
+def vector_wire(vectors: np.ndarray, *, block: int = 512) -> Iterator[memoryview]:
+    """Each row of ``vectors`` in pgvector's binary format (uint16 dim, uint16 0, big-endian
+    float32s), converted ``block`` rows at a time (one numpy pass instead of one Python call
+    per row, and lazily, so the conversion overlaps the server reading the rows before)."""
+    n, dim = vectors.shape
+    head = np.frombuffer(struct.pack(">HH", dim, 0), dtype=np.uint8)
+    for start in range(0, n, block):
+        part = vectors[start:start + block]
+        buf = np.empty((len(part), dim + 1), dtype=">f4")
+        buf[:, 1:] = part
+        raw = buf.view(np.uint8).reshape(len(part), 4 * (dim + 1))
+        raw[:, :4] = head
+        for row in raw:
+            yield row.data
 CONFIG_TAG = "qvl"
 _MIN_ITERATIVE_SCAN = (0, 8, 0)
 
@@ -638,26 +665,24 @@ class PgVectorStore:
                 lay.embedding_table.ident, sql.Identifier(lay.embedding_column), sql.Literal(config)))
 
     # ------------------------------------------------------------------ writing
-    def upsert(self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = 256, max_bytes: int = 32 * 1024 * 1024,
-               show_progress: bool = False) -> UpsertReport:
+    def upsert(self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = 256,
+               max_bytes: int = 128 * 1024 * 1024, show_progress: bool = False) -> UpsertReport:
         """Embed and write rows; returns which ids landed and which failed (with reasons).
 
         Rows are dicts with ``id?``, ``text?``, ``image?``, ``video?``, ``vector?``,
         ``metadata?`` and declared fields (undeclared extra keys of a store without declared
-        fields go into ``metadata``). Each batch is COPied in binary format into a temporary
-        table, then merged with ``INSERT ... ON CONFLICT DO UPDATE``; a batch of rows that are all
-        new to a store's own table is COPied straight into it instead (in a savepoint, falling
-        back to the merge if a concurrent writer added one of its ids meanwhile), which is as
-        fast as a raw COPY. Embedding of the next batch overlaps the write of this one. A batch
-        that fails is split until the bad rows are isolated, so one bad row is reported by id and
-        the others land. For an attached table, ``id`` is the primary key and only the embedding
-        is written.
+        fields go into ``metadata``). Rows that carry their vector are streamed in binary COPY
+        straight into a store's own table, validated as they are sent (:meth:`write_stream`).
+        Other batches are embedded (the next one while this one is written), COPied into a
+        temporary table and merged with ``INSERT ... ON CONFLICT DO UPDATE``, or COPied straight
+        into the table when their first id is new. A batch that fails is split until the bad
+        rows are isolated, so one bad row is reported by id and the others land. For an
+        attached table, ``id`` is the primary key and only the embedding is written.
 
         Args:
             rows: row dicts (any iterable; consumed once).
-            batch_size: rows embedded and written per batch (bulk loads of precomputed vectors
-                go faster with 1000 or more).
-            max_bytes: cap on the bytes of one write.
+            batch_size: rows embedded and written per batch.
+            max_bytes: cap on the bytes of one write (one transaction).
             show_progress: show a progress bar.
 
         Returns:
@@ -666,8 +691,61 @@ class PgVectorStore:
         self._check_open()
         declared = [n for n, _ in self.layout.field_types]
         return pipelined_upsert(rows, embedder=self.embedder, dim=self.dim, write=self.write_vectors,
-                                batch_rows=batch_size, max_bytes=max_bytes, declared_fields=declared,
-                                show_progress=show_progress, desc=f"upsert {self.table}")
+                                write_stream=self.write_stream, batch_rows=batch_size, max_bytes=max_bytes,
+                                declared_fields=declared, show_progress=show_progress, desc=f"upsert {self.table}")
+
+    def write_stream(self, rows: Iterator[Row]) -> list[tuple[str, str]]:
+        """Write rows that carry their vectors, COPied straight into the table as they are read.
+
+        One binary COPY in one transaction, fed ``STREAM_BLOCK`` rows at a time, so that
+        validating the next rows (``rows`` validates lazily) overlaps the server storing the
+        previous ones, as in a plain COPY. When the first id is already present, or the COPY
+        fails (a present or repeated id, a value the server refuses), nothing of it is kept
+        and the rows go through :meth:`write_vectors` (merge, and isolation of bad rows).
+        Returns ``(id, reason)`` for the rows that failed.
+        """
+        psycopg = _psycopg()
+        it = iter(rows)
+        taken: list[Row] = []
+
+        def tap() -> Iterator[Row]:
+            for row in it:
+                taken.append(row)
+                yield row
+
+        source = tap()
+        if not self.layout.attached and self.plan.column_type == "vector":
+            first = next(source, None)
+            if first is None:
+                return []
+            names, oids, fields, declared = self._native_copy_spec()
+
+            def values() -> Iterator[list]:
+                block = [first]
+                while block:
+                    wire = vector_wire(np.stack([r.vector for r in block]), block=len(block))
+                    for row, vec in zip(block, wire):
+                        yield self._native_values(row, vec, fields, declared)
+                    block = list(itertools.islice(source, STREAM_BLOCK))
+
+            try:
+                with self._io_lock:
+                    if self._looks_new([first]):
+                        with self.client.transaction():
+                            self._copy(self.layout.table.ident, names, oids, values())
+                        return []
+            except Exception as exc:  # noqa: BLE001 - a value psycopg or the server refuses: isolated below
+                if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (
+                        self.client.broken or self.client.closed):
+                    raise UnavailableError(f"lost the connection while writing to {self.table}: "
+                                           f"{_first_line(exc)}") from exc
+                log.debug("streamed COPY into %s failed (%s); merging instead", self.table, _first_line(exc))
+        for _ in source:  # the rest, validated
+            pass
+        unique = dedupe_rows(taken)
+        if not unique:
+            return []
+        return self.write_vectors(unique, np.stack([r.vector for r in unique]))
 
     def write_vectors(self, rows: Sequence[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
         """Write rows with their vectors; returns ``(id, reason)`` for the rows that failed."""
@@ -698,36 +776,46 @@ class PgVectorStore:
         sql = _sql()
         lay = self.layout
         conn = self.client
-        vector_oid = conn.adapters.types["vector"].oid
+        # Vectors go on the wire already in pgvector's binary format (see vector_wire); COPY's
+        # binary stream carries no type ids, so the bytes pass through a bytea dumper and the
+        # server reads them with the column's own (vector) input function.
         stage = sql.Identifier(derived_name(f"qvl_stage_{hashlib.sha256(str(lay.embedding_table).encode()).hexdigest()[:12]}"))
         if lay.attached:
             names = ["key", "embedding"]
             stage_cols = sql.SQL("key text, embedding vector({})").format(sql.Literal(self.dim))
-            oids = [25, vector_oid]
-            values = ([r.id, vec] for r, vec in zip(rows, vectors))
+            oids = [25, BYTEA_OID]
+            values = ([r.id, vec] for r, vec in zip(rows, vector_wire(vectors)))
         else:
-            fields = list(lay.field_types)
-            names = list(NATIVE_COLUMNS) + [n for n, _ in fields] + ["embedding"]
+            names, oids, fields, declared = self._native_copy_spec()
             stage_cols = sql.SQL(", ").join(
                 [sql.SQL("id text, text text, media text, modality text, metadata jsonb")]
                 + [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in fields]
                 + [sql.SQL("embedding vector({})").format(sql.Literal(self.dim))])
-            info = self._oids or {c.name: c.oid for c in table_columns(conn, lay.table)}
-            oids = [25, 25, 25, 25, info["metadata"]] + [info[n] for n, _ in fields] + [vector_oid]
-            declared = {n for n, _ in fields}
-            values = (self._native_values(r, vec, fields, declared) for r, vec in zip(rows, vectors))
-            if self.plan.column_type == "vector" and self._all_new(rows):
+
+            def native() -> Iterator[list]:
+                return (self._native_values(r, vec, fields, declared) for r, vec in zip(rows, vector_wire(vectors)))
+
+            values = native()
+            if self.plan.column_type == "vector" and self._looks_new(rows):
                 try:
-                    with conn.transaction():  # a savepoint: a concurrent insert of one of these ids falls back
+                    with conn.transaction():  # a savepoint: a present id (or a concurrent insert) falls back
                         self._copy(lay.table.ident, names, oids, values)
                     return []
                 except _psycopg().errors.UniqueViolation:
-                    log.debug("direct COPY into %s met an existing id; merging instead", self.table)
-                    values = (self._native_values(r, vec, fields, declared) for r, vec in zip(rows, vectors))
+                    log.debug("direct COPY into %s met a present id; merging instead", self.table)
+                    values = native()
         conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP").format(stage, stage_cols))
         self._copy(stage, names, oids, values)
         with conn.cursor() as cur:
             return self._merge(cur, stage, names, rows)
+
+    def _native_copy_spec(self) -> tuple[list[str], list[int], list[tuple[str, str]], set[str]]:
+        """Columns, COPY type oids, declared fields and their names of a store's own table."""
+        fields = list(self.layout.field_types)
+        names = list(NATIVE_COLUMNS) + [n for n, _ in fields] + ["embedding"]
+        info = self._oids or {c.name: c.oid for c in table_columns(self.client, self.layout.table)}
+        oids = [25, 25, 25, 25, BYTEA_OID] + [info[n] for n, _ in fields] + [BYTEA_OID]  # see _native_values
+        return names, oids, fields, {n for n, _ in fields}
 
     def _copy(self, target: Any, names: list[str], oids: list[int], values: Iterable[Sequence[Any]]) -> None:
         """``COPY target (names) FROM STDIN (FORMAT BINARY)`` of ``values``."""
@@ -738,19 +826,32 @@ class PgVectorStore:
             for value in values:
                 copy.write_row(value)
 
-    def _all_new(self, rows: Sequence[Row]) -> bool:
-        """True when none of ``rows``' ids is in the store's table (one index probe per id)."""
+    def _looks_new(self, rows: Sequence[Row]) -> bool:
+        """True when the batch's first id is not in the store's table: one index lookup.
+
+        A bulk load's batches are all new or (a re-run) all present; a batch that is only partly
+        new fails its direct COPY on the first present id and is merged instead, so a wrong
+        guess costs time, never a row.
+        """
         sql = _sql()
-        found = self.client.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE id = ANY(%s))").format(
-            self.layout.table.ident), ([r.id for r in rows],)).fetchone()[0]
+        found = self.client.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE id = %s)").format(
+            self.layout.table.ident), (rows[0].id,)).fetchone()[0]
         return not found
 
     @staticmethod
-    def _native_values(row: Row, vec: np.ndarray, fields: list[tuple[str, str]], declared: set[str]) -> list:
-        metadata = dict(row.metadata)
-        metadata.update({k: v for k, v in row.fields.items() if k not in declared})
-        return ([row.id, row.text, row.media, row.modality, metadata]
-                + [row.fields.get(n) for n, _ in fields] + [vec])
+    def _native_values(row: Row, vec: Any, fields: list[tuple[str, str]], declared: set[str]) -> list:
+        metadata = row.metadata
+        if row.fields:
+            extra = {k: v for k, v in row.fields.items() if k not in declared}
+            if extra:
+                metadata = {**metadata, **extra}
+        # jsonb's binary format is a version byte and the JSON text (normalize_row checked it encodes).
+        values = [row.id, row.text, row.media, row.modality,
+                  b"\x01" + json.dumps(metadata).encode() if metadata else JSONB_EMPTY]
+        if fields:
+            values += [row.fields.get(n) for n, _ in fields]
+        values.append(vec)
+        return values
 
     def _merge(self, cur: Any, stage: Any, names: list[str], rows: Sequence[Row]) -> list[tuple[str, str]]:
         sql = _sql()
@@ -796,10 +897,11 @@ class PgVectorStore:
         try:
             if lay.mode == "column":
                 self.client.execute(sql.SQL("UPDATE {} SET {} = NULL WHERE {} = ANY({})").format(
-                    lay.table.ident, sql.Identifier(lay.embedding_column), sql.Identifier(lay.key), key_list), (keys,))
+                    lay.table.ident, sql.Identifier(lay.embedding_column), sql.Identifier(lay.key), key_list), (keys,),
+                    prepare=KEY_ARRAY_PREPARE)
             else:
                 self.client.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY({})").format(
-                    lay.embedding_table.ident, sql.Identifier(lay.key), key_list), (keys,))
+                    lay.embedding_table.ident, sql.Identifier(lay.key), key_list), (keys,), prepare=KEY_ARRAY_PREPARE)
         except _psycopg().Error as exc:
             raise _translate(exc, f"cannot delete from {self.table}") from exc
 
@@ -816,7 +918,7 @@ class PgVectorStore:
         query = sql.SQL("SELECT {}::text FROM {} WHERE {} = ANY(CAST(%s AS {}[])){}").format(
             sql.Identifier(lay.key), lay.embedding_table.ident, sql.Identifier(lay.key), sql.SQL(lay.key_type), where)
         try:
-            return {row[0] for row in self.client.execute(query, (keys,)).fetchall()}
+            return {row[0] for row in self.client.execute(query, (keys,), prepare=KEY_ARRAY_PREPARE).fetchall()}
         except _psycopg().Error as exc:
             raise _translate(exc, f"cannot look up ids in {lay.embedding_table}") from exc
 

@@ -53,7 +53,7 @@ from typing import Any, Sequence
 from embedder.errors import InputError, SchemaMismatchError
 
 from .core import Row, embed_rows, normalize_row
-from .pgvector import PgVectorStore, TableName, _sql, derived_name, table_columns
+from .pgvector import KEY_ARRAY_PREPARE, PgVectorStore, TableName, _sql, derived_name, table_columns
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def retry_failed(store: PgVectorStore, keys: Sequence[Any] | None = None) -> int
     with store.client.transaction():
         cur = store.client.execute(sql.SQL("WITH moved AS (DELETE FROM {f}{c} RETURNING row_key) "
                                            "INSERT INTO {q} (row_key) SELECT row_key FROM moved").format(
-            f=obj.failed.ident, c=cond, q=obj.queue.ident), params)
+            f=obj.failed.ident, c=cond, q=obj.queue.ident), params, prepare=KEY_ARRAY_PREPARE)
         return int(cur.rowcount)
 
 
@@ -406,7 +406,7 @@ class Worker:
                     live[key] = rest
                     if spent:  # superseded by a newer change of the row, which gets its own attempts
                         conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident),
-                                     ([e.qid for e in spent],))
+                                     ([e.qid for e in spent],), prepare=KEY_ARRAY_PREPARE)
                 elif spent:
                     exhausted[key] = spent
             chosen: list[str] = []
@@ -429,7 +429,7 @@ class Worker:
                 conn.execute(sql.SQL(
                     "UPDATE {} SET attempts = attempts + 1, claimed_by = %s, claimed_at = now(), "
                     "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(obj.queue.ident),
-                    (self.name, self.lease, [q for k in keys for q in qids[k]]))
+                    (self.name, self.lease, [q for k in keys for q in qids[k]]), prepare=KEY_ARRAY_PREPARE)
         for key in recovered:
             log.warning("row %s: the worker holding it did not finish (lease expired); attempt %d of %d",
                         key, attempts[key], self.max_attempts)
@@ -472,7 +472,8 @@ class Worker:
             "ON CONFLICT (row_key) DO UPDATE SET attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, "
             "failed_at = now()").format(f=obj.failed.ident, kt=sql.SQL(self.store.layout.key_type)),
             (key, attempts, reason))
-        conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident), (qids,))
+        conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident), (qids,),
+                     prepare=KEY_ARRAY_PREPARE)
         log.warning("row %s failed %d times, moved to %s: %s", key, attempts, obj.failed, reason)
 
     def _process(self, claim: _Claim) -> tuple[list[str], list[str], list[tuple[str, str]], list[tuple[str, str]]]:
@@ -500,7 +501,8 @@ class Worker:
                 store.delete(cleared)
             done = [q for key in embedded + cleared for q in claim.qids[key]]
             if done:
-                conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident), (done,))
+                conn.execute(sql.SQL("DELETE FROM {} WHERE qid = ANY(%s)").format(obj.queue.ident), (done,),
+                             prepare=KEY_ARRAY_PREPARE)
             retried, failed = self._record_failures(failures, claim)
         return embedded, cleared, retried, failed
 
@@ -512,7 +514,8 @@ class Worker:
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in lay.content_columns.values())
         recs = self.store.client.execute(sql.SQL("SELECT {k}::text, {cols} FROM {t} WHERE {k} = ANY(CAST(%s AS {kt}[]))")
                                          .format(k=sql.Identifier(lay.key), cols=cols, t=lay.table.ident,
-                                                 kt=sql.SQL(lay.key_type)), (keys,)).fetchall()
+                                                 kt=sql.SQL(lay.key_type)), (keys,),
+                                         prepare=KEY_ARRAY_PREPARE).fetchall()
         return {r[0]: self.store.content_row(r[0], r[1:]) for r in recs}
 
     def _embed(self, rows: list[Row]) -> tuple[list[Row], Any, list[tuple[str, str]]]:
@@ -555,7 +558,7 @@ class Worker:
                 conn.execute(sql.SQL(
                     "UPDATE {} SET last_error = %s, claimed_by = NULL, claimed_at = NULL, "
                     "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(obj.queue.ident),
-                    (reason, self._delay(n), claim.qids[key]))
+                    (reason, self._delay(n), claim.qids[key]), prepare=KEY_ARRAY_PREPARE)
                 retried.append((key, reason))
         return retried, failed
 
@@ -575,7 +578,7 @@ class Worker:
             conn.execute(sql.SQL(
                 "UPDATE {} SET last_error = %s, claimed_by = NULL, claimed_at = NULL, "
                 "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(self.objects.queue.ident),
-                (reason, delay, [q for qs in claim.qids.values() for q in qs]))
+                (reason, delay, [q for qs in claim.qids.values() for q in qs]), prepare=KEY_ARRAY_PREPARE)
         except Exception as exc:  # noqa: BLE001 - the lease covers it
             log.warning("could not give back the claimed rows (%s); they return when the lease expires", exc)
 

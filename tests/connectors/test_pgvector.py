@@ -164,6 +164,52 @@ def test_upsert_copy_idempotent_and_bad_rows_reported(tmp_path):
         assert store.count() == 36
 
 
+def test_streamed_copy_falls_back_without_losing_or_misordering_rows(tmp_path, embedder):
+    """Rows that carry vectors are COPied as they are validated; every way that COPY can meet
+    an existing id, a repeated id or a bad row ends with the right rows stored."""
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 30, 64)
+    with open_test_store(tmp_path, "streamed", embedder=embedder, dim=64) as store:
+        assert store.upsert([{"id": "r7", "vector": vecs[0], "text": "old"}]).written == ["r7"]
+        rows = [{"id": f"r{i}", "vector": vecs[i], "text": f"row {i}"} for i in range(20)]  # r7 is present
+        rows[3]["vector"] = np.full(64, np.nan, dtype=np.float32)
+        rows[4] = {"id": "r2", "vector": vecs[4], "text": "second r2"}  # repeated in one step: the last wins
+        rows[11] = {"vector": vecs[11], "text": "no id"}                 # content id
+        rows[12]["vector"] = "not a vector"
+        report = store.upsert(rows)
+        assert dict(report.failed) == {"r3": "vector contains NaN or infinity",
+                                       "r12": "vector is not a list of numbers: could not convert string to float: "
+                                              "'not a vector'"}
+        assert len(report.written) == 17 and store.count() == 17
+        got = {h.id: h for h in store.search(vecs[7], k=1)}
+        assert got["r7"].fields["text"] == "row 7" and got["r7"].score == pytest.approx(1.0, abs=1e-5)
+        top = store.search(vecs[4], k=1)[0]
+        assert (top.id, top.fields["text"]) == ("r2", "second r2")
+        # Input order holds between rows embedded here and rows that carry a vector.
+        report = store.upsert([{"id": "mix2", "vector": vecs[21], "text": "v"},  # streamed, then embedded
+                               {"id": "mix2", "text": "embedded last"},
+                               {"id": "mix", "text": "embedded first"},         # one embedding step
+                               {"id": "mix", "vector": vecs[20], "text": "v"}])
+        assert report.ok
+        assert store.search(vecs[20], k=1)[0].id == "mix"
+        assert store.search("embedded last", k=1)[0].id == "mix2"
+        assert store.search("embedded last", k=1)[0].fields["text"] == "embedded last"
+
+
+def test_batch_key_lookups_are_never_server_prepared(tmp_path, conn):
+    """psycopg prepares a statement after 5 runs and PostgreSQL may then keep a generic plan
+    made while the table was small: a sequential scan testing every row against the whole
+    key array, which made bulk loads quadratic."""
+    with open_test_store(tmp_path, "noprep", embedder=None, dim=8) as store:
+        for i in range(8):
+            store.upsert([{"id": f"a{i}", "vector": np.ones(8)}, {"id": f"b{i}", "vector": np.ones(8)}])
+            store.existing_ids([f"a{i}", "zz"])
+            store.delete([f"b{i}"])
+        prepared = [r[0] for r in store.client.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
+        assert store.count() == 8
+        assert not [q for q in prepared if "ANY(" in q], prepared
+
+
 def test_undeclared_fields_go_to_metadata(tmp_path):
     with open_test_store(tmp_path, "extras", embedder=None, dim=64) as store:
         report = store.upsert([{"id": 1, "vector": np.ones(64), "color": "red", "metadata": {"a": 1}}])
