@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=48)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--max-batch-tokens", type=int, default=16384)
+    ap.add_argument("--max-batch-tokens", type=int, default=None, help="default: the device's (4096 on CPU)")
     args = ap.parse_args()
 
     import torch

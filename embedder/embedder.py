@@ -11,7 +11,8 @@ import numpy as np
 from .batching import token_budget_batches
 from .errors import InputError
 from .items import LoadOptions, normalize_item
-from .model import default_min_fill, Prepared, as_input_error, collate, encode_media, last_hidden_state, load_model
+from .model import (Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
+                    last_hidden_state, load_model)
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
                       tokenize_embed_prompt, user_content)
 
@@ -20,7 +21,6 @@ log = logging.getLogger(__name__)
 MAX_LENGTH = 8192
 MIN_DIM = 64
 DEFAULT_QUERY_INSTRUCTION = "Retrieve images, videos or texts relevant to the user's query."
-DEFAULT_MAX_BATCH_TOKENS = 16384
 CHUNK_ITEMS = 128  # items prepared ahead of the model, bounding memory
 
 
@@ -65,7 +65,7 @@ class Embedder:
     """
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
-                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: int = MAX_LENGTH,
+                 max_batch_tokens: int | None = None, max_length: int = MAX_LENGTH,
                  load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "",
                  min_fill: float | None = None) -> None:
         import threading
@@ -75,7 +75,7 @@ class Embedder:
         self.image_processor = image_processor
         self.video_processor = video_processor
         self.device = device
-        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_batch_tokens = int(max_batch_tokens or default_max_batch_tokens(device))
         self.max_length = int(max_length)
         self.load_options = load_options
         self.name = name
@@ -87,7 +87,7 @@ class Embedder:
     @classmethod
     def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
                         attn_implementation: str | None = None,
-                        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, allow_urls: bool = False,
+                        max_batch_tokens: int | None = None, allow_urls: bool = False,
                         allow_paths: bool = True, num_workers: int = 2, **kwargs: Any) -> "Embedder":
         """Load a Qwen3-VL-Embedding checkpoint from a local directory or a Hugging Face id.
 
@@ -97,7 +97,7 @@ class Embedder:
             dtype: ``auto`` (bf16 on CUDA, float32 on CPU) or a torch dtype / its name.
             attn_implementation: ``flash_attention_2``, ``sdpa`` or ``eager``; default picks
                 flash-attention-2 on CUDA when installed, else SDPA.
-            max_batch_tokens: padded tokens per forward pass.
+            max_batch_tokens: padded tokens per forward pass (default: 4096 on CPU, 16384 on GPU).
             allow_urls: let items name ``http(s)://`` images and videos.
             allow_paths: let items name local files.
             num_workers: preprocessing threads.

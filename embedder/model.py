@@ -56,6 +56,13 @@ def default_min_fill(device) -> float:
     return 0.95 if device.type == "cpu" else 0.75
 
 
+def default_max_batch_tokens(device) -> int:
+    """Padded tokens per forward pass. On a CPU, past a few thousand tokens the activations
+    no longer fit the caches and a token costs more (reranking 100 pairs: 1.31x the one-pair
+    baseline at 2048, 1.28x at 4096, 1.11x at 16384); a GPU wants big batches."""
+    return 4096 if device.type == "cpu" else 16384
+
+
 def resolve_attention(attn_implementation: str | None, device) -> str:
     """flash-attention-2 on CUDA when installed, else SDPA."""
     if attn_implementation:

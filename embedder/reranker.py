@@ -11,15 +11,14 @@ import numpy as np
 from .batching import token_budget_batches
 from .errors import InputError
 from .items import LoadOptions, normalize_item
-from .model import (Media, Prepared, as_input_error, collate, default_min_fill, encode_media, last_hidden_state,
-                    load_model, rope_positions, run_backbone)
+from .model import (Media, Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
+                    last_hidden_state, load_model, rope_positions, run_backbone)
 from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID,
                       VISION_START, VISION_START_ID, YES_ID, rerank_prompt_parts, truncate_middle)
 
 log = logging.getLogger(__name__)
 
 MAX_LENGTH = 10240
-DEFAULT_MAX_BATCH_TOKENS = 16384
 MIN_SHARED_PREFIX = 16  # below this, reusing the prompt head's cache is not worth its copies
 
 
@@ -76,7 +75,7 @@ class Reranker:
     """
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
-                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: int = MAX_LENGTH,
+                 max_batch_tokens: int | None = None, max_length: int = MAX_LENGTH,
                  load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "",
                  min_fill: float | None = None) -> None:
         import threading
@@ -88,7 +87,7 @@ class Reranker:
         self.image_processor = image_processor
         self.video_processor = video_processor
         self.device = device
-        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_batch_tokens = int(max_batch_tokens or default_max_batch_tokens(device))
         self.max_length = int(max_length)
         self.load_options = load_options
         self.name = name
@@ -104,7 +103,7 @@ class Reranker:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
-                        attn_implementation: str | None = None, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                        attn_implementation: str | None = None, max_batch_tokens: int | None = None,
                         allow_urls: bool = False, allow_paths: bool = True, num_workers: int = 2,
                         **kwargs: Any) -> "Reranker":
         """Load a Qwen3-VL-Reranker checkpoint (local directory or hub id); see ``Embedder.from_pretrained``."""

@@ -37,3 +37,14 @@ def test_an_item_over_the_budget_gets_its_own_batch():
 def test_budget_must_be_positive():
     with pytest.raises(ValueError, match="max_tokens must be positive"):
         token_budget_batches([1], max_tokens=0)
+
+
+def test_batch_budget_defaults_to_the_device(embedder, reranker):
+    """CPU batches stay small enough for the caches; an explicit budget wins."""
+    import torch
+
+    from embedder.model import default_max_batch_tokens
+
+    assert embedder.max_batch_tokens == reranker.max_batch_tokens == default_max_batch_tokens(torch.device("cpu"))
+    assert default_max_batch_tokens(torch.device("cpu")) == 4096
+    assert default_max_batch_tokens(torch.device("cuda")) == 16384

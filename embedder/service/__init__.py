@@ -48,7 +48,7 @@ class ServiceSettings:
         route_dims: per route family (see :data:`ROUTE_NAMES`) default dimension,
             overriding ``default_dim``; e.g. ``{"clip": 512}`` for Weaviate's
             multi2vec-clip, whose requests carry no dimension.
-        max_batch_tokens: padded tokens per forward pass.
+        max_batch_tokens: padded tokens per forward pass (None: 4096 on CPU, 16384 on GPU).
         max_batch_items: items per forward pass.
         max_wait_ms: how long the worker waits for more requests before running a
             batch that is not full.
@@ -71,7 +71,7 @@ class ServiceSettings:
     allow_paths: bool = False
     default_dim: int | None = None
     route_dims: Mapping[str, int] = field(default_factory=dict)
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None
     max_batch_items: int = 64
     max_wait_ms: float = 5.0
     max_queue: int = 1024
@@ -86,7 +86,7 @@ class ServiceSettings:
         unknown = set(self.route_dims) - set(ROUTE_NAMES)
         if unknown:
             raise ValueError(f"unknown route(s) {sorted(unknown)} in route_dims; valid: {list(ROUTE_NAMES)}")
-        for name, value in (("max_batch_tokens", self.max_batch_tokens), ("max_batch_items", self.max_batch_items),
+        for name, value in (("max_batch_tokens", self.max_batch_tokens or 1), ("max_batch_items", self.max_batch_items),
                             ("max_queue", self.max_queue), ("max_items", self.max_items),
                             ("max_body_bytes", self.max_body_bytes), ("preprocess_workers", self.preprocess_workers)):
             if int(value) <= 0:

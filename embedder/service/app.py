@@ -264,14 +264,16 @@ class Service:
         self.embedder = _with_load_options(embedder, s)
         self.reranker = _with_load_options(reranker, s) if reranker is not None else None
         self._pool = ThreadPoolExecutor(max_workers=s.preprocess_workers, thread_name_prefix="qvl-serve-prep")
-        common = dict(max_batch_tokens=s.max_batch_tokens, max_batch_items=s.max_batch_items,
+        common = dict(max_batch_items=s.max_batch_items,
                       max_wait_s=s.max_wait_ms / 1000.0, max_queue=s.max_queue, retry_after=s.retry_after,
                       on_batch=self.metrics.observe_batch)
         self._batchers["embed"] = DynamicBatcher(self.embedder.forward, name="embed",
-                                                 min_fill=getattr(self.embedder, "min_fill", 0.75), **common).start()
+                                                 min_fill=getattr(self.embedder, "min_fill", 0.75),
+                                                 max_batch_tokens=self._budget(self.embedder), **common).start()
         if self.reranker is not None:
             self._batchers["rerank"] = DynamicBatcher(self.reranker.forward, name="rerank",
-                                                      min_fill=getattr(self.reranker, "min_fill", 0.75), **common).start()
+                                                      min_fill=getattr(self.reranker, "min_fill", 0.75),
+                                                      max_batch_tokens=self._budget(self.reranker), **common).start()
         self.ready = True
         log.info("serving %s (dim %d)%s", getattr(self.embedder, "name", "embedder"), self.embedder.dim,
                  f" and reranker {self.reranker.name}" if self.reranker is not None else "")
@@ -312,6 +314,10 @@ class Service:
                 "allow_urls": self.settings.allow_urls, "allow_paths": self.settings.allow_paths}
 
     # ------------------------------------------------------------------ operations
+    def _budget(self, model: Any) -> int:
+        """Padded tokens per batch: the setting, else the model's own (its device's) default."""
+        return int(self.settings.max_batch_tokens or getattr(model, "max_batch_tokens", 0) or 16384)
+
     def resolve_dim(self, dim: int | None, route: str) -> int:
         full = int(self.embedder.dim)
         if dim is None:

@@ -48,7 +48,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="MRL dimension for requests that give none (default: the model's full size)")
     p.add_argument("--route-dim", type=_route_dim, action="append", default=[], metavar="ROUTE=N",
                    help=f"default dimension of one route family, e.g. clip=512; ROUTE is one of {list(ROUTE_NAMES)}")
-    p.add_argument("--max-batch-tokens", type=int, default=16384, help="padded tokens per forward pass")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="padded tokens per forward pass (default: 4096 on CPU, 16384 on GPU)")
     p.add_argument("--max-batch-items", type=int, default=64, help="items per forward pass")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more requests before a partial batch")
     p.add_argument("--max-queue", type=int, default=1024, help="items waiting for the model before 503")
