@@ -79,7 +79,16 @@ BYTEA_OID = 17
 JSONB_EMPTY = b"\x01{}"
 STREAM_BLOCK = 512  # rows validated and converted at a time while a COPY streams
 
+CONFIG_TAG = "qvl"
+_MIN_ITERATIVE_SCAN = (0, 8, 0)
 
+FIELD_TYPES: dict[Any, str] = {str: "text", int: "bigint", float: "double precision", bool: "boolean",
+                               dict: "jsonb", list: "jsonb", bytes: "bytea"}
+SQL_FIELD_TYPES = ("text", "bigint", "integer", "smallint", "double precision", "real", "boolean", "jsonb",
+                   "bytea", "timestamptz", "timestamp", "date", "numeric", "uuid")
+
+
+# ---------------------------------------------------------------------------- wire format
 def vector_wire(vectors: np.ndarray, *, block: int = 512) -> Iterator[memoryview]:
     """Each row of ``vectors`` in pgvector's binary format (uint16 dim, uint16 0, big-endian
     float32s), converted ``block`` rows at a time (one numpy pass instead of one Python call
@@ -94,13 +103,6 @@ def vector_wire(vectors: np.ndarray, *, block: int = 512) -> Iterator[memoryview
         raw[:, :4] = head
         for row in raw:
             yield row.data
-CONFIG_TAG = "qvl"
-_MIN_ITERATIVE_SCAN = (0, 8, 0)
-
-FIELD_TYPES: dict[Any, str] = {str: "text", int: "bigint", float: "double precision", bool: "boolean",
-                               dict: "jsonb", list: "jsonb", bytes: "bytea"}
-SQL_FIELD_TYPES = ("text", "bigint", "integer", "smallint", "double precision", "real", "boolean", "jsonb",
-                   "bytea", "timestamptz", "timestamp", "date", "numeric", "uuid")
 
 
 # ---------------------------------------------------------------------------- lazy imports
