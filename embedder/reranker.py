@@ -87,7 +87,7 @@ class Reranker:
         self.image_processor = image_processor
         self.video_processor = video_processor
         self.device = device
-        self.max_batch_tokens = int(max_batch_tokens or default_max_batch_tokens(device))
+        self.max_batch_tokens = default_max_batch_tokens(device) if max_batch_tokens is None else int(max_batch_tokens)
         self.max_length = int(max_length)
         self.load_options = load_options
         self.name = name

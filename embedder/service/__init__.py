@@ -86,7 +86,8 @@ class ServiceSettings:
         unknown = set(self.route_dims) - set(ROUTE_NAMES)
         if unknown:
             raise ValueError(f"unknown route(s) {sorted(unknown)} in route_dims; valid: {list(ROUTE_NAMES)}")
-        for name, value in (("max_batch_tokens", self.max_batch_tokens or 1), ("max_batch_items", self.max_batch_items),
+        for name, value in (("max_batch_tokens", 1 if self.max_batch_tokens is None else self.max_batch_tokens),
+                            ("max_batch_items", self.max_batch_items),
                             ("max_queue", self.max_queue), ("max_items", self.max_items),
                             ("max_body_bytes", self.max_body_bytes), ("preprocess_workers", self.preprocess_workers)):
             if int(value) <= 0:

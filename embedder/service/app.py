@@ -316,7 +316,9 @@ class Service:
     # ------------------------------------------------------------------ operations
     def _budget(self, model: Any) -> int:
         """Padded tokens per batch: the setting, else the model's own (its device's) default."""
-        return int(self.settings.max_batch_tokens or getattr(model, "max_batch_tokens", 0) or 16384)
+        if self.settings.max_batch_tokens is not None:
+            return int(self.settings.max_batch_tokens)
+        return int(getattr(model, "max_batch_tokens", None) or 16384)
 
     def resolve_dim(self, dim: int | None, route: str) -> int:
         full = int(self.embedder.dim)
