@@ -33,7 +33,7 @@ import pathlib
 import random
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Self, Sequence
 
 import numpy as np
 
@@ -321,6 +321,15 @@ class _Remote:
         """Close the HTTP connection pool. Idempotent."""
         self._http.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
 
 class RemoteEmbedder(_Remote):
     """An :class:`~embedder.Embedder` whose model runs in ``qvl serve``.
@@ -439,15 +448,6 @@ class RemoteEmbedder(_Remote):
         """Embed documents with the default instruction."""
         return self.embed(items, dim=dim, **kwargs)
 
-    def __enter__(self) -> "RemoteEmbedder":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"RemoteEmbedder({self.url!r})"
-
 
 class RemoteReranker(_Remote):
     """A :class:`~embedder.Reranker` whose model runs in ``qvl serve`` (started with ``--reranker``).
@@ -530,12 +530,3 @@ class RemoteReranker(_Remote):
         from .reranker import ranked
 
         return ranked(self.score(query, documents, instruction=instruction, **kwargs), top_k=top_k)
-
-    def __enter__(self) -> "RemoteReranker":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"RemoteReranker({self.url!r})"
