@@ -33,7 +33,7 @@ import pathlib
 import random
 import threading
 import time
-from typing import Any, Iterator, Self, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -321,7 +321,7 @@ class _Remote:
         """Close the HTTP connection pool. Idempotent."""
         self._http.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> "_Remote":
         return self
 
     def __exit__(self, *exc: Any) -> None:
