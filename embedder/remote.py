@@ -269,9 +269,10 @@ def _shift(exc: InputError, offset: int, *, document: bool = False) -> InputErro
 
 
 class _Remote:
-    def __init__(self, url: str, *, api_key: str | None, timeout: float, max_items_per_request: int,
-                 max_request_bytes: int, retries: int, backoff: float, concurrency: int, server_paths: bool,
-                 transport: Any) -> None:
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 max_items_per_request: int = DEFAULT_MAX_ITEMS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 retries: int = 3, backoff: float = 0.5, concurrency: int = 2, server_paths: bool = False,
+                 transport: Any = None) -> None:
         if max_items_per_request <= 0:
             raise ValueError(f"max_items_per_request must be positive, got {max_items_per_request}")
         self._http = _Http(url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
@@ -353,14 +354,6 @@ class RemoteEmbedder(_Remote):
         >>> emb.embed_queries(["red shoes"], dim=512).shape                  # doctest: +SKIP
         (1, 512)
     """
-
-    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 max_items_per_request: int = DEFAULT_MAX_ITEMS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 retries: int = 3, backoff: float = 0.5, concurrency: int = 2, server_paths: bool = False,
-                 transport: Any = None) -> None:
-        super().__init__(url, api_key=api_key, timeout=timeout, max_items_per_request=max_items_per_request,
-                         max_request_bytes=max_request_bytes, retries=retries, backoff=backoff,
-                         concurrency=concurrency, server_paths=server_paths, transport=transport)
 
     @property
     def dim(self) -> int:
@@ -459,14 +452,6 @@ class RemoteReranker(_Remote):
         >>> rr.rerank("a red car", ["a red car", {"image": "car.jpg"}], top_k=1)  # doctest: +SKIP
         [(0, 0.93)]
     """
-
-    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 max_items_per_request: int = DEFAULT_MAX_ITEMS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 retries: int = 3, backoff: float = 0.5, concurrency: int = 2, server_paths: bool = False,
-                 transport: Any = None) -> None:
-        super().__init__(url, api_key=api_key, timeout=timeout, max_items_per_request=max_items_per_request,
-                         max_request_bytes=max_request_bytes, retries=retries, backoff=backoff,
-                         concurrency=concurrency, server_paths=server_paths, transport=transport)
 
     def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None = None,
               batch_size: int | None = None, on_error: str = "raise", show_progress: bool = False) -> Any:
