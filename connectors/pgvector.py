@@ -747,34 +747,39 @@ class PgVectorStore:
         unique = dedupe_rows(taken)
         if not unique:
             return []
-        return self.write_vectors(unique, np.stack([r.vector for r in unique]))
+        return self.write_vectors(unique, np.stack([r.vector for r in unique]), direct=False)
 
-    def write_vectors(self, rows: Sequence[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
-        """Write rows with their vectors; returns ``(id, reason)`` for the rows that failed."""
+    def write_vectors(self, rows: Sequence[Row], vectors: np.ndarray, *, direct: bool = True) -> list[tuple[str, str]]:
+        """Write rows with their vectors; returns ``(id, reason)`` for the rows that failed.
+
+        ``direct=False`` skips the attempt to COPY straight into the table (its caller has
+        just seen that attempt fail) and merges at once.
+        """
         psycopg = _psycopg()
         if not rows:
             return []
         try:
             with self._io_lock, self.client.transaction():
-                return self._copy_merge(rows, vectors)
+                return self._copy_merge(rows, vectors, direct=direct)
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             raise _translate(exc, f"cannot write to {self.table}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if self.client.broken or self.client.closed:
                 raise UnavailableError(f"lost the connection while writing to {self.table}: "
                                        f"{_first_line(exc)}") from exc
-            return self._split(rows, vectors, exc)
+            return self._split(rows, vectors, exc, direct)
         except Exception as exc:  # noqa: BLE001 - isolate the bad rows, report them by id
-            return self._split(rows, vectors, exc)
+            return self._split(rows, vectors, exc, direct)
 
-    def _split(self, rows: Sequence[Row], vectors: np.ndarray, exc: Exception) -> list[tuple[str, str]]:
+    def _split(self, rows: Sequence[Row], vectors: np.ndarray, exc: Exception, direct: bool) -> list[tuple[str, str]]:
         if len(rows) == 1:
             log.debug("row %s failed: %s", rows[0].id, exc)
             return [(rows[0].id, _first_line(exc))]
         mid = len(rows) // 2
-        return self.write_vectors(rows[:mid], vectors[:mid]) + self.write_vectors(rows[mid:], vectors[mid:])
+        return (self.write_vectors(rows[:mid], vectors[:mid], direct=direct)
+                + self.write_vectors(rows[mid:], vectors[mid:], direct=direct))
 
-    def _copy_merge(self, rows: Sequence[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
+    def _copy_merge(self, rows: Sequence[Row], vectors: np.ndarray, *, direct: bool) -> list[tuple[str, str]]:
         sql = _sql()
         lay = self.layout
         conn = self.client
@@ -798,7 +803,7 @@ class PgVectorStore:
                 return (self._native_values(r, vec, fields, declared) for r, vec in zip(rows, vector_wire(vectors)))
 
             values = native()
-            if self.plan.column_type == "vector" and self._looks_new(rows):
+            if direct and self.plan.column_type == "vector" and self._looks_new(rows):
                 try:
                     with conn.transaction():  # a savepoint: a present id (or a concurrent insert) falls back
                         self._copy(lay.table.ident, names, oids, values)
