@@ -89,7 +89,7 @@ SQL_FIELD_TYPES = ("text", "bigint", "integer", "smallint", "double precision", 
 
 
 # ---------------------------------------------------------------------------- wire format
-def vector_wire(vectors: np.ndarray, *, block: int = 512) -> Iterator[memoryview]:
+def vector_wire(vectors: np.ndarray, *, block: int = STREAM_BLOCK) -> Iterator[memoryview]:
     """Each row of ``vectors`` in pgvector's binary format (uint16 dim, uint16 0, big-endian
     float32s), converted ``block`` rows at a time (one numpy pass instead of one Python call
     per row, and lazily, so the conversion overlaps the server reading the rows before)."""
