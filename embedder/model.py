@@ -131,7 +131,35 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
             f"{len(mismatched)} mismatched keys. Refusing to run with randomly initialised weights.")
     model.to(dev)
     model.eval()
+    linear_patch_embed(model)
     return model, tokenizer, image_processor, video_processor, dev
+
+
+def linear_patch_embed(model) -> None:
+    """Run the vision tower's patch embedding as the matrix product it is.
+
+    Its ``Conv3d`` has kernel = stride = the whole patch, so each output is one dot
+    product of a flattened patch with a flattened filter; oneDNN's convolution takes 7x
+    longer than the same product as a ``linear`` on a CPU (2.2 s against 0.3 s for 100
+    mixed documents' 27k patches). Same weights (state dict unchanged) and the same sums,
+    up to float rounding.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    embed = getattr(getattr(getattr(model, "model", model), "visual", None), "patch_embed", None)
+    proj = getattr(embed, "proj", None)
+    if (not isinstance(proj, torch.nn.Conv3d) or tuple(proj.stride) != tuple(proj.kernel_size)
+            or any(proj.padding) or proj.groups != 1 or type(embed).__name__ == "LinearPatchEmbed"):
+        return  # not the shape this rewrite is exact for, or already rewritten
+
+    class LinearPatchEmbed(type(embed)):  # type: ignore[misc]
+        def forward(self, hidden_states):
+            weight = self.proj.weight
+            patches = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
+            return F.linear(patches, weight.reshape(weight.shape[0], -1), self.proj.bias)
+
+    embed.__class__ = LinearPatchEmbed
 
 
 def _load_video_processor(source: str):
