@@ -150,7 +150,8 @@ def linear_patch_embed(model) -> None:
     embed = getattr(getattr(getattr(model, "model", model), "visual", None), "patch_embed", None)
     proj = getattr(embed, "proj", None)
     if (not isinstance(proj, torch.nn.Conv3d) or tuple(proj.stride) != tuple(proj.kernel_size)
-            or any(proj.padding) or proj.groups != 1 or type(embed).__name__ == "LinearPatchEmbed"):
+            or any(proj.padding) or set(proj.dilation) != {1} or proj.groups != 1
+            or type(embed).__name__ == "LinearPatchEmbed"):
         return  # not the shape this rewrite is exact for, or already rewritten
 
     class LinearPatchEmbed(type(embed)):  # type: ignore[misc]
