@@ -21,7 +21,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Timer, bench_checkpoint, mixed_corpus, print_table, stock_patch_embed  # noqa: E402
+from common import Timer, bench_checkpoint, mixed_corpus, print_table  # noqa: E402
+
+from embedder.testing import stock_patch_embed  # noqa: E402
 
 
 def baseline(emb, items, batch: int = 8) -> np.ndarray:

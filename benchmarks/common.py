@@ -1,7 +1,6 @@
 """Shared helpers for the benchmark scripts: a wider random checkpoint and a mixed corpus."""
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
@@ -51,19 +50,6 @@ def mixed_corpus(n: int = 48, seed: int = 0) -> list:
         else:
             items.append(" ".join(rng.choice(words, 60)))
     return items
-
-
-@contextlib.contextmanager
-def stock_patch_embed(model):
-    """Run the vision tower's patch embedding as transformers ships it (a Conv3d), as the
-    release does, instead of our equal but faster matrix product (``linear_patch_embed``)."""
-    embed = getattr(model, "model", model).visual.patch_embed
-    fast = type(embed)
-    embed.__class__ = next(c for c in fast.__mro__ if c.__name__ != "LinearPatchEmbed")
-    try:
-        yield
-    finally:
-        embed.__class__ = fast
 
 
 class Timer:

@@ -13,12 +13,13 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import MissingDependencyError
 
@@ -157,3 +158,17 @@ def _write_processor_configs(out: Path) -> None:
     (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     (out / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}, indent=2))
+
+
+@contextlib.contextmanager
+def stock_patch_embed(model: Any) -> Iterator[None]:
+    """Within the block, run the vision patch embedding as transformers ships it (a
+    ``Conv3d``), as the release does, instead of :func:`embedder.model.linear_patch_embed`'s
+    equal but faster matrix product. For comparisons in tests and benchmarks."""
+    embed = getattr(model, "model", model).visual.patch_embed
+    fast = type(embed)
+    embed.__class__ = getattr(fast, "stock_class", fast)
+    try:
+        yield
+    finally:
+        embed.__class__ = fast
