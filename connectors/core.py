@@ -174,6 +174,27 @@ def media_ref(value: Any) -> str | None:
     return None
 
 
+def check_dim(dim: Any, embedder: Any = None) -> int:
+    """Check a store's vector dimension before anything is created, and return it as an int.
+
+    A dim is an integer of at least ``MIN_DIM`` (64, the smallest Matryoshka dimension
+    the models were trained for); with an embedder attached it is also at most the
+    embedder's full dimension. Without an embedder (rows bring precomputed vectors)
+    any larger dim is accepted.
+
+    Raises:
+        InputError: the dim is not an integer in that range; the message gives the range.
+    """
+    from embedder.embedder import MIN_DIM
+
+    full = int(embedder.dim) if embedder is not None and getattr(embedder, "dim", None) else None
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < MIN_DIM or (
+            full is not None and dim > full):
+        allowed = f"from {MIN_DIM} to {full} (the model's full dim)" if full else f"of at least {MIN_DIM}"
+        raise InputError(f"dim must be an integer {allowed}, got {dim!r}")
+    return int(dim)
+
+
 def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
                   declared_fields: Iterable[str] = ()) -> Row:
     """Validate a caller's row dict; raise :class:`InputError` naming the index/id."""
