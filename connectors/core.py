@@ -27,6 +27,8 @@ VECTOR_ROWS_PER_STEP = 4096  # rows per upsert step when they carry precomputed 
 # Rows per streamed step (``write_stream``): each step ends with the client idle while the
 # server stores the last megabytes it was sent, so fewer, longer steps go faster.
 STREAM_ROWS_PER_STEP = 16384
+NONFINITE_VECTOR = "vector contains NaN or infinity"
+ZERO_VECTOR = "vector is all zeros (cosine similarity is undefined)"
 
 
 # ---------------------------------------------------------------------------- types
@@ -195,6 +197,35 @@ def check_dim(dim: Any, embedder: Any = None) -> int:
     return int(dim)
 
 
+def vector_problems(vectors: np.ndarray) -> np.ndarray:
+    """Which rows of a 2-D array cannot be stored or searched: a boolean mask, True where bad.
+
+    A vector is bad when it holds NaN or infinity, or when it is all zeros (its cosine
+    similarity to anything is undefined). One pass of ``max`` and one of ``min`` over the
+    array, with no temporary of its size, so a bulk load pays little for it. Use
+    :func:`bad_vector_reason` for the reason of one row.
+    """
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        return np.zeros(vectors.shape[0] if vectors.ndim else 0, dtype=bool)
+    hi, lo = vectors.max(axis=1), vectors.min(axis=1)  # NaN propagates through both
+    return ~(np.isfinite(hi) & np.isfinite(lo) & ((hi != 0) | (lo != 0)))
+
+
+def bad_vector_reason(vector: np.ndarray) -> str | None:
+    """Why one vector cannot be stored or searched (NaN/infinity, all zeros), or None if it can.
+
+    Example:
+        >>> bad_vector_reason(np.zeros(4, dtype=np.float32))
+        'vector is all zeros (cosine similarity is undefined)'
+    """
+    vec = np.asarray(vector)
+    if not np.isfinite(vec).all():
+        return NONFINITE_VECTOR
+    if not vec.any():
+        return ZERO_VECTOR
+    return None
+
+
 def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
                   declared_fields: Iterable[str] = ()) -> Row:
     """Validate a caller's row dict; raise :class:`InputError` naming the index/id."""
@@ -220,7 +251,7 @@ def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
             raise InputError(f"vector is not a list of numbers: {exc}", index=index, item_id=rid) from exc
         if dim is not None and vector.shape[0] != dim:
             raise InputError(f"vector has {vector.shape[0]} dims, the store has {dim}", index=index, item_id=rid)
-        # Finiteness is checked per batch in embed_rows (one pass instead of one per row).
+        # Finiteness and zeros are checked per batch in embed_rows (one pass instead of one per row).
     elif text is None and image is None and video is None:
         raise InputError("row has no text, image, video or vector", index=index, item_id=rid)
     metadata = obj.get("metadata") or {}
@@ -297,23 +328,23 @@ def dedupe_rows(rows: Sequence[Row]) -> list[Row]:
 
 
 def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row], np.ndarray, list[tuple[str, str]]]:
-    """Vectors for rows: precomputed ones as is (checked to be finite), the others embedded
-    as documents.
+    """Vectors for rows: precomputed ones as is (checked to be finite and not all zeros),
+    the others embedded as documents.
 
     Returns the rows that have a vector, their vectors, and ``(id, reason)`` failures.
     """
     todo = [i for i, r in enumerate(rows) if r.vector is None]
     failed: list[tuple[str, str]] = []
-    if not todo:  # the bulk-migration case: one copy, one finiteness pass, no re-indexing
+    if not todo:  # the bulk-migration case: one copy, one checking pass, no re-indexing
         vectors = np.stack([r.vector for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
-        ok = np.isfinite(vectors).all(axis=1)
+        ok = ~vector_problems(vectors)
     else:
         vectors = np.empty((len(rows), dim), dtype=np.float32)
         ok = np.ones(len(rows), dtype=bool)
         given = [i for i, r in enumerate(rows) if r.vector is not None]
         if given:
             vectors[given] = np.stack([rows[i].vector for i in given])
-            ok[given] = np.isfinite(vectors[given]).all(axis=1)
+            ok[given] = ~vector_problems(vectors[given])
         if embedder is None:
             ok[todo] = False
             failed += [(rows[i].id, NO_EMBEDDER) for i in todo]
@@ -331,7 +362,7 @@ def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row],
                     failed.append((rows[todo[j]].id, reason))
     for i in np.flatnonzero(~ok):
         if rows[i].vector is not None:
-            failed.append((rows[i].id, "vector contains NaN or infinity"))
+            failed.append((rows[i].id, bad_vector_reason(rows[i].vector) or NONFINITE_VECTOR))
     if ok.all():
         return list(rows), vectors, failed
     good = np.flatnonzero(ok)
@@ -439,8 +470,9 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
                     reason = exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
                     bad.append((_raw_id(obj, i), reason))
                     continue
-                if not np.isfinite(row.vector).all():
-                    bad.append((row.id, "vector contains NaN or infinity"))
+                reason = bad_vector_reason(row.vector)
+                if reason is not None:
+                    bad.append((row.id, reason))
                     continue
                 seen.append(row.id)
                 yield row
@@ -508,6 +540,9 @@ def query_vector(embedder: Any, query: Any, dim: int, instruction: str | None = 
         vec = np.asarray(query, dtype=np.float32).reshape(-1)
         if vec.shape[0] != dim:
             raise InputError(f"query vector has {vec.shape[0]} dims, the store has {dim}")
+        reason = bad_vector_reason(vec)
+        if reason is not None:
+            raise InputError(f"query {reason}")
         return vec
     if embedder is None:
         raise InputError("this store has no embedder: pass a query vector, or an embedder when opening it")
