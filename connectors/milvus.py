@@ -32,6 +32,7 @@ pymilvus is imported lazily, so ``import connectors`` never needs it.
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import re
 import warnings
@@ -45,7 +46,7 @@ from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import Hit, Row, UpsertReport, pipelined_upsert, query_vector, rerank_hits
+from .core import Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits
 
 if TYPE_CHECKING:  # pragma: no cover
     from pymilvus import CollectionSchema, Function, MilvusClient
@@ -81,6 +82,12 @@ DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {
 }
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _LITE_VERSION_PREFIX = "milvus_lite"
+IDS_PER_REQUEST = 1000       # ids per get/delete expression
+# Escapes for a string literal that both Milvus' parser (Go, strconv-style) and Milvus
+# Lite's (Python; it knows only these escapes and refuses raw line breaks) read back as
+# the original text. Milvus Lite has no expression templates (``filter_params``), so ids
+# are written as escaped literals rather than bound.
+_LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
 # ---------------------------------------------------------------------------- targets
@@ -133,6 +140,30 @@ def parse_target(target: str | pathlib.Path) -> MilvusTarget:
     if rest.endswith(".db") and rest:
         return MilvusTarget(rest, lite=True)
     raise InputError(f"unsupported Milvus target {text!r}: use {allowed} (a Milvus Lite file must end in .db)")
+
+
+# ---------------------------------------------------------------------------- expressions
+def string_literal(value: str) -> str:
+    """A Milvus expression string literal that reads back as exactly ``value``.
+
+    Every quote, backslash and line break is escaped, so no value can end the literal
+    and add to the expression (``x"] or id != ["y`` stays one id).
+
+    Example:
+        >>> print(string_literal('say "hi"'))
+        "say \\"hi\\""
+    """
+    return '"' + value.translate(_LITERAL_ESCAPES) + '"'
+
+
+def ids_filter(ids: Sequence[str]) -> str:
+    """The expression ``id in [...]`` for these ids, each an escaped literal (never spliced).
+
+    Example:
+        >>> print(ids_filter(["a", "it's"]))
+        id in ["a", "it's"]
+    """
+    return "id in [" + ", ".join(string_literal(str(i)) for i in ids) + "]"
 
 
 # ---------------------------------------------------------------------------- errors
@@ -302,6 +333,7 @@ class MilvusStore:
         self._closed = False
         if self._exists():
             self._adopt_existing()
+            self._ensure_loaded()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -402,7 +434,8 @@ class MilvusStore:
         Raises:
             SchemaMismatchError: the existing collection differs (the message lists how).
             ConnectorError: the collection exists and ``exist_ok`` is False.
-            InputError: a bad field name or type, or no dim known.
+            InputError: a bad field name or type, no dim known, or a dim outside 64..the
+                embedder's full dim (checked before anything is created).
 
         Example:
             >>> store.create(fields={"color": str, "price": float}, exist_ok=True)  # doctest: +SKIP
@@ -419,9 +452,9 @@ class MilvusStore:
                 if problems:
                     raise SchemaMismatchError(f"collection {self.collection!r} exists with another schema: "
                                               + "; ".join(problems))
-            self._load()
+            self._ensure_loaded()
             return
-        dim = self.dim
+        dim = check_dim(self.dim, self._embedder)
         if self.coarse_dim is not None and not 1 <= self.coarse_dim < dim:
             raise InputError(f"coarse_dim must be smaller than dim={dim}, got {self.coarse_dim}")
         schema = self._build_schema(dim, wanted)
@@ -461,6 +494,19 @@ class MilvusStore:
     def _load(self) -> None:
         with _translated("load_collection", collection=self.collection):
             self._client.load_collection(self.collection)
+
+    def _ensure_loaded(self) -> None:
+        """Load the collection unless it is loaded, so an opened store can search at once.
+
+        A collection found by a new process is released (Milvus Lite releases every
+        collection when its process ends; a server may have released it): search, get and
+        query would fail until it is loaded. A loaded one is left as it is (see
+        :meth:`refresh_index` to index rows written since).
+        """
+        with _translated("get_load_state", collection=self.collection):
+            state = (self._client.get_load_state(self.collection) or {}).get("state")
+        if getattr(state, "name", str(state)).rsplit(".", 1)[-1] != "Loaded":
+            self._load()
 
     def _require_collection(self) -> None:
         if not self._exists():
@@ -591,22 +637,31 @@ class MilvusStore:
         self._check_open()
         if isinstance(ids, (str, int)):
             ids = [ids]  # type: ignore[list-item]
-        ids = [str(i) for i in ids]
+        ids = list(dict.fromkeys(str(i) for i in ids))
         if not ids:
             return
         with _translated("delete", collection=self.collection):
-            self._client.delete(self.collection, ids=ids)
+            for start in range(0, len(ids), IDS_PER_REQUEST):
+                # not delete(ids=...): pymilvus splices those into the expression unescaped
+                self._client.delete(self.collection, filter=ids_filter(ids[start:start + IDS_PER_REQUEST]))
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the collection holds (lets an ingest skip what already landed)."""
         self._check_open()
         ids = [str(i) for i in ids]
         found: set[str] = set()
-        with _translated("get", collection=self.collection):
-            for start in range(0, len(ids), 1000):
-                rows = self._client.get(self.collection, ids=ids[start:start + 1000], output_fields=["id"])
-                found.update(str(r["id"]) for r in rows)
+        for start in range(0, len(ids), IDS_PER_REQUEST):
+            found.update(str(r["id"]) for r in self._get(ids[start:start + IDS_PER_REQUEST], ["id"]))
         return found
+
+    def _get(self, ids: Sequence[str], output_fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Rows by id (not ``client.get``, which splices ids into the expression unescaped)."""
+        rows: list[dict[str, Any]] = []
+        with _translated("get", collection=self.collection):
+            for start in range(0, len(ids), IDS_PER_REQUEST):
+                rows += self._client.query(self.collection, filter=ids_filter(ids[start:start + IDS_PER_REQUEST]),
+                                           output_fields=list(output_fields))
+        return rows
 
     def count(self) -> int:
         """The exact number of rows (a strongly consistent ``count(*)``).
@@ -736,9 +791,7 @@ class MilvusStore:
         if not shortlist:
             return []
         ids = [h.id for h in shortlist]
-        with _translated("get", collection=self.collection):
-            rows = self._client.get(self.collection, ids=ids, output_fields=[VECTOR_FIELD, *fields])
-        by_id = {str(r["id"]): r for r in rows}
+        by_id = {str(r["id"]): r for r in self._get(ids, [VECTOR_FIELD, *fields])}
         ids = [i for i in ids if i in by_id]
         mat = np.asarray([by_id[i][VECTOR_FIELD] for i in ids], dtype=np.float32)
         q = np.asarray(qvec, np.float32)
@@ -861,11 +914,16 @@ def open_store(target: str | pathlib.Path, *, collection: str, embedder: Any = N
     pymilvus = _pymilvus()
     if parsed.lite:
         pathlib.Path(parsed.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        locked = _lite_lock_conflict(parsed.uri)  # before pymilvus, which would log a traceback
+        if locked is not None:
+            raise UnavailableError(_lite_locked_message(parsed.uri)) from locked
     try:
         client = pymilvus.MilvusClient(uri=parsed.uri, token=token or "", user=user or "",
                                        password=password or "", db_name=db_name or "", timeout=timeout,
                                        **client_kwargs)
     except _exception_types() as exc:
+        if parsed.lite and _lite_lock_conflict(parsed.uri) is not None:  # taken since the check
+            raise UnavailableError(_lite_locked_message(parsed.uri)) from exc
         raise UnavailableError(f"cannot connect to Milvus at {parsed.uri!r}: "
                                f"{getattr(exc, 'message', exc)}") from exc
     try:
@@ -877,6 +935,43 @@ def open_store(target: str | pathlib.Path, *, collection: str, embedder: Any = N
         client.close()
         raise
     return store
+
+
+def _lite_locked_message(uri: str) -> str:
+    return (f"{uri} is open in another process; Milvus Lite allows one process per file; "
+            "use a Milvus server or close that process")
+
+
+def _lite_lock_conflict(uri: str) -> OSError | None:
+    """The error of taking Milvus Lite's lock on this file when another process holds it, else None.
+
+    Milvus Lite serves a ``.db`` path from the first process that opens it and keeps an
+    exclusive ``flock`` on ``<path>/LOCK`` until that process exits (``close()`` does not
+    release it). When another process holds it, pymilvus only logs the cause and raises
+    "Open local milvus failed"; this finds the cause by trying the same lock.
+    """
+    try:
+        import fcntl
+
+        from milvus_lite.db import LOCK_FILENAME
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - Windows, or another Milvus Lite layout
+        return None
+    path = os.path.abspath(uri)  # as Milvus Lite's server manager keys its servers
+    if path in getattr(server_manager_instance, "_servers", {}):
+        return None  # this process serves it (a second flock here would conflict with our own)
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILENAME), os.O_RDWR)
+    except OSError:
+        return None  # no lock file: never opened, or not a Milvus Lite directory
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------- pymilvus.model twin

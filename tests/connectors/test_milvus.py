@@ -602,3 +602,119 @@ def test_refresh_index_keeps_results_and_is_idempotent(store_factory):
     store.drop()
     with pytest.raises(NotFoundError, match="create"):
         store.refresh_index()
+
+
+# ---------------------------------------------------------------------------- separate processes
+_WRITER = """
+import sys, numpy as np, connectors
+target, name = sys.argv[1], sys.argv[2]
+vecs = np.random.default_rng(7).normal(size=(40, 64)).astype(np.float32)
+with connectors.connect(target, collection=name, dim=64, index="HNSW") as store:
+    store.create()
+    report = store.upsert([{"id": f"r{i}", "vector": v, "text": f"row {i}"} for i, v in enumerate(vecs)])
+    assert report.ok, report.failed
+print("written", flush=True)
+"""
+
+_HOLDER = """
+import sys, connectors
+with connectors.connect(sys.argv[1], collection="held", dim=64) as store:
+    store.create(exist_ok=True)
+print("holding", flush=True)  # closed, but Milvus Lite keeps the file until this process exits
+sys.stdin.read()
+"""
+
+
+def _python(script: str, *args: str, **kwargs):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_a_new_process_searches_what_another_wrote(tmp_path):
+    """``qvl ingest`` then ``qvl search`` are two processes: the second finds the collection
+    released and must load it to search (it raised "in state 'released'" before)."""
+    import connectors
+
+    target, name = target_for(tmp_path), collection_name("test_a_new_process_searches")
+    writer = _python(_WRITER, target, name)
+    out, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    assert out.strip() == "written"
+    vecs = np.random.default_rng(7).normal(size=(40, 64)).astype(np.float32)
+    oracle = connectors.connect("memory:", dim=64)
+    oracle.create()
+    oracle.upsert([{"id": f"r{i}", "vector": v} for i, v in enumerate(vecs)])
+    with connectors.connect(target, collection=name) as store:  # a new process: this one
+        try:
+            assert store.dim == 64 and store.count() == 40
+            for q in np.random.default_rng(8).normal(size=(5, 64)):
+                got, want = store.search(q, k=5), oracle.search(q, k=5)
+                assert [h.id for h in got] == [h.id for h in want]
+                assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
+            assert store.search(vecs[3], k=1)[0].fields["text"] == "row 3"
+            assert store.existing_ids(["r0", "r39", "r40"]) == {"r0", "r39"}
+            store.refresh_index()  # still fine on a collection loaded at open
+            assert [h.id for h in store.search(vecs[3], k=1)] == ["r3"]
+        finally:
+            store.drop()
+
+
+def test_a_file_open_in_another_process_is_refused_in_one_line(tmp_path):
+    """Milvus Lite keeps its file for the life of the process that opened it, even after close()."""
+    import connectors
+
+    if os.environ.get("MILVUS_URI"):
+        pytest.skip("a Milvus Lite file rule; a server takes any number of processes")
+    path = tmp_path / "held.db"
+    holder = _python(_HOLDER, f"milvus:{path}", stdin=__import__("subprocess").PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
+        with pytest.raises(UnavailableError) as info:
+            connectors.connect(f"milvus:{path}", collection="held", dim=64)
+        assert str(info.value) == (f"{path} is open in another process; Milvus Lite allows one process per "
+                                   "file; use a Milvus server or close that process")
+        assert isinstance(info.value.__cause__, OSError)
+    finally:
+        holder.communicate(input="", timeout=60)
+    assert holder.returncode == 0
+    with connectors.connect(f"milvus:{path}", collection="held") as store:  # that process has exited
+        assert store.count() == 0
+
+
+# ---------------------------------------------------------------------------- ids in expressions
+HOSTILE_IDS = ["plain", "x'] or not id in ['y", 'x"] or not id in ["y', "Bob's photo.jpg", 'say "hi"',
+               "back\\slash", "ends with \\", "\\'", "\\\"", "ünï 😀 日本", "tab\there", "new\nline", "cr\rx",
+               "{ids}", "' or ''='", "%s", "$meta", "id in []"]
+
+
+def test_an_id_cannot_rewrite_a_delete(store_factory):
+    """``delete`` once spliced ids into ``id in ['...']``: this id deleted 8 of 9 rows."""
+    store = store_factory(dim=64)
+    vecs = unit_vectors(9, 64, seed=3)
+    assert store.upsert([{"id": f"k{i}", "vector": v} for i, v in enumerate(vecs)]).ok
+    store.delete(["x'] or not id in ['y"])
+    store.delete(['x"] or not id in ["y'])
+    store.delete(["k0'] or id in ['k1"])
+    assert store.count() == 9
+    assert store.existing_ids(["k0'] or id in ['k1", "k0"]) == {"k0"}
+
+
+def test_ids_with_any_characters_round_trip(store_factory):
+    store = store_factory(dim=64, coarse_dim=32)  # the coarse pass fetches its shortlist by id
+    vecs = unit_vectors(len(HOSTILE_IDS), 64, seed=4)
+    report = store.upsert([{"id": rid, "vector": v, "text": rid} for rid, v in zip(HOSTILE_IDS, vecs)])
+    assert report.ok, report.failed
+    assert store.count() == len(HOSTILE_IDS)
+    assert store.existing_ids(HOSTILE_IDS + ["absent"]) == set(HOSTILE_IDS)
+    for rid, vec in zip(HOSTILE_IDS, vecs):
+        hit = store.search(vec, k=1)[0]
+        assert (hit.id, hit.fields["text"]) == (rid, rid)
+    left = len(HOSTILE_IDS)
+    for rid in HOSTILE_IDS:
+        store.delete([rid])
+        left -= 1
+        assert store.count() == left, rid
+        assert store.existing_ids([rid]) == set()
