@@ -9,6 +9,8 @@ ETL workers and the databases themselves can share a single model:
 * Hugging Face TEI ``POST /embed`` and ``POST /rerank``;
 * Weaviate module protocols (multi2vec-clip ``/vectorize``, text2vec-transformers
   ``/vectors``, reranker-transformers ``/rerank``, ``/meta``, ``/.well-known/*``);
+* Hugging Face TEI's predict route ``POST /`` (what ``huggingface_hub.InferenceClient``
+  with ``base_url`` calls);
 * ``/health``, ``/ready`` and Prometheus ``/metrics``.
 
 FastAPI, uvicorn and httpx are imported only when a server or client is built, so
@@ -53,8 +55,23 @@ class ServiceSettings:
         max_wait_ms: how long the worker waits for more requests before running a
             batch that is not full.
         max_queue: items waiting for the model before requests are refused with 503.
-        max_items: items (or documents) per request.
-        max_body_bytes: request body limit (413 above).
+        max_items: items (or documents) per request (413 above).
+        max_body_bytes: request body limit (413 above, refused from ``Content-Length``
+            before reading, or as soon as a streamed body passes it).
+        max_text_chars: characters of text in one item, instruction included (413
+            above, before tokenising).
+        max_frames: frames in one video given as a frame list (413 above).
+        max_image_pixels: refuse an image whose header announces more pixels, before
+            decoding it (None: the library's default, ``LoadOptions.max_source_pixels``).
+        max_video_pixels: refuse a video whose width x height x frames passes this,
+            before decoding it (None: the library's default).
+        allow_video: accept video items at all (``--no-video`` switches decoding of
+            untrusted video off).
+        max_inflight: requests admitted at once (reading, parsing, preprocessing or
+            waiting for the model); one more is answered 503 at once.
+        max_inflight_bytes: request body bytes held at once across requests (503 above).
+        max_preprocess_queue: items waiting for a preprocessing thread (503 above).
+        body_timeout: seconds a client may take to send its body (408 after).
         timeout: seconds a request may take, preprocessing included (504 after).
         device: torch device for models the service loads itself.
         preprocess_workers: threads decoding and tokenising items.
@@ -76,7 +93,16 @@ class ServiceSettings:
     max_wait_ms: float = 5.0
     max_queue: int = 1024
     max_items: int = 256
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_text_chars: int = 100_000
+    max_frames: int = 768
+    max_image_pixels: int | None = None
+    max_video_pixels: int | None = None
+    allow_video: bool = True
+    max_inflight: int = 32
+    max_inflight_bytes: int = 256 * 1024 * 1024
+    max_preprocess_queue: int = 1024
+    body_timeout: float = 60.0
     timeout: float = 120.0
     device: str = "auto"
     preprocess_workers: int = 2
@@ -89,11 +115,17 @@ class ServiceSettings:
         for name, value in (("max_batch_tokens", 1 if self.max_batch_tokens is None else self.max_batch_tokens),
                             ("max_batch_items", self.max_batch_items),
                             ("max_queue", self.max_queue), ("max_items", self.max_items),
-                            ("max_body_bytes", self.max_body_bytes), ("preprocess_workers", self.preprocess_workers)):
+                            ("max_body_bytes", self.max_body_bytes), ("preprocess_workers", self.preprocess_workers),
+                            ("max_text_chars", self.max_text_chars), ("max_frames", self.max_frames),
+                            ("max_inflight", self.max_inflight), ("max_inflight_bytes", self.max_inflight_bytes),
+                            ("max_preprocess_queue", self.max_preprocess_queue),
+                            ("max_image_pixels", 1 if self.max_image_pixels is None else self.max_image_pixels),
+                            ("max_video_pixels", 1 if self.max_video_pixels is None else self.max_video_pixels)):
             if int(value) <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        for name, seconds in (("timeout", self.timeout), ("body_timeout", self.body_timeout)):
+            if seconds <= 0:
+                raise ValueError(f"{name} must be positive, got {seconds}")
 
     def dim_for(self, route: str) -> int | None:
         """Default dimension of a route family (None: the model's full size)."""

@@ -1,18 +1,24 @@
 """The FastAPI application: routes for every protocol over one batched model.
 
-Pipeline per request: authenticate, read the body (bounded), parse it with
-:mod:`embedder.service.protocols`, preprocess each item on a thread pool (a bad item
-fails its own request, naming its index, before anything is queued), queue the
-prepared items on the :class:`~embedder.service.batcher.DynamicBatcher`, truncate the
-returned full-size vectors to the requested MRL dimension and answer in the
-protocol's shape. Errors map to HTTP statuses:
+Pipeline per request: authenticate, admit it or refuse it at once
+(:mod:`embedder.service.admission`: requests in flight, body bytes, preprocessing queue),
+stream the body under a size cap and a deadline, parse it off the event loop with
+:mod:`embedder.service.protocols` (limits checked before any medium is decoded),
+preprocess each item on a thread pool (a bad item fails its own request, naming its
+index, before anything is queued), queue the prepared items on the
+:class:`~embedder.service.batcher.DynamicBatcher`, truncate the returned full-size
+vectors to the requested MRL dimension and answer in the protocol's shape. A client
+that hangs up has its queued work cancelled. Errors map to HTTP statuses:
 
 =====  =========================================================
 400    bad request or bad item (the body names the item index)
 401    missing or wrong bearer key (when ``--api-key`` is set)
-413    body larger than ``max_body_bytes`` or more than ``max_items`` items
+408    the body did not arrive within ``body_timeout``
+413    body larger than ``max_body_bytes``, more than ``max_items`` items, a text
+       longer than ``max_text_chars``, a frame list longer than ``max_frames``
 501    no reranker loaded, or an optional dependency is missing
-503    queue full or shutting down (with ``Retry-After``)
+503    too many requests in flight, body bytes or a queue full, or shutting down
+       (at once, with ``Retry-After``)
 504    the request took longer than ``timeout``
 =====  =========================================================
 
@@ -28,7 +34,6 @@ import hmac
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -42,12 +47,11 @@ from ..model import as_input_error
 from ..prompts import DEFAULT_RERANK_INSTRUCTION, IMAGE_PAD_ID
 from . import ServiceSettings
 from . import protocols as P
-from .batcher import BatchError, BatchStats, DynamicBatcher
+from .admission import Admission, BodyError, ClientDisconnected, cancel_on_disconnect, read_body
+from .batcher import BatchError, DynamicBatcher
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 # ---------------------------------------------------------------------------- errors
@@ -68,6 +72,12 @@ class HTTPFailure(Exception):
 def _as_failure(exc: BaseException) -> HTTPFailure:
     if isinstance(exc, HTTPFailure):
         return exc
+    if isinstance(exc, P.TooLarge):
+        return HTTPFailure(413, exc.code, str(exc), index=exc.index, reason=exc.reason)
+    if isinstance(exc, BodyError):
+        return HTTPFailure(exc.status, exc.code, exc.message)
+    if isinstance(exc, ClientDisconnected):
+        return HTTPFailure(499, "client_closed", "the client closed the connection; its work was cancelled")
     if isinstance(exc, InputError):
         return HTTPFailure(400, "invalid_input", str(exc), index=exc.index, reason=exc.reason)
     if isinstance(exc, OverloadedError):
@@ -81,90 +91,6 @@ def _as_failure(exc: BaseException) -> HTTPFailure:
         return HTTPFailure(500, "model_error", f"item {exc.position}: {exc}", index=exc.position)
     log.error("internal error: %s: %s", type(exc).__name__, exc)
     return HTTPFailure(500, "internal", f"internal error: {type(exc).__name__}")
-
-
-# ---------------------------------------------------------------------------- metrics
-class _Histogram:
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
-                break
-        else:
-            self.counts[-1] += 1
-        self.total += value
-        self.n += 1
-
-    def lines(self, name: str, labels: str) -> list[str]:
-        sep = "," if labels else ""
-        out, cum = [], 0
-        for b, c in zip(self.buckets, self.counts):
-            cum += c
-            out.append(f'{name}_bucket{{{labels}{sep}le="{b:g}"}} {cum}')
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}')
-        lab = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{lab} {self.total:.6g}")
-        out.append(f"{name}_count{lab} {self.n}")
-        return out
-
-
-class Metrics:
-    """Prometheus text-format counters and histograms, kept by hand (no extra dependency)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, int], int] = {}
-        self.items: dict[str, int] = {}
-        self.latency: dict[str, _Histogram] = {}
-        self.batch_size: dict[str, _Histogram] = {}
-        self.batch_seconds: dict[str, _Histogram] = {}
-        self.batch_tokens: dict[str, int] = {}
-
-    def observe_request(self, route: str, status: int, seconds: float, items: int) -> None:
-        with self._lock:
-            self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
-            if items:
-                self.items[route] = self.items.get(route, 0) + items
-            self.latency.setdefault(route, _Histogram(LATENCY_BUCKETS)).observe(seconds)
-
-    def observe_batch(self, stats: BatchStats) -> None:
-        with self._lock:
-            self.batch_size.setdefault(stats.name, _Histogram(BATCH_BUCKETS)).observe(stats.items)
-            self.batch_seconds.setdefault(stats.name, _Histogram(LATENCY_BUCKETS)).observe(stats.seconds)
-            self.batch_tokens[stats.name] = self.batch_tokens.get(stats.name, 0) + stats.padded_tokens
-
-    def render(self, queues: dict[str, tuple[int, int]]) -> str:
-        """The exposition text; ``queues`` maps model name -> (depth, capacity)."""
-        with self._lock:
-            out = ["# HELP qvl_requests_total HTTP requests by route and status.",
-                   "# TYPE qvl_requests_total counter"]
-            out += [f'qvl_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in sorted(self.requests.items())]
-            out += ["# HELP qvl_items_total Items (inputs or documents) received, by route.",
-                    "# TYPE qvl_items_total counter"]
-            out += [f'qvl_items_total{{route="{r}"}} {n}' for r, n in sorted(self.items.items())]
-            out += ["# HELP qvl_request_seconds Request latency, by route.", "# TYPE qvl_request_seconds histogram"]
-            for r, h in sorted(self.latency.items()):
-                out += h.lines("qvl_request_seconds", f'route="{r}"')
-            out += ["# HELP qvl_batch_size Items per forward pass.", "# TYPE qvl_batch_size histogram"]
-            for m, h in sorted(self.batch_size.items()):
-                out += h.lines("qvl_batch_size", f'model="{m}"')
-            out += ["# HELP qvl_batch_seconds Time per forward pass.", "# TYPE qvl_batch_seconds histogram"]
-            for m, h in sorted(self.batch_seconds.items()):
-                out += h.lines("qvl_batch_seconds", f'model="{m}"')
-            out += ["# HELP qvl_batch_padded_tokens_total Padded tokens run through the model.",
-                    "# TYPE qvl_batch_padded_tokens_total counter"]
-            out += [f'qvl_batch_padded_tokens_total{{model="{m}"}} {n}' for m, n in sorted(self.batch_tokens.items())]
-        out += ["# HELP qvl_queue_depth Items waiting for the model.", "# TYPE qvl_queue_depth gauge"]
-        out += [f'qvl_queue_depth{{model="{m}"}} {d}' for m, (d, _) in sorted(queues.items())]
-        out += ["# HELP qvl_queue_capacity Queue limit (items).", "# TYPE qvl_queue_capacity gauge"]
-        out += [f'qvl_queue_capacity{{model="{m}"}} {c}' for m, (_, c) in sorted(queues.items())]
-        return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------- JSON
@@ -212,6 +138,29 @@ class ScoreOutcome:
     errors: list[tuple[int, str]]
 
 
+def load_option_values(settings: ServiceSettings, fields: Sequence[str]) -> dict[str, Any]:
+    """The :class:`~embedder.items.LoadOptions` values the operator's flags set.
+
+    Raises:
+        ValueError: a flag sets a limit that this version's ``LoadOptions`` cannot enforce.
+    """
+    wanted: dict[str, Any] = {"allow_urls": settings.allow_urls, "allow_private_urls": settings.allow_private_urls,
+                              "allow_paths": settings.allow_paths}
+    optional = {"max_source_pixels": settings.max_image_pixels, "max_video_pixels": settings.max_video_pixels}
+    for name, value in optional.items():
+        if value is None:
+            continue
+        if name not in fields:
+            raise ValueError(f"this version cannot enforce {name} (LoadOptions has no such field)")
+        wanted[name] = value
+    # Optional in LoadOptions: the service also enforces both while parsing.
+    if "allow_video" in fields:
+        wanted["allow_video"] = settings.allow_video
+    if "max_text_chars" in fields:
+        wanted["max_text_chars"] = settings.max_text_chars
+    return wanted
+
+
 def _with_load_options(model: Any, settings: ServiceSettings) -> Any:
     """A shallow view of ``model`` whose media loading follows the operator's flags.
 
@@ -219,8 +168,8 @@ def _with_load_options(model: Any, settings: ServiceSettings) -> Any:
     differ, so a caller's Embedder built with ``allow_paths=True`` is not widened
     or mutated by the service.
     """
-    wanted = dataclasses.replace(model.load_options, allow_urls=settings.allow_urls,
-                                 allow_private_urls=settings.allow_private_urls, allow_paths=settings.allow_paths)
+    fields = [f.name for f in dataclasses.fields(model.load_options)]
+    wanted = dataclasses.replace(model.load_options, **load_option_values(settings, fields))
     if model.load_options == wanted:
         return model
     view = copy.copy(model)
@@ -239,8 +188,14 @@ class Service:
         self._given = (embedder, reranker)
         self._owned: list[Any] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._parse_pool: ThreadPoolExecutor | None = None
         self._batchers: dict[str, DynamicBatcher] = {}
         self.ready = False
+        self.limits = P.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars,
+                               max_frames=settings.max_frames, allow_video=settings.allow_video)
+        self.admission = Admission(max_inflight=settings.max_inflight, max_inflight_bytes=settings.max_inflight_bytes,
+                                   max_preprocess_queue=settings.max_preprocess_queue,
+                                   retry_after=settings.retry_after)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -264,9 +219,12 @@ class Service:
         self.embedder = _with_load_options(embedder, s)
         self.reranker = _with_load_options(reranker, s) if reranker is not None else None
         self._pool = ThreadPoolExecutor(max_workers=s.preprocess_workers, thread_name_prefix="qvl-serve-prep")
+        # Bodies are decoded and parsed here, never on the event loop (a slow parse must not stall /health).
+        self._parse_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qvl-serve-parse")
         common = dict(max_batch_items=s.max_batch_items,
                       max_wait_s=s.max_wait_ms / 1000.0, max_queue=s.max_queue, retry_after=s.retry_after,
-                      on_batch=self.metrics.observe_batch)
+                      on_batch=self.metrics.observe_batch,
+                      on_drop=lambda n: self.metrics.observe_dropped("model", n))
         self._batchers["embed"] = DynamicBatcher(self.embedder.forward, name="embed",
                                                  min_fill=getattr(self.embedder, "min_fill", 0.75),
                                                  max_batch_tokens=self._budget(self.embedder), **common).start()
@@ -284,9 +242,10 @@ class Service:
         for b in self._batchers.values():
             b.stop()
         self._batchers.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._parse_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._parse_pool = None
         for model in self._owned:
             model.close()
         self._owned.clear()
@@ -302,13 +261,26 @@ class Service:
     def queues(self) -> dict[str, tuple[int, int]]:
         return {n: (b.queue_depth, b.max_queue) for n, b in self._batchers.items()}
 
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        a = self.admission
+        return {"qvl_inflight_requests": ("Requests admitted and not yet answered.", a.inflight),
+                "qvl_inflight_body_bytes": ("Request body bytes held by admitted requests.", a.inflight_bytes),
+                "qvl_preprocess_items": ("Items queued for or in preprocessing.", a.preprocess_queued)}
+
     def meta(self) -> dict:
+        s = self.settings
         return {"model": {"name": self.model_name, "dim": self.embedder.dim, "min_dim": MIN_DIM,
                           "type": "qwen3-vl-embedding"},
                 "dim": self.embedder.dim,
                 "reranker": ({"name": str(getattr(self.reranker, "name", ""))} if self.reranker is not None else None),
-                "limits": {"max_items": self.settings.max_items, "max_body_bytes": self.settings.max_body_bytes,
-                           "max_queue": self.settings.max_queue, "timeout": self.settings.timeout},
+                "limits": {"max_items": s.max_items, "max_body_bytes": s.max_body_bytes,
+                           "max_text_chars": s.max_text_chars, "max_frames": s.max_frames,
+                           "max_image_pixels": self.embedder.load_options.max_source_pixels,
+                           "max_video_pixels": getattr(self.embedder.load_options, "max_video_pixels", None),
+                           "allow_video": s.allow_video, "max_queue": s.max_queue, "max_inflight": s.max_inflight,
+                           "max_inflight_bytes": s.max_inflight_bytes,
+                           "max_preprocess_queue": s.max_preprocess_queue, "body_timeout": s.body_timeout,
+                           "timeout": s.timeout},
                 "default_dim": self.settings.default_dim,
                 "route_dims": dict(self.settings.route_dims),
                 "allow_urls": self.settings.allow_urls, "allow_paths": self.settings.allow_paths}
@@ -334,13 +306,32 @@ class Service:
             raise HTTPFailure(413, "too_many_items",
                               f"{n} {what} in one request; the limit is {self.settings.max_items}")
 
-    async def _map(self, fn: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
-        """Run ``fn(*args)`` for each call on the preprocessing pool; exceptions are returned, not raised."""
-        loop = asyncio.get_running_loop()
-        if self._pool is None:
+    async def parse(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a parser on the parse pool, off the event loop."""
+        if self._parse_pool is None:
             raise OverloadedError("the service is not running", retry_after=self.settings.retry_after)
-        futures = [loop.run_in_executor(self._pool, fn, *args) for args in calls]
-        return list(await asyncio.gather(*futures, return_exceptions=True))
+        return await asyncio.get_running_loop().run_in_executor(self._parse_pool, fn, *args)
+
+    async def _map(self, fn: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
+        """Run ``fn(*args)`` for each call on the preprocessing pool; exceptions are returned, not raised.
+
+        The calls count against ``max_preprocess_queue`` until they are done (503 when it is
+        full); if the request is cancelled (client gone, timeout), calls not yet started are
+        dropped and counted in ``qvl_dropped_items_total{stage="preprocess"}``.
+        """
+        pool = self._pool
+        if pool is None:
+            raise OverloadedError("the service is not running", retry_after=self.settings.retry_after)
+        self.admission.reserve_preprocessing(len(calls))
+        futures = []
+        try:
+            futures = [pool.submit(fn, *args) for args in calls]
+            return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True))
+        except asyncio.CancelledError:
+            self.metrics.observe_dropped("preprocess", sum(1 for f in futures if f.cancel()))
+            raise
+        finally:
+            self.admission.release_preprocessing(len(calls))
 
     async def embed(self, items: Sequence[Any], *, dim: int, instruction: str | None,
                     on_error: str = "raise") -> EmbedOutcome:
@@ -449,6 +440,7 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
 
     service = Service(settings, embedder, reranker)
     key = settings.api_key.encode() if settings.api_key else None
+    limits = service.limits
 
     @asynccontextmanager
     async def lifespan(app: Any):
@@ -474,18 +466,7 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
             raise HTTPFailure(401, "unauthorized", "missing or invalid API key (send 'Authorization: Bearer <key>')",
                               headers={"WWW-Authenticate": "Bearer"})
 
-    async def read_json(request: Any) -> Any:
-        limit = settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPFailure(413, "body_too_large", f"request body of {declared} bytes exceeds the limit of {limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPFailure(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        data = b"".join(chunks)
+    def decode_json(data: Any) -> Any:
         if not data:
             raise InputError("empty request body; send JSON")
         try:
@@ -493,23 +474,36 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
         except ValueError as exc:
             raise InputError(f"the request body is not valid JSON: {exc}") from exc
 
-    async def handle(request: Any, route: str, protocol: str,
-                     work: Callable[[Any, dict], Awaitable[tuple[Any, int]]]) -> Any:
-        """Auth, body, timeout, errors and metrics around ``work(body, ctx) -> (response body, n items)``.
+    async def handle(request: Any, route: str, protocol: str, parse: Callable[[Any, dict], Any],
+                     run: Callable[[Any, dict], Awaitable[tuple[Any, int]]]) -> Any:
+        """Auth, admission, body, parsing, timeout, disconnects, errors and metrics around one request.
 
-        ``work`` may set ``ctx["protocol"]`` once it has seen the body (routes shared by
-        two protocols), so that errors take that protocol's shape.
+        ``parse(body, ctx)`` turns the decoded JSON into a request object; it runs on the
+        parse pool, off the event loop, and may set ``ctx["protocol"]`` (routes shared by
+        two protocols) so that errors take that protocol's shape. ``run(request, ctx)``
+        returns ``(response body, items)``.
         """
         start = time.perf_counter()
         request_id = str(uuid.uuid4())
-        ctx = {"protocol": protocol}
+        ctx: dict[str, Any] = {"protocol": protocol}
         items = 0
         try:
             check_auth(request)
             if not service.ready:
                 raise OverloadedError("the service is starting or stopping", retry_after=settings.retry_after)
-            body = await read_json(request)
-            payload, items = await asyncio.wait_for(work(body, ctx), settings.timeout)
+            async with service.admission.request() as slot:
+                held = [await read_body(request, slot, limit=settings.max_body_bytes, timeout=settings.body_timeout)]
+
+                def parse_body() -> Any:
+                    data, held[0] = held[0], None  # the raw body is freed as soon as it is decoded
+                    return parse(decode_json(data), ctx)
+
+                async def work() -> tuple[Any, int]:
+                    req = await service.parse(parse_body)
+                    return await run(req, ctx)
+
+                payload, items = await cancel_on_disconnect(request, asyncio.wait_for(work(), settings.timeout),
+                                                            service.metrics.observe_disconnect)
             if isinstance(payload, dict) and ctx["protocol"] == "dashscope":
                 payload["request_id"] = request_id
             response = json_response(payload)
@@ -522,97 +516,141 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
         service.metrics.observe_request(route, response.status_code, time.perf_counter() - start, items)
         return response
 
+    # ---------------------------------------------------------------- shared operations
+    async def embed_items(req: P.EmbedRequest, route: str, *, on_error: str = "raise") -> tuple[Any, int]:
+        dim = service.resolve_dim(req.dim, route)
+        return await service.embed(req.items, dim=dim, instruction=req.instruction, on_error=on_error), dim
+
+    async def tei_embed_run(req: P.EmbedRequest, ctx: dict) -> tuple[Any, int]:
+        out, _ = await embed_items(req, "tei")
+        return P.encode_vectors(out.vectors, req.encoding), len(req.items)
+
+    async def tei_rerank_run(req: P.RerankRequest, ctx: dict) -> tuple[Any, int]:
+        out = await service.score(req.query, req.documents, instruction=req.instruction)
+        return P.tei_rerank_response(out.scores, req), len(req.documents)
+
+    async def similarity_run(req: P.RerankRequest, ctx: dict) -> tuple[Any, int]:
+        """Hugging Face sentence similarity: reranker scores when one is loaded, else cosine of embeddings."""
+        if service.reranker is not None:
+            out = await service.score(req.query, req.documents, instruction=None)
+            return [float(s) for s in out.scores], len(req.documents)
+        dim = service.resolve_dim(None, "tei")
+        emb = await service.embed([req.query, *req.documents], dim=dim, instruction=None)
+        return [float(v) for v in emb.vectors[1:] @ emb.vectors[0]], len(req.documents) + 1
+
     # ---------------------------------------------------------------- native (+ DashScope shape)
-    async def dashscope_work(body: Any, ctx: dict) -> tuple[Any, int]:
-        req = P.parse_dashscope(body)
-        dim = service.resolve_dim(req.dim, "dashscope")
-        out = await service.embed(req.items, dim=dim, instruction=req.instruction)
+    async def dashscope_run(req: P.EmbedRequest, ctx: dict) -> tuple[Any, int]:
+        out, _ = await embed_items(req, "dashscope")
         return P.dashscope_response(out.vectors, req.kinds, tokens=out.tokens, image_tokens=out.image_tokens,
                                     request_id=""), len(req.items)
 
-    async def native_embed_work(body: Any, ctx: dict) -> tuple[Any, int]:
-        req = P.parse_native_embed(body)
-        dim = service.resolve_dim(req.dim, "native")
-        out = await service.embed(req.items, dim=dim, instruction=req.instruction, on_error=req.on_error)
+    def parse_v1_embed(body: Any, ctx: dict) -> Any:
+        if P.is_dashscope(body):
+            ctx["protocol"] = "dashscope"
+            return P.parse_dashscope(body, limits)
+        return P.parse_native_embed(body, limits)
+
+    async def run_v1_embed(req: P.EmbedRequest, ctx: dict) -> tuple[Any, int]:
+        if ctx["protocol"] == "dashscope":
+            return await dashscope_run(req, ctx)
+        out, dim = await embed_items(req, "native", on_error=req.on_error)
         return P.native_embed_response(out.vectors, out.indices, len(req.items), dim=dim, model=service.model_name,
                                        encoding=req.encoding, errors=out.errors), len(req.items)
 
     @app.post("/v1/embed")
     async def v1_embed(request: Request) -> Any:
         """Native embedding; a body with ``input.contents`` is answered in DashScope's shape."""
-        async def work(body: Any, ctx: dict) -> tuple[Any, int]:
-            if P.is_dashscope(body):
-                ctx["protocol"] = "dashscope"
-                return await dashscope_work(body, ctx)
-            return await native_embed_work(body, ctx)
-
-        return await handle(request, "/v1/embed", "native", work)
+        return await handle(request, "/v1/embed", "native", parse_v1_embed, run_v1_embed)
 
     @app.post("/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding")
     async def dashscope(request: Request) -> Any:
         """Alibaba Cloud DashScope's multimodal-embedding path and shape."""
         return await handle(request, "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding",
-                            "dashscope", dashscope_work)
+                            "dashscope", lambda body, ctx: P.parse_dashscope(body, limits), dashscope_run)
 
     @app.post("/v1/rerank")
     async def v1_rerank(request: Request) -> Any:
         """Native reranking: ``{"query", "documents", "top_k"}`` -> results best first."""
-        async def work(body: Any, ctx: dict) -> tuple[Any, int]:
-            req = P.parse_native_rerank(body)
+        async def run(req: P.RerankRequest, ctx: dict) -> tuple[Any, int]:
             out = await service.score(req.query, req.documents, instruction=req.instruction, on_error=req.on_error)
             return P.native_rerank_response(out.scores, top_k=req.top_k, model=str(service.reranker.name),
                                             errors=out.errors), len(req.documents)
 
-        return await handle(request, "/v1/rerank", "native", work)
+        return await handle(request, "/v1/rerank", "native", lambda body, ctx: P.parse_native_rerank(body, limits),
+                            run)
 
     # ---------------------------------------------------------------- OpenAI
     @app.post("/v1/embeddings")
     async def openai_embeddings(request: Request) -> Any:
         """OpenAI-compatible embeddings (``dimensions``, ``encoding_format`` float|base64)."""
-        async def work(body: Any, ctx: dict) -> tuple[Any, int]:
-            req = P.parse_openai(body)
-            dim = service.resolve_dim(req.dim, "openai")
-            out = await service.embed(req.items, dim=dim, instruction=req.instruction)
-            return P.openai_response(out.vectors, model=str(body.get("model") or service.model_name),
+        def parse(body: Any, ctx: dict) -> Any:
+            ctx["model"] = body.get("model") if isinstance(body, dict) else None
+            return P.parse_openai(body, limits)
+
+        async def run(req: P.EmbedRequest, ctx: dict) -> tuple[Any, int]:
+            out, _ = await embed_items(req, "openai")
+            return P.openai_response(out.vectors, model=str(ctx.get("model") or service.model_name),
                                      encoding=req.encoding, tokens=out.tokens), len(req.items)
 
-        return await handle(request, "/v1/embeddings", "openai", work)
+        return await handle(request, "/v1/embeddings", "openai", parse, run)
 
     # ---------------------------------------------------------------- TEI
     @app.post("/embed")
     async def tei_embed(request: Request) -> Any:
         """Hugging Face TEI ``/embed``: ``{"inputs"}`` -> ``[[...], ...]``."""
-        async def work(body: Any, ctx: dict) -> tuple[Any, int]:
-            req = P.parse_tei_embed(body)
-            dim = service.resolve_dim(req.dim, "tei")
-            out = await service.embed(req.items, dim=dim, instruction=req.instruction)
-            return out.vectors, len(req.items)
+        return await handle(request, "/embed", "tei", lambda body, ctx: P.parse_tei_embed(body, limits),
+                            tei_embed_run)
 
-        return await handle(request, "/embed", "tei", work)
+    def parse_rerank(body: Any, ctx: dict) -> Any:
+        if isinstance(body, dict) and "documents" in body and "texts" not in body:
+            ctx["protocol"] = "weaviate"
+            return P.parse_weaviate_rerank(body, limits)
+        return P.parse_tei_rerank(body, limits)
+
+    async def run_rerank(req: P.RerankRequest, ctx: dict) -> tuple[Any, int]:
+        if ctx["protocol"] == "weaviate":
+            if not req.documents:
+                return {"query": req.query, "scores": []}, 0
+            out = await service.score(req.query, req.documents, instruction=None)
+            return P.weaviate_rerank_response(out.scores, req), len(req.documents)
+        return await tei_rerank_run(req, ctx)
 
     @app.post("/rerank")
     async def rerank(request: Request) -> Any:
         """TEI rerank (body has ``texts``) or Weaviate reranker-transformers (body has ``documents``)."""
-        async def work(body: Any, ctx: dict) -> tuple[Any, int]:
-            if isinstance(body, dict) and "documents" in body and "texts" not in body:
-                ctx["protocol"] = "weaviate"
-                req = P.parse_weaviate_rerank(body)
-                if not req.documents:
-                    return {"query": req.query, "scores": []}, 0
-                out = await service.score(req.query, req.documents, instruction=None)
-                return P.weaviate_rerank_response(out.scores, req), len(req.documents)
-            req = P.parse_tei_rerank(body)
-            out = await service.score(req.query, req.documents, instruction=req.instruction)
-            return P.tei_rerank_response(out.scores, req), len(req.documents)
+        return await handle(request, "/rerank", "tei", parse_rerank, run_rerank)
 
-        return await handle(request, "/rerank", "tei", work)
+    def parse_predict(body: Any, ctx: dict) -> Any:
+        if P.is_similarity(body):
+            ctx["kind"] = "similarity"
+            return P.parse_similarity(body, limits)
+        if isinstance(body, dict) and "query" in body and "texts" in body:
+            ctx["kind"] = "rerank"
+            return P.parse_tei_rerank(body, limits)
+        ctx["kind"] = "embed"
+        return P.parse_tei_embed(body, limits)
+
+    async def run_predict(req: Any, ctx: dict) -> tuple[Any, int]:
+        run = {"similarity": similarity_run, "rerank": tei_rerank_run, "embed": tei_embed_run}[ctx["kind"]]
+        return await run(req, ctx)
+
+    @app.post("/")
+    @app.post("/invocations")
+    async def tei_predict(request: Request) -> Any:
+        """TEI's predict route (and SageMaker's ``/invocations``), where Hugging Face's InferenceClient posts.
+
+        ``{"inputs": str | [str]}`` embeds (``feature_extraction``), ``{"query", "texts"}``
+        reranks as TEI's ``/rerank``, and ``{"inputs": {"source_sentence", "sentences"}}``
+        (``sentence_similarity``) scores each sentence against the source: with the
+        reranker when one is loaded, else by the cosine of their embeddings.
+        """
+        return await handle(request, request.url.path, "tei", parse_predict, run_predict)
 
     # ---------------------------------------------------------------- Weaviate modules
     @app.post("/vectorize")
     async def clip_vectorize(request: Request) -> Any:
         """Weaviate multi2vec-clip: ``{"texts", "images"}`` -> ``{"textVectors", "imageVectors"}``."""
-        async def work(body: Any, ctx: dict) -> tuple[Any, int]:
-            req = P.parse_clip(body)
+        async def run(req: P.ClipRequest, ctx: dict) -> tuple[Any, int]:
             dim = service.resolve_dim(None, "clip")
             items = list(req.texts) + [{"image": img} for img in req.images]
             if not items:
@@ -621,14 +659,13 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
             n = len(req.texts)
             return {"textVectors": out.vectors[:n], "imageVectors": out.vectors[n:]}, len(items)
 
-        return await handle(request, "/vectorize", "weaviate", work)
+        return await handle(request, "/vectorize", "weaviate", lambda body, ctx: P.parse_clip(body, limits), run)
 
     @app.post("/vectors")
     @app.post("/vectors/")
     async def transformers_vectors(request: Request) -> Any:
         """Weaviate text2vec-transformers: ``{"text", "config": {"task_type", "dimensions"}}``."""
-        async def work(body: Any, ctx: dict) -> tuple[Any, int]:
-            req = P.parse_vectors(body)
+        async def run(req: P.VectorsRequest, ctx: dict) -> tuple[Any, int]:
             dim = service.resolve_dim(req.dim, "transformers")
             instruction = DEFAULT_QUERY_INSTRUCTION if req.task_type == "query" else None
             if not req.texts:
@@ -638,16 +675,28 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
                 return {"text": req.texts[0], "vector": out.vectors[0], "dims": dim, "dim": dim}, 1
             return {"vectors": out.vectors, "dims": dim}, len(req.texts)
 
-        return await handle(request, "/vectors", "weaviate", work)
+        return await handle(request, "/vectors", "weaviate", lambda body, ctx: P.parse_vectors(body, limits), run)
+
+    def auth_failure(request: Any) -> Any:
+        """None when the request may proceed, else the 401 response."""
+        try:
+            check_auth(request)
+        except HTTPFailure as fail:
+            return json_response(P.error_body("native", status=401, code=fail.code, message=fail.message),
+                                 401, fail.headers)
+        return None
 
     @app.get("/meta")
-    async def meta() -> Any:
-        """Model information (Weaviate modules read this at startup)."""
+    async def meta(request: Request) -> Any:
+        """Model information and limits (Weaviate modules read this at startup); needs the key when one is set."""
+        denied = auth_failure(request)
+        if denied is not None:
+            return denied
         if service.embedder is None:
             return json_response({"error": "the model is not loaded yet"}, 503)
         return json_response(service.meta())
 
-    # ---------------------------------------------------------------- health and metrics
+    # ---------------------------------------------------------------- health and metrics (no key: probes)
     def ready_response(empty: bool) -> Any:
         if service.is_ready:
             return Response(status_code=204) if empty else json_response({"status": "ready"})
@@ -664,8 +713,9 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
         return ready_response(True)
 
     @app.get("/health")
+    @app.get("/")
     async def health() -> Any:
-        """Liveness: the process answers."""
+        """Liveness: the process answers (``GET /`` is TEI's health route)."""
         return json_response({"status": "ok"})
 
     @app.get("/ready")
@@ -675,13 +725,11 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Any:
-        """Prometheus text format: requests, items, batch sizes, queue depth, latency."""
-        try:
-            check_auth(request)
-        except HTTPFailure as fail:
-            return json_response(P.error_body("native", status=401, code=fail.code, message=fail.message),
-                                 401, fail.headers)
-        return PlainTextResponse(service.metrics.render(service.queues()),
+        """Prometheus text format: requests, items, batch sizes, queues, admission, dropped work, latency."""
+        denied = auth_failure(request)
+        if denied is not None:
+            return denied
+        return PlainTextResponse(service.metrics.render(service.queues(), service.gauges()),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

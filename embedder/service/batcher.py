@@ -117,6 +117,8 @@ class DynamicBatcher:
         retry_after: seconds suggested to refused clients.
         min_fill: smallest share of real tokens in a batch (see ``token_budget_batches``).
         on_batch: called with a :class:`BatchStats` after every forward pass.
+        on_drop: called with the number of queued items a cancelled request left
+            behind (they never reach the model).
 
     Example:
         >>> batcher = DynamicBatcher(embedder.forward, name="embed")   # doctest: +SKIP
@@ -128,7 +130,8 @@ class DynamicBatcher:
     def __init__(self, forward: Callable[[list[Any]], np.ndarray], *, name: str = "embed",
                  max_batch_tokens: int = 16384, max_batch_items: int = 64, max_wait_s: float = 0.005,
                  max_queue: int = 1024, retry_after: float = 1.0, min_fill: float = 0.75,
-                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+                 on_batch: Callable[[BatchStats], None] | None = None,
+                 on_drop: Callable[[int], None] | None = None) -> None:
         if max_batch_tokens <= 0 or max_batch_items <= 0 or max_queue <= 0:
             raise ValueError("max_batch_tokens, max_batch_items and max_queue must be positive")
         self._forward = forward
@@ -140,6 +143,7 @@ class DynamicBatcher:
         self.retry_after = float(retry_after)
         self.min_fill = float(min_fill)
         self._on_batch = on_batch
+        self._on_drop = on_drop
         self._cond = threading.Condition()
         self._queue: collections.deque[_Entry] = collections.deque()
         self._depth = 0          # live entries on the queue (cancelled ones excluded)
@@ -207,11 +211,15 @@ class DynamicBatcher:
         try:
             return await request.future
         except BaseException:
+            dropped = 0
             with self._cond:
                 if not request.closed:
                     request.closed = True
+                    dropped = request.queued
                     self._depth -= request.queued
                     request.queued = 0
+            if dropped and self._on_drop is not None:
+                self._on_drop(dropped)
             raise
 
     # ------------------------------------------------------------------ worker thread

@@ -2,11 +2,17 @@
 
 Settings are read once here (flags, and ``QVL_API_KEY`` for the key) and passed down;
 the library never reads the environment itself. Heavy imports happen in the handler.
+
+The port is bound before the model is loaded, so a port in use is reported at once
+(one line on stderr, exit 1) instead of after seconds of loading weights; "serving on"
+is printed only once the server really listens.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from typing import Any
 
@@ -53,9 +59,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-batch-items", type=int, default=64, help="items per forward pass")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more requests before a partial batch")
     p.add_argument("--max-queue", type=int, default=1024, help="items waiting for the model before 503")
-    p.add_argument("--max-items", type=int, default=256, help="items (or documents) per request")
-    p.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, help="request body limit (413 above)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504")
+    d = ServiceSettings()
+    p.add_argument("--max-items", type=int, default=d.max_items, help="items (or documents) per request (413 above)")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help=f"request body limit in bytes, refused before reading (413 above; default {d.max_body_bytes})")
+    p.add_argument("--max-text-chars", type=int, default=d.max_text_chars,
+                   help="characters of text per item, instruction included, refused before tokenising "
+                        f"(413 above; default {d.max_text_chars})")
+    p.add_argument("--max-frames", type=int, default=d.max_frames,
+                   help=f"frames in one video frame list (413 above; default {d.max_frames})")
+    p.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                   help="refuse images whose header announces more pixels, before decoding "
+                        "(default: the library's limit)")
+    p.add_argument("--max-video-pixels", type=int, default=None, metavar="N",
+                   help="refuse videos whose width x height x frames is larger, before decoding "
+                        "(default: the library's limit)")
+    p.add_argument("--no-video", dest="allow_video", action="store_false",
+                   help="refuse video items (no decoding of untrusted video at all)")
+    p.add_argument("--max-inflight", type=int, default=d.max_inflight,
+                   help=f"requests handled at once; one more is 503 at once (default {d.max_inflight})")
+    p.add_argument("--max-inflight-bytes", type=int, default=d.max_inflight_bytes,
+                   help=f"request body bytes held at once across requests (503 above; default {d.max_inflight_bytes})")
+    p.add_argument("--max-preprocess-queue", type=int, default=d.max_preprocess_queue,
+                   help=f"items waiting for preprocessing (503 above; default {d.max_preprocess_queue})")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
+                   help=f"seconds a client may take to send its body (408 after; default {d.body_timeout:g})")
+    p.add_argument("--timeout", type=float, default=d.timeout, help="seconds per request before 504")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--preprocess-workers", type=int, default=2, help="threads decoding and tokenising inputs")
     p.set_defaults(func=run)
@@ -71,27 +100,76 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         default_dim=args.default_dim,
         route_dims=dict(args.route_dim), max_batch_tokens=args.max_batch_tokens,
         max_batch_items=args.max_batch_items, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-        max_items=args.max_items, max_body_bytes=args.max_body_bytes, timeout=args.timeout, device=args.device,
-        preprocess_workers=args.preprocess_workers)
+        max_items=args.max_items, max_body_bytes=args.max_body_bytes, max_text_chars=args.max_text_chars,
+        max_frames=args.max_frames, max_image_pixels=args.max_image_pixels, max_video_pixels=args.max_video_pixels,
+        allow_video=args.allow_video, max_inflight=args.max_inflight, max_inflight_bytes=args.max_inflight_bytes,
+        max_preprocess_queue=args.max_preprocess_queue, body_timeout=args.body_timeout,
+        timeout=args.timeout, device=args.device, preprocess_workers=args.preprocess_workers)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind (not yet listen on) ``host:port`` for the server, so a port in use is known before loading.
+
+    Raises:
+        OSError: the address cannot be bound; the message says why in one line.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve --host {host!r}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(f"cannot listen on {host}:{port}: address already in use (another process holds the "
+                          "port; stop it or pick another with --port)") from exc
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the models (failing fast with a clear message), then serve until interrupted."""
-    from ..errors import QVLError
-
+    """Bind the port, load the models (failing fast with a clear message), then serve until interrupted."""
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         print(f"qvl serve: {exc}", file=sys.stderr)
         return 2
     try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"qvl serve: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _load_and_serve(settings, sock)
+    finally:
+        sock.close()
+
+
+def _load_and_serve(settings: Any, sock: socket.socket) -> int:
+    from ..errors import QVLError
+
+    try:
         import uvicorn
 
         from ..embedder import Embedder
         from ..reranker import Reranker
-        from .app import create_app
+        from .app import create_app, load_option_values
     except ImportError as exc:
         print(f"qvl serve needs the 'server' extra: pip install 'qwen3-vl-search[server]' ({exc})", file=sys.stderr)
+        return 2
+    from ..items import LoadOptions
+
+    try:
+        load_option_values(settings, [f for f in LoadOptions.__dataclass_fields__])
+    except ValueError as exc:
+        print(f"qvl serve: {exc}", file=sys.stderr)
         return 2
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"warning: serving on {settings.host} without an API key; anyone who can reach it can use it",
@@ -114,11 +192,20 @@ def run(args: argparse.Namespace) -> int:
     except QVLError as exc:
         print(f"qvl serve: {exc}", file=sys.stderr)
         return 1
+    port = sock.getsockname()[1]
+    banner = (f"serving on http://{settings.host}:{port} (dim {embedder.dim}"
+              f"{', reranker' if reranker else ''}{', auth on' if settings.api_key else ''})")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # listening: only now is "serving on" true
+                print(banner, file=sys.stderr, flush=True)
+
     try:
         app = create_app(settings, embedder=embedder, reranker=reranker)
-        print(f"serving on http://{settings.host}:{settings.port} (dim {embedder.dim}"
-              f"{', reranker' if reranker else ''}{', auth on' if settings.api_key else ''})", file=sys.stderr)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        Server(config).run(sockets=[sock])
     finally:
         embedder.close()
         if reranker is not None:

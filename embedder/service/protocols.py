@@ -18,8 +18,15 @@ weaviate reranker   ``{"query", "documents"}``                     ``{"query", "
 ==================  =============================================  ===========================================
 
 Media on the wire: ``data:`` URIs, or plain base64 (what Weaviate sends for blob
-properties; recognised for strings of at least 64 base64 characters). URLs and server
-paths are passed on to the embedder, which refuses them unless the operator enabled them.
+properties; recognised for strings of at least 64 base64 characters, by a linear-time
+check). URLs and server paths are passed on to the embedder, which refuses them unless
+the operator enabled them.
+
+Every parser takes the service's :class:`Limits` and checks them while it walks the
+body, before any medium is decoded or any text tokenised: too many items, a text longer
+than ``max_text_chars`` or a frame list longer than ``max_frames`` raise
+:class:`TooLarge` (HTTP 413), and a video item on a service started with ``--no-video``
+raises :class:`~embedder.errors.InputError`.
 """
 from __future__ import annotations
 
@@ -37,10 +44,54 @@ from ..errors import InputError
 PROTOCOLS = ("native", "dashscope", "openai", "tei", "weaviate")
 ENCODINGS = ("float", "base64")
 ON_ERROR = ("raise", "skip")
-_B64_RE = re.compile(r"[A-Za-z0-9+/\s]+={0,2}\s*")
+# Applied to a string whose whitespace is already removed: the two parts share no
+# character, so the match is linear (a class with \s on both sides of "=" backtracked
+# quadratically: 60 KB took 15 s).
+_B64_STRICT = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _MIN_RAW_B64 = 64
 _ITEM_KEYS = ("text", "image", "video", "instruction", "fps", "max_frames")
-_DASHSCOPE_KEYS = ("text", "image", "video", "multi_images")
+_DASHSCOPE_KEYS = ("text", "image", "video", "multi_images", "factor")
+# DashScope's documented parameters of MultiModalEmbedding.call (dashscope 2.x).
+DASHSCOPE_PARAMETERS = ("dimension", "output_type", "fps", "instruct", "enable_fusion", "max_video_frames",
+                        "auto_truncation", "res_level")
+DEFAULT_MAX_ITEMS = 256
+DEFAULT_MAX_TEXT_CHARS = 100_000
+DEFAULT_MAX_FRAMES = 768
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; checked while parsing, before decoding or tokenising.
+
+    Attributes:
+        max_items: items (or documents) per request.
+        max_text_chars: characters of text in one item (its texts and instruction together).
+        max_frames: frames in one video given as a frame list.
+        allow_video: accept video items at all (``--no-video`` turns them off).
+    """
+
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    max_frames: int = DEFAULT_MAX_FRAMES
+    allow_video: bool = True
+
+
+NO_LIMITS = Limits(max_items=1 << 62, max_text_chars=1 << 62, max_frames=1 << 62)
+
+
+class TooLarge(InputError):
+    """The request asks for more work than the service's limits allow (HTTP 413)."""
+
+    def __init__(self, reason: str, *, index: int | None = None, code: str = "too_large") -> None:
+        self.code = code
+        super().__init__(reason, index=index)
+
+    def at(self, index: int) -> "TooLarge":
+        return TooLarge(self.reason, index=index, code=self.code)
+
+
+class UnknownParameter(InputError):
+    """A protocol parameter this service does not know (DashScope answers these with ``InvalidParameter``)."""
 
 
 @dataclass(frozen=True)
@@ -152,14 +203,52 @@ def _opt_bool(value: Any, name: str, default: bool = False) -> bool:
     return value
 
 
-def _list_of_items(value: Any, name: str, *, allow_single: bool = True) -> list:
+def _list_of_items(value: Any, name: str, limits: Limits, *, allow_single: bool = True) -> list:
     if isinstance(value, (str, dict)) and allow_single:
         return [value]
     if not isinstance(value, list):
         raise InputError(f"{name!r} must be a list of items, got {type(value).__name__}")
     if not value:
         raise InputError(f"{name!r} is empty")
+    check_count(len(value), name, limits)
     return value
+
+
+def check_count(n: int, what: str, limits: Limits) -> None:
+    """Refuse more than ``limits.max_items`` items (or documents) in one request."""
+    if n > limits.max_items:
+        raise TooLarge(f"{n} entries in {what!r} in one request; the limit is {limits.max_items} "
+                       "(send several requests)", code="too_many_items")
+
+
+def check_text(text: str, what: str, limits: Limits, index: int | None = None) -> str:
+    """Refuse a text longer than ``limits.max_text_chars`` characters (before it is tokenised)."""
+    if len(text) > limits.max_text_chars:
+        raise TooLarge(f"{what} has {len(text)} characters; the limit is {limits.max_text_chars} per item "
+                       "(the model reads at most 8192 tokens of it anyway)", index=index, code="text_too_long")
+    return text
+
+
+def _check_item_text(obj: dict, limits: Limits, index: int) -> None:
+    texts = obj.get("text")
+    total = 0
+    if isinstance(texts, str):
+        total = len(texts)
+    elif isinstance(texts, list):
+        total = sum(len(t) for t in texts if isinstance(t, str))
+    if isinstance(obj.get("instruction"), str):
+        total += len(obj["instruction"])
+    if total > limits.max_text_chars:
+        raise TooLarge(f"the item's text has {total} characters; the limit is {limits.max_text_chars} per item "
+                       "(the model reads at most 8192 tokens of it anyway)", index=index, code="text_too_long")
+
+
+def _check_video(video: Any, limits: Limits, index: int) -> None:
+    if not limits.allow_video:
+        raise InputError("video items are disabled on this service (started with --no-video)", index=index)
+    if isinstance(video, list) and len(video) > limits.max_frames:
+        raise TooLarge(f"the video frame list has {len(video)} frames; the limit is {limits.max_frames}",
+                       index=index, code="too_many_frames")
 
 
 def decode_media(value: Any, what: str) -> Any:
@@ -172,13 +261,15 @@ def decode_media(value: Any, what: str) -> Any:
         return bytes(value)
     if not isinstance(value, str):
         raise InputError(f"{what} must be a string (data: URI or base64), got {type(value).__name__}")
-    if len(value) >= _MIN_RAW_B64 and not value.startswith("data:") and _B64_RE.fullmatch(value[:4096]) \
-            and _B64_RE.fullmatch(value):
-        try:
-            return base64.b64decode("".join(value.split()), validate=True)
-        except (binascii.Error, ValueError):
-            return value
-    return value
+    if len(value) < _MIN_RAW_B64 or value.startswith("data:"):
+        return value
+    compact = "".join(value.split())
+    if len(compact) < _MIN_RAW_B64 or len(compact) % 4 or not _B64_STRICT.fullmatch(compact):
+        return value
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return value
 
 
 def _decode_sources(value: Any, what: str) -> Any:
@@ -187,16 +278,27 @@ def _decode_sources(value: Any, what: str) -> Any:
     return decode_media(value, what)
 
 
-def decode_item(obj: Any, index: int) -> Any:
-    """A native wire item (string or dict of text/image/video/instruction) -> an embedder item."""
+def decode_item(obj: Any, index: int, limits: Limits = NO_LIMITS) -> Any:
+    """A native wire item (string or dict of text/image/video/instruction) -> an embedder item.
+
+    Raises:
+        TooLarge: the item's text or frame list is beyond ``limits`` (checked before decoding).
+        InputError: the item is malformed, or a video on a service without video.
+    """
     if isinstance(obj, str):
-        return obj
+        return check_text(obj, "the text", limits, index)
     if not isinstance(obj, dict):
         raise InputError(f"an item must be a string or an object with {list(_ITEM_KEYS)}, "
                          f"got {type(obj).__name__}", index=index)
     unknown = set(obj) - set(_ITEM_KEYS)
     if unknown:
         raise InputError(f"unknown key(s) {sorted(unknown)}; an item takes {list(_ITEM_KEYS)}", index=index)
+    _check_item_text(obj, limits, index)
+    if obj.get("video") is not None:
+        _check_video(obj["video"], limits, index)
+    if isinstance(obj.get("image"), list) and len(obj["image"]) > limits.max_frames:
+        raise TooLarge(f"the item has {len(obj['image'])} images; the limit is {limits.max_frames}",
+                       index=index, code="too_many_images")
     item = dict(obj)
     try:
         if item.get("image") is not None:
@@ -208,8 +310,16 @@ def decode_item(obj: Any, index: int) -> Any:
     return item
 
 
-def _decode_items(values: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(decode_item(v, i) for i, v in enumerate(values))
+def _decode_items(values: Sequence[Any], limits: Limits) -> tuple[Any, ...]:
+    # Check every item's size first, so that no medium is decoded for a request refused later.
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            check_text(v, "the text", limits, i)
+        elif isinstance(v, dict):
+            _check_item_text(v, limits, i)
+            if v.get("video") is not None:
+                _check_video(v["video"], limits, i)
+    return tuple(decode_item(v, i, limits) for i, v in enumerate(values))
 
 
 # ---------------------------------------------------------------------------- requests
@@ -218,38 +328,86 @@ def is_dashscope(body: Any) -> bool:
     return isinstance(body, dict) and isinstance(body.get("input"), dict) and "contents" in body["input"]
 
 
-def parse_native_embed(body: Any) -> EmbedRequest:
+def parse_native_embed(body: Any, limits: Limits = NO_LIMITS) -> EmbedRequest:
     """``{"inputs": [item, ...], "dimension": N, "instruction": "...", "encoding_format", "on_error"}``."""
     body = _need_dict(body)
     if "inputs" not in body:
         raise InputError("missing 'inputs' (a list of items: strings or objects with text/image/video)")
-    return EmbedRequest(items=_decode_items(_list_of_items(body["inputs"], "inputs")),
+    instruction = _opt_str(body.get("instruction"), "instruction")
+    if instruction is not None:
+        check_text(instruction, "'instruction'", limits)
+    return EmbedRequest(items=_decode_items(_list_of_items(body["inputs"], "inputs", limits), limits),
                         dim=_opt_int(body.get("dimension", body.get("dimensions")), "dimension"),
-                        instruction=_opt_str(body.get("instruction"), "instruction"),
+                        instruction=instruction,
                         encoding=_choice(body.get("encoding_format"), "encoding_format", ENCODINGS, "float"),
                         on_error=_choice(body.get("on_error"), "on_error", ON_ERROR, "raise"))
 
 
-def parse_dashscope(body: Any) -> EmbedRequest:
-    """DashScope multimodal-embedding: ``{"input": {"contents": [...]}, "parameters": {...}}``."""
-    body = _need_dict(body)
-    contents = body["input"].get("contents")
-    contents = _list_of_items(contents, "input.contents")
-    params = body.get("parameters") or {}
+def dashscope_parameters(body: dict) -> dict:
+    """DashScope's parameters, wherever its SDK put them, checked against the documented ones.
+
+    ``MultiModalEmbedding.call(..., dimension=64)`` sends ``"parameters": {"dimension": 64}``;
+    ``call(..., parameters={"dimension": 64})`` sends ``"parameters": {"parameters":
+    {"dimension": 64}}`` (the SDK files unknown keyword arguments under ``parameters``).
+    Both are read; the same parameter given twice with different values, or any
+    parameter DashScope does not document, raises :class:`UnknownParameter`.
+    """
+    params = body.get("parameters")
+    if params is None:
+        return {}
     if not isinstance(params, dict):
         raise InputError(f"'parameters' must be an object, got {type(params).__name__}")
+    params = dict(params)
+    nested = params.pop("parameters", None)
+    if nested is not None:
+        if not isinstance(nested, dict):
+            raise InputError(f"'parameters.parameters' must be an object, got {type(nested).__name__}")
+        for key, value in nested.items():
+            if key in params and params[key] != value:
+                raise InputError(f"parameter {key!r} is given twice with different values "
+                                 f"({params[key]!r} and {value!r})")
+            params[key] = value
+    unknown = sorted(set(params) - set(DASHSCOPE_PARAMETERS))
+    if unknown:
+        raise UnknownParameter(f"unknown parameter(s) {unknown}; this service takes {list(DASHSCOPE_PARAMETERS)}")
+    return params
+
+
+def parse_dashscope(body: Any, limits: Limits = NO_LIMITS) -> EmbedRequest:
+    """DashScope multimodal-embedding: ``{"input": {"contents": [...]}, "parameters": {...}}``.
+
+    Parameters (top level of ``parameters`` or nested one level deeper, as the SDK sends
+    them): ``dimension``, ``output_type`` (``dense`` only), ``fps`` (0 to 1, video files),
+    ``instruct``, ``enable_fusion`` (every content into ONE vector), ``max_video_frames``
+    (4 to 64), ``auto_truncation`` (texts are always cut at the model's length) and
+    ``res_level`` (refused: it names tiers of Alibaba's snapshot models).
+    """
+    body = _need_dict(body)
+    contents = body["input"].get("contents")
+    contents = _list_of_items(contents, "input.contents", limits)
+    params = dashscope_parameters(body)
     output_type = params.get("output_type", "dense")
     if output_type != "dense":
         raise InputError(f"parameters.output_type {output_type!r} is not supported; only 'dense' is")
     fps = params.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= 1):
         raise InputError(f"parameters.fps must be a number in [0, 1], got {fps!r}")
-    items, kinds = [], []
+    fusion = _opt_bool(params.get("enable_fusion"), "parameters.enable_fusion")
+    _opt_bool(params.get("auto_truncation"), "parameters.auto_truncation")
+    max_frames = params.get("max_video_frames")
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                   or not 4 <= max_frames <= 64):
+        raise InputError(f"parameters.max_video_frames must be an integer from 4 to 64, got {max_frames!r}")
+    if params.get("res_level") is not None:
+        raise InputError("parameters.res_level is not supported by this service (it selects resolution tiers "
+                         "of Alibaba Cloud's snapshot models); images are sized as the open release sizes them")
+    instruction = _opt_str(params.get("instruct"), "parameters.instruct")
+    if instruction is not None:
+        check_text(instruction, "parameters.instruct", limits)
+    elements: list[dict] = []
     for i, element in enumerate(contents):
         if isinstance(element, str):
-            items.append(element)
-            kinds.append("text")
-            continue
+            element = {"text": element}
         if not isinstance(element, dict):
             raise InputError(f"an element must be a string or an object with {list(_DASHSCOPE_KEYS)}, "
                              f"got {type(element).__name__}", index=i)
@@ -257,31 +415,54 @@ def parse_dashscope(body: Any) -> EmbedRequest:
         if unknown:
             raise InputError(f"unknown key(s) {sorted(unknown)}; an element takes {list(_DASHSCOPE_KEYS)}",
                              index=i)
-        present = [k for k in _DASHSCOPE_KEYS if element.get(k) is not None]
-        item: dict[str, Any] = {}
+        factor = element.get("factor")
+        if factor is not None and (isinstance(factor, bool) or factor != 1):
+            raise InputError(f"'factor' {factor!r} is not supported (weights are for one-peace models); "
+                             "leave it out or use 1", index=i)
+        if element.get("multi_images") is not None and not isinstance(element["multi_images"], list):
+            raise InputError("'multi_images' must be a list of images", index=i)
+        elements.append(element)
+    groups = [list(range(len(elements)))] if fusion else [[i] for i in range(len(elements))]
+    items, kinds = [], []
+    for group in groups:
+        texts: list[Any] = []
         images: list[Any] = []
-        if element.get("text") is not None:
-            item["text"] = element["text"]
-        if element.get("image") is not None:
-            images.append(element["image"])
-        if element.get("multi_images") is not None:
-            if not isinstance(element["multi_images"], list):
-                raise InputError("'multi_images' must be a list of images", index=i)
-            images.extend(element["multi_images"])
+        videos: list[Any] = []
+        present: list[str] = []
+        for i in group:
+            element = elements[i]
+            present += [k for k in ("text", "image", "video", "multi_images")
+                        if element.get(k) is not None and k not in present]
+            if element.get("text") is not None:
+                texts.append(element["text"])
+            if element.get("image") is not None:
+                images.append(element["image"])
+            images.extend(element.get("multi_images") or ())
+            if element.get("video") is not None:
+                videos.append(element["video"])
+        index = group[0] if len(group) == 1 else 0
+        if len(videos) > 1:
+            raise InputError(f"{len(videos)} videos cannot be fused into one vector; send one video per vector",
+                             index=index)
+        item: dict[str, Any] = {}
+        if texts:
+            item["text"] = texts[0] if len(texts) == 1 else texts
         if images:
             item["image"] = images if len(images) > 1 else images[0]
-        if element.get("video") is not None:
-            item["video"] = element["video"]
+        if videos:
+            item["video"] = videos[0]
             if fps:  # DashScope's sampling rate for video files, in (0, 1]
                 item["fps"] = fps
-        items.append(decode_item(item, i))
+            if max_frames is not None and not isinstance(videos[0], list):
+                item["max_frames"] = max_frames
+        items.append(item)
         kinds.append(present[0] if len(present) == 1 else ("vl" if present else "text"))
-    return EmbedRequest(items=tuple(items), dim=_opt_int(params.get("dimension"), "parameters.dimension"),
-                        instruction=_opt_str(params.get("instruct"), "parameters.instruct"),
-                        kinds=tuple(kinds))
+    return EmbedRequest(items=_decode_items(items, limits),
+                        dim=_opt_int(params.get("dimension"), "parameters.dimension"),
+                        instruction=instruction, kinds=tuple(kinds))
 
 
-def parse_openai(body: Any) -> EmbedRequest:
+def parse_openai(body: Any, limits: Limits = NO_LIMITS) -> EmbedRequest:
     """OpenAI ``{"input": str | [str], "model", "dimensions", "encoding_format"}``."""
     body = _need_dict(body)
     if "input" not in body:
@@ -289,75 +470,132 @@ def parse_openai(body: Any) -> EmbedRequest:
     raw = body["input"]
     if isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw):
         raise InputError("token-id input is not supported; send text")
-    values = _list_of_items(raw, "input")
+    values = _list_of_items(raw, "input", limits)
     for i, v in enumerate(values):
         if isinstance(v, list):
             raise InputError("token-id input is not supported; send text", index=i)
-    return EmbedRequest(items=_decode_items(values), dim=_opt_int(body.get("dimensions"), "dimensions"),
-                        instruction=_opt_str(body.get("instruction"), "instruction"),
+    instruction = _opt_str(body.get("instruction"), "instruction")
+    if instruction is not None:
+        check_text(instruction, "'instruction'", limits)
+    return EmbedRequest(items=_decode_items(values, limits), dim=_opt_int(body.get("dimensions"), "dimensions"),
+                        instruction=instruction,
                         encoding=_choice(body.get("encoding_format"), "encoding_format", ENCODINGS, "float"))
 
 
-def parse_tei_embed(body: Any) -> EmbedRequest:
-    """TEI ``{"inputs": str | [str], "normalize", "truncate", "dimensions"}`` (vectors are always normalised)."""
+# Hugging Face's InferenceClient.feature_extraction sends ``prompt_name``; these are the
+# names that map onto the embedder's instructions.
+TEI_PROMPTS = {"query": "query", "document": None, "passage": None}
+
+
+def parse_tei_embed(body: Any, limits: Limits = NO_LIMITS) -> EmbedRequest:
+    """TEI ``{"inputs": str | [str], "normalize", "truncate", "dimensions", "prompt_name"}``.
+
+    Vectors are always normalised; ``prompt_name`` ``query`` embeds with the query
+    instruction (``document`` / ``passage``: the default one).
+    """
+    from ..embedder import DEFAULT_QUERY_INSTRUCTION
+
     body = _need_dict(body)
     if "inputs" not in body:
         raise InputError("missing 'inputs' (a string or a list of strings)")
-    return EmbedRequest(items=_decode_items(_list_of_items(body["inputs"], "inputs")),
+    instruction = _opt_str(body.get("instruction"), "instruction")
+    prompt = _opt_str(body.get("prompt_name"), "prompt_name")
+    if prompt is not None:
+        if prompt not in TEI_PROMPTS:
+            raise InputError(f"'prompt_name' must be one of {list(TEI_PROMPTS)}, got {prompt!r}")
+        if instruction is None and TEI_PROMPTS[prompt] == "query":
+            instruction = DEFAULT_QUERY_INSTRUCTION
+    if instruction is not None:
+        check_text(instruction, "'instruction'", limits)
+    return EmbedRequest(items=_decode_items(_list_of_items(body["inputs"], "inputs", limits), limits),
                         dim=_opt_int(body.get("dimensions"), "dimensions"),
-                        instruction=_opt_str(body.get("instruction"), "instruction"))
+                        instruction=instruction,
+                        encoding=_choice(body.get("encoding_format"), "encoding_format", ENCODINGS, "float"))
 
 
-def parse_native_rerank(body: Any) -> RerankRequest:
+def is_similarity(body: Any) -> bool:
+    """True for Hugging Face's sentence-similarity shape ``{"inputs": {"source_sentence", "sentences"}}``."""
+    return isinstance(body, dict) and isinstance(body.get("inputs"), dict) and "source_sentence" in body["inputs"]
+
+
+def parse_similarity(body: Any, limits: Limits = NO_LIMITS) -> RerankRequest:
+    """``InferenceClient.sentence_similarity``: ``{"inputs": {"source_sentence": str, "sentences": [str]}}``."""
+    body = _need_dict(body)
+    inputs = body["inputs"]
+    query = inputs.get("source_sentence")
+    if not isinstance(query, str):
+        raise InputError("'inputs.source_sentence' must be a string")
+    check_text(query, "'inputs.source_sentence'", limits)
+    sentences = _list_of_items(inputs.get("sentences"), "inputs.sentences", limits, allow_single=False)
+    for i, t in enumerate(sentences):
+        if not isinstance(t, str):
+            raise InputError(f"a sentence must be a string, got {type(t).__name__}", index=i)
+        check_text(t, "the sentence", limits, i)
+    return RerankRequest(query=query, documents=tuple(sentences))
+
+
+def parse_native_rerank(body: Any, limits: Limits = NO_LIMITS) -> RerankRequest:
     """``{"query": item, "documents": [item, ...], "top_k": n, "instruction", "on_error"}``."""
     body = _need_dict(body)
     if "query" not in body or "documents" not in body:
         raise InputError("a rerank request needs 'query' (an item) and 'documents' (a list of items)")
+    documents = _list_of_items(body["documents"], "documents", limits, allow_single=False)
+    instruction = _opt_str(body.get("instruction"), "instruction")
+    if instruction is not None:
+        check_text(instruction, "'instruction'", limits)
     try:
-        query = decode_item(body["query"], 0)
+        query = decode_item(body["query"], 0, limits)
+    except TooLarge as exc:
+        raise TooLarge(f"query: {exc.reason}", code=exc.code) from exc
     except InputError as exc:
         raise InputError(f"query: {exc.reason}") from exc
-    return RerankRequest(query=query,
-                         documents=_decode_items(_list_of_items(body["documents"], "documents",
-                                                                allow_single=False)),
+    return RerankRequest(query=query, documents=_decode_items(documents, limits),
                          top_k=_opt_int(body.get("top_k", body.get("top_n")), "top_k"),
-                         instruction=_opt_str(body.get("instruction"), "instruction"),
+                         instruction=instruction,
                          on_error=_choice(body.get("on_error"), "on_error", ON_ERROR, "raise"))
 
 
-def parse_tei_rerank(body: Any) -> RerankRequest:
+def parse_tei_rerank(body: Any, limits: Limits = NO_LIMITS) -> RerankRequest:
     """TEI ``{"query": str, "texts": [str], "raw_scores", "return_text", "truncate"}``."""
     body = _need_dict(body)
     query = body.get("query")
     if not isinstance(query, str):
         raise InputError("'query' must be a string")
-    texts = _list_of_items(body.get("texts"), "texts", allow_single=False)
+    check_text(query, "'query'", limits)
+    texts = _list_of_items(body.get("texts"), "texts", limits, allow_single=False)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise InputError(f"a text must be a string, got {type(t).__name__}", index=i)
+        check_text(t, "the text", limits, i)
+    instruction = _opt_str(body.get("instruction"), "instruction")
+    if instruction is not None:
+        check_text(instruction, "'instruction'", limits)
     return RerankRequest(query=query, documents=tuple(texts),
                          top_k=_opt_int(body.get("top_k", body.get("top_n")), "top_k"),
-                         instruction=_opt_str(body.get("instruction"), "instruction"),
+                         instruction=instruction,
                          raw_scores=_opt_bool(body.get("raw_scores"), "raw_scores"),
                          return_text=_opt_bool(body.get("return_text"), "return_text"))
 
 
-def parse_weaviate_rerank(body: Any) -> RerankRequest:
+def parse_weaviate_rerank(body: Any, limits: Limits = NO_LIMITS) -> RerankRequest:
     """Weaviate reranker-transformers ``{"query": str, "documents": [str], "property": ""}``."""
     body = _need_dict(body)
     query = body.get("query")
     if not isinstance(query, str):
         raise InputError("'query' must be a string")
+    check_text(query, "'query'", limits)
     docs = body.get("documents")
     if not isinstance(docs, list):
         raise InputError("'documents' must be a list of strings")
+    check_count(len(docs), "documents", limits)
     for i, d in enumerate(docs):
         if not isinstance(d, str):
             raise InputError(f"a document must be a string, got {type(d).__name__}", index=i)
+        check_text(d, "the document", limits, i)
     return RerankRequest(query=query, documents=tuple(docs))
 
 
-def parse_clip(body: Any) -> ClipRequest:
+def parse_clip(body: Any, limits: Limits = NO_LIMITS) -> ClipRequest:
     """Weaviate multi2vec-clip ``{"texts": [str] | null, "images": [base64] | null}``."""
     body = _need_dict(body)
     texts = body.get("texts") or []
@@ -366,6 +604,9 @@ def parse_clip(body: Any) -> ClipRequest:
         raise InputError("'texts' must be a list of strings")
     if not isinstance(images, list):
         raise InputError("'images' must be a list of base64 strings")
+    check_count(len(texts) + len(images), "texts and images", limits)
+    for i, t in enumerate(texts):
+        check_text(t, "the text", limits, i)
     decoded = []
     for i, img in enumerate(images):
         try:
@@ -375,7 +616,7 @@ def parse_clip(body: Any) -> ClipRequest:
     return ClipRequest(texts=tuple(texts), images=tuple(decoded))
 
 
-def parse_vectors(body: Any) -> VectorsRequest:
+def parse_vectors(body: Any, limits: Limits = NO_LIMITS) -> VectorsRequest:
     """Weaviate text2vec-transformers: ``{"text", "config"}`` or the batch ``{"texts", "config"}``."""
     body = _need_dict(body)
     config = body.get("config") or {}
@@ -389,10 +630,14 @@ def parse_vectors(body: Any) -> VectorsRequest:
         texts = body["texts"]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InputError("'texts' must be a list of strings")
+        check_count(len(texts), "texts", limits)
+        for i, t in enumerate(texts):
+            check_text(t, "the text", limits, i)
         return VectorsRequest(texts=tuple(texts), single=False, task_type=task, dim=dim)
     text = body.get("text")
     if not isinstance(text, str):
         raise InputError("'text' must be a string (or send 'texts', a list of strings)")
+    check_text(text, "'text'", limits)
     return VectorsRequest(texts=(text,), single=True, task_type=task, dim=dim)
 
 

@@ -396,7 +396,12 @@ def test_bearer_auth(embedder, reranker):
         assert c.post("/vectorize", json={"texts": ["x"]}).status_code == 401
         assert c.get("/metrics").status_code == 401
         assert c.get("/health").status_code == 200 and c.get("/.well-known/ready").status_code == 204
-        assert c.get("/meta").status_code == 200
+        assert c.get("/ready").status_code == 200 and c.get("/.well-known/live").status_code == 204
+        assert c.get("/").status_code == 200
+        # /meta shows the model path and the flags: only to key holders (issue 14.8)
+        meta = c.get("/meta")
+        assert meta.status_code == 401 and "tiny" not in meta.text and "allow_paths" not in meta.text
+        assert c.get("/meta", headers={"Authorization": "Bearer s3cret"}).json()["dim"] == 128
         with RemoteEmbedder(base, api_key="s3cret") as remote:
             assert_close(remote.embed(["x"]), embedder.embed(["x"]))
         with RemoteEmbedder(base, retries=0) as remote, pytest.raises(RemoteError) as info:
