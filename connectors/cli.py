@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "embedder.service.cli",   # qvl serve
     "connectors.ingest",      # qvl ingest, qvl search, qvl demo
     "connectors.pgvector_cli",  # qvl pg sync / worker / status
+    "connectors.localdb.cli",  # qvl db postgres / weaviate
 ]
 
 
@@ -45,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command == "serve":  # the other commands quiet it in their model loader, after their fast checks
+        from connectors.ingest import quiet_model_loading
+
+        quiet_model_loading()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -74,15 +74,15 @@ def pytest_collection_finish(session) -> None:
     """
     if os.environ.get("WEAVIATE_URL") or not any("weaviate" in item.nodeid.lower() for item in session.items):
         return
-    from tests.connectors.weaviate_server import ServerUnavailable, cache_dir, ensure_binary
+    from connectors.localdb import LocalServerError
+    from connectors.localdb.weaviate import binary_path, ensure_binary
 
-    if (cache_dir() / "weaviate-server").is_file():
+    if binary_path().is_file():
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"building the Weaviate server into {cache_dir()} (once per machine, a few minutes)")
+    say = reporter.write_line if reporter is not None else None
     try:
-        ensure_binary()
-    except ServerUnavailable as exc:
+        ensure_binary(progress=say)  # "building Weaviate vX once into DIR ... (a few minutes)", "built ..."
+    except LocalServerError as exc:
         if reporter is not None:
             reporter.write_line(f"could not build the Weaviate server: {exc}")

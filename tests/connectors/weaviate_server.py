@@ -1,15 +1,13 @@
 """Start and stop a real Weaviate server binary for the tests.
 
-No package registry ships the Weaviate server, but it is a Go module: when the binary
-is missing and ``go`` is on ``PATH`` it is built once per machine with::
-
-    GOBIN=~/.cache/qvl/weaviate-bin go install github.com/weaviate/weaviate/cmd/weaviate-server@v1.38.11
-
-(``$XDG_CACHE_HOME`` is honoured; the first build takes minutes). The server runs on
+The server itself is :func:`connectors.localdb.start_weaviate` (what ``qvl db weaviate``
+runs; see :mod:`connectors.localdb.weaviate` for how the binary is built once per machine
+into ``~/.cache/qvl/weaviate-bin`` and how it is locked down). The tests run it on
 127.0.0.1 with free ports, a temporary data directory, anonymous access, no telemetry,
 and the modules ``multi2vec-clip``, ``text2vec-transformers`` and
-``reranker-transformers`` pointed at a ``qvl serve`` URL. The modules do not wait for
-that service at start-up, so the service may be started later on the reserved port.
+``reranker-transformers`` pointed at a ``qvl serve`` URL (``inference_url=``). The modules
+do not wait for that service at start-up, so the service may be started later on the
+reserved port.
 
 ``WEAVIATE_URL`` (e.g. ``http://127.0.0.1:8080``, ``?grpc=50051`` for a non-default gRPC
 port) makes the tests use an external server instead.
@@ -17,256 +15,35 @@ port) makes the tests use an external server instead.
 :func:`start_qvl_serve` starts that ``qvl serve`` (``python -m connectors.cli serve``) on
 127.0.0.1; :data:`SHARED_SERVICE` keeps one per test process on the shared server's
 reserved port, so every test module that needs the modules uses the same service.
-
-Weaviate 1.38 binds two listeners to every interface, with no setting to change that:
-the public gRPC API and the internal cluster (data) API; the latter is protected with
-throw-away basic-auth credentials. Everything else binds 127.0.0.1.
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 import pathlib
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-log = logging.getLogger(__name__)
+from connectors.localdb.common import LocalServerError, free_ports, wait_http
+from connectors.localdb.weaviate import (BUILD_TIMEOUT_S, MODULES, WEAVIATE_MODULE, WEAVIATE_VERSION,  # noqa: F401
+                                         WeaviateServer, cache_dir, ensure_binary, server_env, start_weaviate)
 
-WEAVIATE_VERSION = "v1.38.11"
-WEAVIATE_MODULE = f"github.com/weaviate/weaviate/cmd/weaviate-server@{WEAVIATE_VERSION}"
-MODULES = ("multi2vec-clip", "text2vec-transformers", "reranker-transformers")
-BUILD_TIMEOUT_S = 1200
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-
-class ServerUnavailable(RuntimeError):
-    """No Weaviate server can be provided on this machine; the message says why."""
-
-
-@dataclass(frozen=True)
-class WeaviateServer:
-    """A running Weaviate server.
-
-    Attributes:
-        url: ``http://host:port`` of the REST API.
-        grpc_port: the gRPC port.
-        inference_url: the ``qvl serve`` URL the modules call, or None (external server).
-        process: the server process, or None for an external server.
-        data_dir: the data directory (None for an external server).
-        log_path: the server's combined stdout/stderr (None for an external server).
-    """
-
-    url: str
-    grpc_port: int
-    inference_url: str | None = None
-    process: subprocess.Popen | None = None
-    data_dir: pathlib.Path | None = None
-    log_path: pathlib.Path | None = None
-
-    @property
-    def target(self) -> str:
-        """The connector target, ``weaviate://host:port?grpc=PORT``."""
-        parts = urllib.parse.urlsplit(self.url)
-        return f"weaviate://{parts.hostname}:{parts.port or 8080}?grpc={self.grpc_port}"
-
-    @property
-    def host(self) -> str:
-        return urllib.parse.urlsplit(self.url).hostname or "127.0.0.1"
-
-    @property
-    def http_port(self) -> int:
-        return urllib.parse.urlsplit(self.url).port or 8080
-
-    def log_tail(self, n: int = 40) -> str:
-        """The last ``n`` lines of the server log (empty for an external server)."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-
-# ---------------------------------------------------------------------------- binary
-def cache_dir() -> pathlib.Path:
-    """``$XDG_CACHE_HOME/qvl/weaviate-bin`` (default ``~/.cache/qvl/weaviate-bin``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "qvl" / "weaviate-bin"
-
-
-def ensure_binary(*, build: bool = True) -> pathlib.Path:
-    """The cached ``weaviate-server`` binary, built with ``go install`` when missing.
-
-    Raises:
-        ServerUnavailable: the binary is missing and cannot be built (no ``go``, or the
-            build failed); the message says which.
-    """
-    gobin = cache_dir()
-    binary = gobin / "weaviate-server"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    go = shutil.which("go")
-    if go is None or not build:
-        raise ServerUnavailable(f"no Weaviate server: {binary} is missing and `go` is not on PATH "
-                                f"(build it with GOBIN={gobin} go install {WEAVIATE_MODULE}, or set WEAVIATE_URL)")
-    gobin.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GOBIN=str(gobin))
-    env.setdefault("GOFLAGS", "-buildvcs=false")
-    log.warning("building the Weaviate server (%s); this takes a few minutes once per machine", WEAVIATE_VERSION)
-    started = time.monotonic()
-    try:
-        proc = subprocess.run([go, "install", WEAVIATE_MODULE], env=env, capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise ServerUnavailable(f"building the Weaviate server took over {BUILD_TIMEOUT_S} s") from exc
-    if proc.returncode != 0 or not binary.is_file():
-        tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
-        raise ServerUnavailable(f"`go install {WEAVIATE_MODULE}` failed (exit {proc.returncode}):\n{tail}")
-    log.warning("built %s in %.0f s", binary, time.monotonic() - started)
-    return binary
-
-
-# ---------------------------------------------------------------------------- ports
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (held together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_http(url: str, *, timeout: float, process: subprocess.Popen | None = None,
-              what: str = "server") -> None:
-    """Poll ``url`` until it answers 2xx; fail early when ``process`` exits."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServerUnavailable(f"{what} exited with code {process.returncode} before it was ready")
-        try:
-            with opener.open(url, timeout=2) as resp:
-                if 200 <= resp.status < 300:
-                    return
-                last = f"HTTP {resp.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise ServerUnavailable(f"{what} not ready at {url} after {timeout:.0f} s ({last})")
-
-
-# ---------------------------------------------------------------------------- server
-def server_env(data_dir: pathlib.Path, *, grpc_port: int, cluster_ports: tuple[int, int, int, int],
-               inference_url: str | None) -> dict[str, str]:
-    """The environment of a private single-node Weaviate on 127.0.0.1."""
-    gossip, data, raft, raft_rpc = cluster_ports
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update({
-        "PERSISTENCE_DATA_PATH": str(data_dir),
-        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
-        "AUTHENTICATION_APIKEY_ENABLED": "false",
-        "AUTHORIZATION_RBAC_ENABLED": "false",
-        "DEFAULT_VECTORIZER_MODULE": "none",
-        "DISABLE_TELEMETRY": "true",
-        "LOG_LEVEL": "warning",
-        "QUERY_DEFAULTS_LIMIT": "25",
-        "GRPC_PORT": str(grpc_port),
-        "CLUSTER_HOSTNAME": "node1",
-        "CLUSTER_BIND_ADDR": "127.0.0.1",
-        "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
-        "CLUSTER_GOSSIP_BIND_PORT": str(gossip),
-        "CLUSTER_DATA_BIND_PORT": str(data),
-        "RAFT_PORT": str(raft),
-        "RAFT_INTERNAL_RPC_PORT": str(raft_rpc),
-        "RAFT_JOIN": f"node1:{raft_rpc}",
-        "RAFT_BOOTSTRAP_EXPECT": "1",
-        # The internal cluster API listens on every interface (Weaviate has no host
-        # setting for it): protect it with throw-away credentials.
-        "CLUSTER_BASIC_AUTH_USERNAME": "qvl-" + secrets.token_hex(4),
-        "CLUSTER_BASIC_AUTH_PASSWORD": secrets.token_urlsafe(24),
-        "GO_PROFILING_DISABLE": "true",
-        "PROMETHEUS_MONITORING_ENABLED": "false",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    })
-    if inference_url:
-        env.update({
-            "ENABLE_MODULES": ",".join(MODULES),
-            "CLIP_INFERENCE_API": inference_url,
-            "TRANSFORMERS_INFERENCE_API": inference_url,
-            "RERANKER_INFERENCE_API": inference_url,
-            # The service may start after Weaviate (on the reserved port).
-            "CLIP_WAIT_FOR_STARTUP": "false",
-            "TRANSFORMERS_WAIT_FOR_STARTUP": "false",
-            "RERANKER_WAIT_FOR_STARTUP": "false",
-        })
-    return env
-
-
-def start_weaviate(data_dir: str | os.PathLike, *, inference_url: str | None = None,
-                   binary: str | os.PathLike | None = None, timeout: float = 90.0) -> WeaviateServer:
-    """Start a single-node Weaviate on 127.0.0.1 and wait until it is ready.
-
-    Args:
-        data_dir: an empty directory for its data (the log goes next to it).
-        inference_url: ``qvl serve`` URL for the three modules (None: no modules).
-        binary: the server binary (default: :func:`ensure_binary`).
-        timeout: seconds to wait for readiness.
-
-    Raises:
-        ServerUnavailable: no binary, or the server did not become ready.
-    """
-    data_dir = pathlib.Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    binary = pathlib.Path(binary) if binary else ensure_binary()
-    http_port, grpc_port, *cluster = free_ports(6)
-    env = server_env(data_dir, grpc_port=grpc_port, cluster_ports=tuple(cluster),  # type: ignore[arg-type]
-                     inference_url=inference_url)
-    log_path = data_dir.with_name(data_dir.name + ".log")
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(http_port), "--scheme", "http"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    server = WeaviateServer(url=f"http://127.0.0.1:{http_port}", grpc_port=grpc_port, inference_url=inference_url,
-                            process=proc, data_dir=data_dir, log_path=log_path)
-    try:
-        wait_http(f"{server.url}/v1/.well-known/ready", timeout=timeout, process=proc, what="Weaviate")
-    except ServerUnavailable as exc:
-        stop_weaviate(server)
-        raise ServerUnavailable(f"{exc}\n--- weaviate log ---\n{server.log_tail()}") from None
-    log.info("Weaviate %s ready at %s (gRPC %d)", WEAVIATE_VERSION, server.url, grpc_port)
-    return server
+#: No Weaviate server can be provided on this machine; the message says why.
+ServerUnavailable = LocalServerError
 
 
 def stop_weaviate(server: WeaviateServer, *, grace: float = 20.0) -> None:
     """Stop a server started by :func:`start_weaviate` (SIGTERM, then SIGKILL). Idempotent."""
-    proc = server.process
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        log.warning("Weaviate did not stop within %.0f s; killing it", grace)
-        proc.kill()
-        proc.wait(timeout=10)
+    server.stop(grace=grace)
 
 
 @contextlib.contextmanager
