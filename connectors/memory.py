@@ -11,7 +11,7 @@ import numpy as np
 
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
-from .core import Hit, Row, UpsertReport, pipelined_upsert, query_vector, rerank_hits
+from .core import Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits
 
 
 class MemoryStore:
@@ -48,7 +48,12 @@ class MemoryStore:
         return self
 
     def create(self, fields: Mapping[str, type] | None = None, *, exist_ok: bool = False) -> None:
-        """Declare user fields; ``exist_ok`` checks that they match an existing declaration."""
+        """Declare user fields; ``exist_ok`` checks that they match an existing declaration.
+
+        Raises:
+            InputError: the dim is outside 64..the embedder's full dim (nothing is created).
+            SchemaMismatchError: the collection exists (without ``exist_ok``) or has other fields.
+        """
         declared = dict(fields or {})
         if self._declared is not None:
             if not exist_ok:
@@ -57,6 +62,7 @@ class MemoryStore:
                 raise SchemaMismatchError(f"collection {self.collection!r} has fields {self._declared}, "
                                           f"not {declared}")
             return
+        check_dim(self.dim, self.embedder)
         self._declared = declared
 
     def _require(self) -> None:

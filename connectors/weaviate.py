@@ -41,7 +41,7 @@ from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import Hit, Row, UpsertReport, pipelined_upsert, query_vector, rerank_hits
+from .core import Hit, Row, UpsertReport, bad_vector_reason, check_dim, pipelined_upsert, query_vector, rerank_hits
 
 if TYPE_CHECKING:  # pragma: no cover
     import weaviate
@@ -166,7 +166,8 @@ def driver_errors(what: str) -> Iterator[None]:
                             wex.WeaviateTimeoutError)):
             raise UnavailableError(f"{what}: Weaviate is unavailable: {text}") from exc
         if isinstance(exc, wex.UnexpectedStatusCodeError) and exc.status_code == 404 \
-                or re.search(r"(class|collection) .*(not found|does not exist|could not find)|no such class", text, re.I):
+                or re.search(r"(class|collection) .*(not found|does not exist|could not find)|no such class"
+                             r"|could not find (class|collection)", text, re.I):
             raise NotFoundError(f"{what}: {text}") from exc
         if isinstance(exc, wex.WeaviateBaseError):
             raise ConnectorError(f"{what}: {text}") from exc
@@ -213,6 +214,16 @@ def _property(name: str, data_type: Any, **kwargs: Any) -> Any:
     if str(data_type.value).startswith("text"):
         kwargs.setdefault("tokenization", Tokenization.WORD)
     return Property(name=name, data_type=data_type, **kwargs)
+
+
+def _user_property(name: str, type_name: str) -> Any:
+    """A user field: text is tokenized as one whole value, so ``filter={"color": "red"}`` is
+    exact equality (word tokenization made it match "dark red", and "x or a" match "x")."""
+    from weaviate.classes.config import DataType, Tokenization
+
+    if type_name.startswith("text"):
+        return _property(name, DataType(type_name), tokenization=Tokenization.FIELD)
+    return _property(name, DataType(type_name))
 
 
 def _data_type_name(dt: Any) -> str:
@@ -289,7 +300,9 @@ class WeaviateStore:
         self._write_lock = threading.Lock()
         self._closed = False
         if embedder is not None and getattr(embedder, "dim", self.dim) < self.dim:
-            raise InputError(f"the embedder gives {embedder.dim} dims; named vectors ask for up to {self.dim}")
+            raise InputError(f"dim must be an integer from 64 to {embedder.dim} (the model's full dim), got "
+                             f"{self.dim}" + ("" if list(self.named_vectors) == ["default"] else
+                                              f" (named vector {self.default_vector!r})"))
         if self.exists():
             self._fields = self._check_existing(None)
 
@@ -320,6 +333,8 @@ class WeaviateStore:
         Raises:
             SchemaMismatchError: the existing collection differs (names what differs).
             ConnectorError: the collection exists and ``exist_ok`` is False.
+            InputError: a reserved or invalid field name, or a named vector's dim outside
+                64..the embedder's full dim (checked before anything is created).
         """
         from weaviate.classes.config import Configure, DataType, Tokenization
 
@@ -334,6 +349,12 @@ class WeaviateStore:
                 raise ConnectorError(f"collection {self.name} already exists (pass exist_ok=True to keep it)")
             self._fields = self._check_existing(wanted)
             return
+        for vname, vdim in self.named_vectors.items():
+            try:
+                check_dim(vdim, self.embedder)
+            except InputError as exc:
+                raise InputError(exc.reason if list(self.named_vectors) == ["default"]
+                                 else f"named vector {vname!r}: {exc.reason}") from None
         schema = self.schema(wanted)
         if self.metadata_fields is not None:
             meta_prop = _property("metadata", DataType.OBJECT, nested_properties=[
@@ -346,7 +367,7 @@ class WeaviateStore:
             _property("media", DataType.TEXT, tokenization=Tokenization.FIELD),
             _property("modality", DataType.TEXT, tokenization=Tokenization.FIELD),
             meta_prop,
-        ] + [_property(k, DataType(v)) for k, v in wanted.items()]
+        ] + [_user_property(k, v) for k, v in wanted.items()]
         vector_config = [Configure.Vectors.self_provided(name=vname, vector_index_config=self._index_config())
                          for vname in self.named_vectors]
         with driver_errors(f"creating collection {self.name}"):
@@ -542,8 +563,9 @@ class WeaviateStore:
             if vec.shape[0] != self.dim and not (len(dims) == 1 and vec.shape[0] in dims):
                 raise InputError(f"query vector has {vec.shape[0]} dims; the store has {self.dim}"
                                  + (f" ({names[0]!r} has {dims.pop()})" if len(dims) == 1 else ""))
-            if not np.all(np.isfinite(vec)):
-                raise InputError("query vector contains NaN or infinity")
+            reason = bad_vector_reason(vec)
+            if reason is not None:
+                raise InputError(f"query {reason}")
         else:
             vec = np.asarray(query_vector(self.embedder, query, self.dim, instruction), dtype=np.float32)
         out = {}

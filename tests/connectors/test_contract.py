@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import connectors
+from connectors.core import NONFINITE_VECTOR, ZERO_VECTOR
+from embedder.errors import InputError, NotFoundError
 
 
 # backend -> open_store kwargs that make its index exact for the congruence test
@@ -134,3 +136,63 @@ def test_existing_ids(store):
                   for i in range(3)])
     assert store.existing_ids(["e0", "e2", "nope"]) == {"e0", "e2"}
     assert store.existing_ids([]) == set()
+
+
+def test_zero_and_nonfinite_vectors_are_bad_rows(store):
+    """Cosine similarity is undefined for an all-zero vector: such a row fails, naming its id."""
+    rng = np.random.RandomState(11)
+    good = rng.rand(2, DIM).astype(np.float32)
+    nan = good[0].copy()
+    nan[3] = np.nan
+    rows = [{"id": "good", "vector": good[0], "text": "x", "color": "c"},
+            {"id": "zero", "vector": np.zeros(DIM, dtype=np.float32), "text": "x", "color": "c"},
+            {"id": "negzero", "vector": [-0.0] * DIM, "text": "x", "color": "c"},
+            {"id": "nan", "vector": nan, "text": "x", "color": "c"}]
+    report = store.upsert(rows)  # vectors only: the bulk path (pgvector streams it)
+    assert report.written == ["good"]
+    assert dict(report.failed) == {"zero": ZERO_VECTOR, "negzero": ZERO_VECTOR, "nan": NONFINITE_VECTOR}
+    mixed = [{"id": "text", "text": "a red car", "color": "c"},  # embedded with the rows below
+             {"id": "zero2", "vector": np.zeros(DIM, dtype=np.float32), "text": "x", "color": "c"},
+             {"id": "good2", "vector": good[1], "text": "x", "color": "c"}]
+    report = store.upsert(mixed)
+    assert sorted(report.written) == ["good2", "text"] and report.failed == [("zero2", ZERO_VECTOR)]
+    assert store.count() == 3 and store.existing_ids(["zero", "negzero", "nan", "zero2"]) == set()
+    with pytest.raises(InputError, match=r"query vector is all zeros \(cosine similarity is undefined\)"):
+        store.search(np.zeros(DIM, dtype=np.float32), k=1)
+
+
+def _new_store(backend: str, tmp_path, name: str, *, embedder, dim: int):
+    """A store object for a collection (table) that does not exist yet, on the backend's server."""
+    if backend == "memory":
+        return connectors.connect("memory:", collection=name, embedder=embedder, dim=dim)
+    if backend == "milvus":
+        from tests.connectors.backend_milvus import collection_name, target_for
+
+        return connectors.connect(target_for(tmp_path), collection=collection_name(name), embedder=embedder,
+                                  dim=dim)
+    if backend == "weaviate":
+        from tests.connectors.backend_weaviate import test_collection_name, test_server
+
+        return connectors.connect(test_server().target, collection=test_collection_name(name),
+                                  embedder=embedder, dim=dim)
+    from tests.connectors.backend_pgvector import table_name
+    from tests.connectors.postgres_server import basetemp_of, test_server
+
+    return connectors.connect(test_server(basetemp_of(tmp_path)).dsn, table=table_name(name),
+                              embedder=embedder, dim=dim)
+
+
+@pytest.mark.parametrize("dim", [10, 63, 256])  # the tiny checkpoint's full dim is 128
+def test_a_dim_outside_the_model_range_creates_nothing(backend, tmp_path, request, embedder, dim):
+    name = "dim_" + request.node.name
+    with pytest.raises(InputError, match=rf"dim .*64.*128.*{dim}"):
+        store = _new_store(backend, tmp_path, name, embedder=embedder, dim=dim)
+        try:
+            store.create(fields={"color": str})
+        finally:
+            store.close()
+    with contextlib.closing(_new_store(backend, tmp_path, name, embedder=embedder, dim=DIM)) as store:
+        if backend == "memory":  # nothing outlives the object; the failed one was never created
+            pytest.skip("an in-memory store has nothing to look for afterwards")
+        with pytest.raises(NotFoundError):
+            store.count()

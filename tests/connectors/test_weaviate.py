@@ -254,6 +254,74 @@ def test_delete_count_drop_close(weaviate_server, embedder, request, tmp_path):
             s.count()
 
 
+_WRITER = """
+import sys, numpy as np, connectors
+target, name = sys.argv[1], sys.argv[2]
+vecs = np.random.default_rng(7).normal(size=(40, 128)).astype(np.float32)
+with connectors.connect(target, collection=name, named_vectors={"full": 128, "coarse": 64}) as store:
+    store.create(fields={"color": str})
+    report = store.upsert([{"id": f"r{i}", "vector": v, "text": f"row {i}", "color": "red" if i % 2 else "blue"}
+                           for i, v in enumerate(vecs)])
+    assert report.ok, report.failed
+print("written", flush=True)
+"""
+
+
+def test_a_new_process_searches_what_another_wrote(weaviate_server, request):
+    """``qvl ingest`` and ``qvl search`` are separate processes: the second adopts the named
+    vectors recorded on the collection and finds the exact ranking."""
+    import subprocess
+    import sys
+
+    import connectors
+
+    name = test_collection_name(request.node.name)
+    drop_collection(weaviate_server, name)
+    try:
+        done = subprocess.run([sys.executable, "-c", _WRITER, weaviate_server.target, name],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip() == "written", done.stderr
+        vecs = np.random.default_rng(7).normal(size=(40, DIM)).astype(np.float32)
+        oracle = connectors.connect("memory:", dim=DIM)
+        oracle.create()
+        oracle.upsert([{"id": f"r{i}", "vector": v} for i, v in enumerate(vecs)])
+        with connectors.connect(weaviate_server.target, collection=name) as store:  # no dim: adopted
+            assert store.named_vectors == {"full": DIM, "coarse": 64} and store.fields == {"color": "text"}
+            assert store.count() == 40
+            for q in np.random.default_rng(8).normal(size=(5, DIM)):
+                got, want = store.search(q, k=5), oracle.search(q, k=5)
+                assert [h.id for h in got] == [h.id for h in want]
+                assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-3)
+            assert {h.id for h in store.search(vecs[0], k=40, filter={"color": "red"})} == {
+                f"r{i}" for i in range(1, 40, 2)}
+    finally:
+        drop_collection(weaviate_server, name)
+
+
+HOSTILE = ["plain", "x'] or not id in ['y", 'x"} or {"a', "Bob's photo.jpg", 'say "hi"', "back\\slash",
+           "ends with \\", "ünï 😀 日本", "tab\there", "new\nline", "{ids}", "' or ''='", "%s"]
+
+
+def test_ids_and_filter_values_with_any_characters(weaviate_server, request, tmp_path):
+    """Ids become uuid5s and filter values are bound by the client: nothing is spliced."""
+    rng = np.random.RandomState(5)
+    vecs = rng.randn(len(HOSTILE), 64).astype(np.float32)
+    with open_test_store(tmp_path, request.node.name, embedder=None, dim=64, index="flat",
+                         fields={"color": str}) as s:
+        report = s.upsert([{"id": rid, "vector": v, "text": rid, "color": rid} for rid, v in zip(HOSTILE, vecs)])
+        assert report.ok, report.failed
+        assert s.existing_ids(HOSTILE + ["absent"]) == set(HOSTILE)
+        for rid, vec in zip(HOSTILE, vecs):
+            hit = s.search(vec, k=1)[0]
+            assert (hit.id, hit.fields["text"]) == (rid, rid)
+            assert [h.id for h in s.search(vec, k=len(HOSTILE), filter={"color": rid})] == [rid]
+        left = len(HOSTILE)
+        for rid in HOSTILE:
+            s.delete([rid])
+            left -= 1
+            assert s.count() == left and s.existing_ids([rid]) == set()
+
+
 # ---------------------------------------------------------------------------- server-side modules
 @pytest.fixture(scope="session")
 def qvl_service(weaviate_server, tiny_embedding_path, tiny_reranker_path):
