@@ -592,6 +592,9 @@ class MilvusStore:
         entity: dict[str, Any] = {"id": row.id, VECTOR_FIELD: np.asarray(vector, dtype=np.float32)}
         if self.coarse_dim is not None:
             entity[COARSE_FIELD] = mrl(entity[VECTOR_FIELD], self.coarse_dim)[0]
+            if not entity[COARSE_FIELD].any():
+                raise ValueError(f"the vector's first {self.coarse_dim} dims (the coarse field) are all zeros "
+                                 "(cosine similarity is undefined)")
         for name, value in (("text", row.text), ("media", row.media), ("modality", row.modality)):
             if value is not None and len(value.encode()) > MAX_VARCHAR:
                 raise ValueError(f"{name} is {len(value.encode())} bytes; Milvus VARCHAR holds at most {MAX_VARCHAR}")
@@ -787,6 +790,9 @@ class MilvusStore:
         if shortlist_n < n:
             raise InputError(f"coarse_candidates must be at least {n}, got {shortlist_n}")
         cq = mrl(qvec, self.coarse_dim)[0]
+        if not cq.any():
+            raise InputError(f"the query vector's first {self.coarse_dim} dims (the coarse field) are all zeros "
+                             "(cosine similarity is undefined)")
         shortlist = self._ann(COARSE_FIELD, cq, shortlist_n, filter=filter, fields=[], search_params=search_params)
         if not shortlist:
             return []

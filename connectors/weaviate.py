@@ -41,7 +41,8 @@ from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import Hit, Row, UpsertReport, bad_vector_reason, check_dim, pipelined_upsert, query_vector, rerank_hits
+from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, pipelined_upsert, query_vector, rerank_hits,
+                   vector_problems)
 
 if TYPE_CHECKING:  # pragma: no cover
     import weaviate
@@ -469,6 +470,19 @@ class WeaviateStore:
         """Write one batch with the client's batcher; return ``(row id, reason)`` failures."""
         named = {vname: (vectors if vdim == self.dim else mrl(vectors, vdim))
                  for vname, vdim in self.named_vectors.items()}
+        # A smaller named vector is a prefix of the full one: it can be all zeros on its own.
+        zero_prefix: dict[int, str] = {}
+        for vname, vecs in named.items():
+            if vecs is not vectors:
+                for i in np.flatnonzero(vector_problems(vecs)):
+                    zero_prefix.setdefault(int(i), f"the vector's first {self.named_vectors[vname]} dims (named "
+                                                   f"vector {vname!r}) are all zeros (cosine similarity is undefined)")
+        if zero_prefix:
+            keep = [i for i in range(len(rows)) if i not in zero_prefix]
+            failed_rows = [(rows[i].id, reason) for i, reason in zero_prefix.items()]
+            if not keep:
+                return failed_rows
+            return failed_rows + self._write([rows[i] for i in keep], vectors[keep])
         by_uuid = {row_uuid(r.id): r.id for r in rows}
         collection = self.collection
         with self._write_lock, driver_errors(f"writing to {self.name}"):
@@ -571,7 +585,11 @@ class WeaviateStore:
         out = {}
         for n in names:
             d = self.named_vectors[n]
-            out[n] = (vec if vec.shape[0] == d else mrl(vec, d)[0]).astype(np.float32).tolist()
+            cut = vec if vec.shape[0] == d else mrl(vec, d)[0]
+            if not cut.any():
+                raise InputError(f"the query vector's first {d} dims (named vector {n!r}) are all zeros "
+                                 "(cosine similarity is undefined)")
+            out[n] = cut.astype(np.float32).tolist()
         return out
 
     def _filter(self, flt: Any) -> Any:

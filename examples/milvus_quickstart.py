@@ -87,12 +87,16 @@ def load_models(args: argparse.Namespace, stack: ExitStack) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> None:
     """The quickstart itself."""
     import connectors
+    from connectors.core import check_dim
+    from embedder.errors import InputError
 
     with ExitStack() as stack:
         emb, rr = load_models(args, stack)
         dim = args.dim if args.dim is not None else min(1024, emb.dim)
-        if dim > emb.dim:
-            raise SystemExit(f"--dim {dim} is larger than the model's full dim {emb.dim}; pick 64..{emb.dim}")
+        try:
+            dim = check_dim(dim, emb)  # before anything is created
+        except InputError as exc:
+            raise SystemExit(f"--dim: {exc}") from None
         db = pathlib.Path(args.db)
         images = make_images(db.parent / f"{db.stem}_images")
 

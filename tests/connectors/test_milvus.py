@@ -718,3 +718,19 @@ def test_ids_with_any_characters_round_trip(store_factory):
         left -= 1
         assert store.count() == left, rid
         assert store.existing_ids([rid]) == set()
+
+
+def test_a_vector_whose_coarse_prefix_is_zero_is_a_bad_row(store_factory):
+    """The coarse field holds the vector's MRL prefix: all zeros there is as undefined as a zero vector."""
+    store = store_factory(dim=64, coarse_dim=32)
+    prefix_zero = np.r_[np.zeros(32), np.ones(32)].astype(np.float32)
+    good = unit_vectors(1, 64, seed=9)[0]
+    report = store.upsert([{"id": "good", "vector": good}, {"id": "prefix-zero", "vector": prefix_zero},
+                           {"id": "zero", "vector": np.zeros(64)}])
+    assert report.written == ["good"]
+    assert dict(report.failed) == {
+        "prefix-zero": "the vector's first 32 dims (the coarse field) are all zeros (cosine similarity is undefined)",
+        "zero": "vector is all zeros (cosine similarity is undefined)"}
+    assert store.count() == 1
+    with pytest.raises(InputError, match="first 32 dims .* all zeros"):
+        store.search(prefix_zero, k=1)

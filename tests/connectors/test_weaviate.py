@@ -254,6 +254,20 @@ def test_delete_count_drop_close(weaviate_server, embedder, request, tmp_path):
             s.count()
 
 
+def test_a_vector_whose_smaller_named_vector_is_zero_is_a_bad_row(store):
+    """``coarse`` is the MRL prefix of ``full``: all zeros there is as undefined as a zero vector."""
+    prefix_zero = np.r_[np.zeros(64), np.ones(DIM - 64)].astype(np.float32)
+    report = store.upsert([{"id": "good", "vector": _unit(np.random.RandomState(3).randn(DIM)), "color": "c"},
+                           {"id": "prefix-zero", "vector": prefix_zero, "color": "c"}])
+    assert report.written == ["good"]
+    assert report.failed == [("prefix-zero", "the vector's first 64 dims (named vector 'coarse') are all zeros "
+                                             "(cosine similarity is undefined)")]
+    assert store.count() == 1
+    with pytest.raises(InputError, match="first 64 dims .*'coarse'.* all zeros"):
+        store.search(prefix_zero, k=1, target_vector="coarse")
+    assert store.search(prefix_zero, k=1)[0].id == "good"  # the full vector is fine
+
+
 _WRITER = """
 import sys, numpy as np, connectors
 target, name = sys.argv[1], sys.argv[2]
