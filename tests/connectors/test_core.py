@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import connectors
-from connectors.core import (Hit, byte_batches, content_id, document_item, normalize_row, rerank_hits,
-                             row_bytes)
+from connectors.core import (Hit, bad_vector_reason, byte_batches, check_dim, content_id, document_item,
+                             normalize_row, rerank_hits, row_bytes, vector_problems)
 from embedder import InputError
 from embedder.errors import NotFoundError, SchemaMismatchError
 
@@ -45,6 +45,41 @@ def test_non_finite_vectors_fail_alone(store):
                            {"id": "inf", "vector": inf}, {"id": "text", "text": "fine"}])
     assert sorted(report.written) == ["ok", "text"]
     assert dict(report.failed) == {"nan": "vector contains NaN or infinity", "inf": "vector contains NaN or infinity"}
+
+
+def test_vector_problems_finds_zero_and_non_finite_rows():
+    vecs = np.random.RandomState(0).rand(7, 16).astype(np.float32)
+    vecs[1] = 0.0
+    vecs[2] = -0.0
+    vecs[3, 5] = np.nan
+    vecs[4, 0] = -np.inf
+    vecs[5] = 0.0
+    vecs[5, 15] = 1e-30  # tiny but not zero: defined
+    assert vector_problems(vecs).tolist() == [False, True, True, True, True, False, False]
+    assert [bad_vector_reason(v) for v in vecs] == [
+        None, "vector is all zeros (cosine similarity is undefined)",
+        "vector is all zeros (cosine similarity is undefined)", "vector contains NaN or infinity",
+        "vector contains NaN or infinity", None, None]
+    assert vector_problems(np.zeros((0, 16), dtype=np.float32)).tolist() == []
+
+
+def test_zero_vectors_fail_alone_and_zero_queries_are_refused(store):
+    report = store.upsert([{"id": "ok", "vector": np.ones(64)}, {"id": "zero", "vector": np.zeros(64)},
+                           {"id": "text", "text": "fine"}])
+    assert sorted(report.written) == ["ok", "text"]
+    assert report.failed == [("zero", "vector is all zeros (cosine similarity is undefined)")]
+    with pytest.raises(InputError, match=r"query vector is all zeros \(cosine similarity is undefined\)"):
+        store.search(np.zeros(64))
+    with pytest.raises(InputError, match="query vector contains NaN or infinity"):
+        store.search(np.full(64, np.nan))
+
+
+@pytest.mark.parametrize("dim", [10, 63, 129, 64.0, True, "64"])
+def test_check_dim_names_the_range(embedder, dim):
+    with pytest.raises(InputError, match=rf"dim must be an integer from 64 to 128 .*got {dim!r}"):
+        check_dim(dim, embedder)
+    assert check_dim(64, embedder) == 64 and check_dim(np.int64(128), embedder) == 128
+    assert check_dim(4096) == 4096  # no embedder: precomputed vectors of any size from 64
 
 
 def test_row_modality_and_media_reference(tmp_path):
