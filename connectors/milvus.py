@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "MilvusStore", "MilvusTarget", "QwenVLEmbeddingFunction", "open_store", "parse_target",
     "text_embedding_function", "add_text_embedding_function",
-    "INDEX_TYPES", "METRICS", "FIELD_TYPES", "DEFAULT_MAX_BYTES",
+    "INDEX_TYPES", "METRICS", "FIELD_TYPES", "DEFAULT_MAX_BYTES", "string_literal", "ids_filter",
 ]
 
 INDEX_TYPES = ("HNSW", "AUTOINDEX", "IVF_FLAT", "FLAT")
