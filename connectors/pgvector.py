@@ -55,7 +55,8 @@ import numpy as np
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import Hit, Row, UpsertReport, dedupe_rows, document_item, pipelined_upsert, query_vector, rerank_hits
+from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, dedupe_rows, document_item,
+                   pipelined_upsert, query_vector, rerank_hits, vector_problems)
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,54 @@ class TableName:
         return TableName(derived_name(name), self.schema)
 
     def __str__(self) -> str:
-        return f"{self.schema}.{self.name}" if self.schema else self.name
+        shown = lambda s: s if _PLAIN_NAME_RE.match(s) else '"' + s + '"'  # noqa: E731 - as psql shows it
+        return f"{shown(self.schema)}.{shown(self.name)}" if self.schema else shown(self.name)
+
+
+_PLAIN_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_RELATION_SQL = ("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                 "WHERE c.oid = to_regclass(%s)")
+
+
+def resolve_table(conn: Any, name: TableName) -> tuple[TableName, str | None]:
+    """The existing table that ``name`` means, schema-qualified, and a note when it is not
+    spelled as given (None when the name matched exactly, or nothing was found).
+
+    The lookup follows PostgreSQL's own identifier rules, with the catalog deciding what
+    stays open: the name as given (a quoted identifier, ``"MixedCase"``) first; then the name
+    folded to lower case (how PostgreSQL reads an unquoted ``MixedCase``); then, when neither
+    exists, the one table on the search path (or in the given schema) whose name differs
+    only in case (``mixedcase`` finds ``"MixedCase"``). When several tables differ only in
+    case, none is guessed: :class:`NotFoundError` lists them. A table not found at all comes
+    back as given (unqualified), for the caller to create or report.
+    """
+    row = conn.execute(_RELATION_SQL, (name.text,)).fetchone()
+    if row:
+        return TableName(row[1], row[0]), None
+    folded = TableName(name.name.lower(), name.schema.lower() if name.schema else None)
+    if folded != name:
+        row = conn.execute(_RELATION_SQL, (folded.text,)).fetchone()
+        if row:
+            found = TableName(row[1], row[0])
+            return found, (f"no table {name.text}; using {found} (PostgreSQL folds an unquoted name to lower "
+                           "case)")
+    if name.schema:
+        scope, params = "lower(n.nspname) = lower(%s)", [name.schema]
+    else:
+        scope, params = "pg_table_is_visible(c.oid)", []
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND lower(c.relname) = lower(%s) AND {scope} "
+        "ORDER BY 1, 2", [name.name, *params]).fetchall()
+    if len(rows) == 1:
+        found = TableName(rows[0][1], rows[0][0])
+        return found, (f"no table {name.text}; using {found}, the only table whose name differs from "
+                       f"{str(name)!r} only in case")
+    if len(rows) > 1:
+        names = ", ".join(str(TableName(r[1], r[0])) for r in rows)
+        raise NotFoundError(f"table {name.text} does not exist, and several tables differ from it only in case: "
+                            f"{names}; pass the exact name (as it is spelled in the catalog)")
+    return name, None
 
 
 def derived_name(name: str) -> str:
@@ -399,8 +447,7 @@ def connect_pg(target: Any, *, connect_timeout: float = 10.0, create_extension: 
         try:
             conn = psycopg.connect(url, autocommit=True, connect_timeout=int(max(1, connect_timeout)))
         except psycopg.OperationalError as exc:
-            raise UnavailableError(f"cannot connect to PostgreSQL at {_redact(url)}: "
-                                   f"{str(exc).strip().splitlines()[-1]}") from exc
+            raise UnavailableError(f"cannot connect to PostgreSQL at {_redact(url)}: {_whole(exc)}") from exc
     else:
         conn = target
         if not conn.autocommit:
@@ -432,14 +479,76 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def _whole(exc: BaseException) -> str:
+    """The driver's whole message on one line (libpq puts the cause and the hint on separate lines)."""
+    return " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+
+
 def _translate(exc: Exception, what: str) -> Exception:
     """A project error for a psycopg error (use as ``raise _translate(exc, ...) from exc``)."""
     psycopg = _psycopg()
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return NotFoundError(f"{what}: {_first_line(exc)}")
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return ConnectorError(f"{what}: {_first_line(exc)} (searches run in a READ ONLY transaction: a where= "
+                              "filter may only read)")
     if isinstance(exc, psycopg.OperationalError):
-        return UnavailableError(f"{what}: {_first_line(exc)}")
+        return UnavailableError(f"{what}: {type(exc).__name__}: {_whole(exc)}")
     return ConnectorError(f"{what}: {_first_line(exc)}")
+
+
+_PLACEHOLDER_RE = re.compile(r"%(?:[sbt]|\([^)]*\)[sbt])")
+
+
+def escape_where(where: str, *, placeholders: bool) -> str:
+    """A raw SQL condition made safe to compose into a query that has bound parameters.
+
+    psycopg reads every ``%`` of a query as the start of a placeholder, so a plain
+    ``title LIKE 'a%'`` failed. Every ``%`` inside a quoted string or identifier is doubled
+    (a literal); ``%%`` stays as written (one literal ``%``, as documented before); with
+    ``placeholders`` (the caller passed ``params``) ``%s`` / ``%(name)s`` outside quotes stay
+    placeholders; every other ``%`` (the modulo operator, a pattern) is doubled.
+
+    Example:
+        >>> escape_where("title LIKE 'a%' AND price < %s", placeholders=True)
+        "title LIKE 'a%%' AND price < %s"
+    """
+    out: list[str] = []
+    i, n = 0, len(where)
+    quote: str | None = None
+    while i < n:
+        ch = where[i]
+        if ch == "%" and where.startswith("%%", i):
+            out.append("%%")
+            i += 2
+            continue
+        if quote is not None:
+            if ch == quote:
+                if i + 1 < n and where[i + 1] == quote:  # '' or "" inside a quoted run
+                    out.append(ch * 2)
+                    i += 2
+                    continue
+                quote = None
+            out.append("%%" if ch == "%" else ch)
+            i += 1
+            continue
+        if ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+            i += 1
+            continue
+        if ch == "%":
+            match = _PLACEHOLDER_RE.match(where, i) if placeholders else None
+            if match:
+                out.append(match.group(0))
+                i = match.end()
+                continue
+            out.append("%%")
+            i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 class _Binder:
@@ -498,6 +607,8 @@ class PgVectorStore:
         self.embedder = embedder
         self.rescore_factor = max(1, int(rescore_factor))
         self._backfill_report: UpsertReport | None = None
+        #: how the table's name was resolved when it is not spelled as given (see resolve_table)
+        self.name_note: str | None = None
         self._owned = owned
         self._closed = False
         self._oids: dict[str, int] = {}
@@ -704,11 +815,14 @@ class PgVectorStore:
         previous ones, as in a plain COPY. When the first id is already present, or the COPY
         fails (a present or repeated id, a value the server refuses), nothing of it is kept
         and the rows go through :meth:`write_vectors` (merge, and isolation of bad rows).
+        A vector that cannot be searched (all zeros, NaN or infinity) is checked a block at a
+        time (:func:`~connectors.core.vector_problems`) and fails its row only, whoever called.
         Returns ``(id, reason)`` for the rows that failed.
         """
         psycopg = _psycopg()
         it = iter(rows)
         taken: list[Row] = []
+        rejected: list[tuple[str, str]] = []
 
         def tap() -> Iterator[Row]:
             for row in it:
@@ -725,9 +839,17 @@ class PgVectorStore:
             def values() -> Iterator[list]:
                 block = [first]
                 while block:
-                    wire = vector_wire(np.stack([r.vector for r in block]), block=len(block))
-                    for row, vec in zip(block, wire):
-                        yield self._native_values(row, vec, fields, declared)
+                    vecs = np.stack([r.vector for r in block])
+                    bad = vector_problems(vecs)
+                    if bad.any():
+                        rejected.extend((block[i].id, bad_vector_reason(block[i].vector) or "bad vector")
+                                        for i in np.flatnonzero(bad))
+                        block = [r for r, b in zip(block, bad) if not b]
+                        vecs = vecs[~bad]
+                    if block:
+                        wire = vector_wire(vecs, block=len(block))
+                        for row, vec in zip(block, wire):
+                            yield self._native_values(row, vec, fields, declared)
                     block = list(itertools.islice(source, STREAM_BLOCK))
 
             try:
@@ -735,7 +857,7 @@ class PgVectorStore:
                     if self._looks_new([first]):
                         with self.client.transaction():
                             self._copy(self.layout.table.ident, names, oids, values())
-                        return []
+                        return rejected
             except Exception as exc:  # noqa: BLE001 - a value psycopg or the server refuses: isolated below
                 if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (
                         self.client.broken or self.client.closed):
@@ -753,8 +875,21 @@ class PgVectorStore:
         """Write rows with their vectors; returns ``(id, reason)`` for the rows that failed.
 
         ``direct=False`` skips the attempt to COPY straight into the table (its caller has
-        just seen that attempt fail) and merges at once.
+        just seen that attempt fail) and merges at once. A vector that is all zeros (or holds
+        NaN or infinity) fails its row with the reason; the other rows are written.
         """
+        if not rows:
+            return []
+        bad = vector_problems(np.asarray(vectors))
+        if not bad.any():
+            return self._write(rows, vectors, direct)
+        failed = [(rows[i].id, bad_vector_reason(vectors[i]) or "bad vector") for i in np.flatnonzero(bad)]
+        keep = np.flatnonzero(~bad)
+        if not len(keep):
+            return failed
+        return failed + self._write([rows[i] for i in keep], np.asarray(vectors)[keep], direct)
+
+    def _write(self, rows: Sequence[Row], vectors: np.ndarray, direct: bool) -> list[tuple[str, str]]:
         psycopg = _psycopg()
         if not rows:
             return []
@@ -776,8 +911,7 @@ class PgVectorStore:
             log.debug("row %s failed: %s", rows[0].id, exc)
             return [(rows[0].id, _first_line(exc))]
         mid = len(rows) // 2
-        return (self.write_vectors(rows[:mid], vectors[:mid], direct=direct)
-                + self.write_vectors(rows[mid:], vectors[mid:], direct=direct))
+        return self._write(rows[:mid], vectors[:mid], direct) + self._write(rows[mid:], vectors[mid:], direct)
 
     def _copy_merge(self, rows: Sequence[Row], vectors: np.ndarray, *, direct: bool) -> list[tuple[str, str]]:
         sql = _sql()
@@ -1031,16 +1165,24 @@ class PgVectorStore:
             query: text, image, video, a fused dict, or a vector of the store's dim.
             k: number of hits.
             where: an SQL condition on the table's columns (alias ``t``), with ``%s`` or
-                ``%(name)s`` placeholders bound from ``params`` (write a literal ``%`` as ``%%``).
+                ``%(name)s`` placeholders bound from ``params``. A ``%`` in a string
+                (``title LIKE 'a%'``) or an operator (``id % 2 = 0``) is a literal ``%``, as is
+                ``%%``. The condition is SQL spliced into the query: for TRUSTED input only
+                (it runs in a READ ONLY transaction, so it cannot write, but it can read any
+                table the store's role can). Put user input in ``params`` or use a dict filter.
             params: values for ``where`` (a list, or a dict for named placeholders).
-            filter: alias of ``where``; a dict ``{column: value}`` means equality on each.
+            filter: alias of ``where``; a dict ``{column: value}`` means equality on each,
+                with the values bound (the safe choice for untrusted input).
             rerank: a :class:`~embedder.Reranker` to rerank ``candidates`` vector hits.
             candidates: vector hits fetched before reranking (default ``max(4k, 20)``).
             instruction: query instruction for the embedder.
             ef_search: HNSW search breadth (default: enough for the requested rows).
 
-        Filtered searches turn on ``hnsw.iterative_scan = relaxed_order`` (pgvector >= 0.8) so a
-        selective filter does not starve the result. Hits carry ``score`` (cosine similarity)
+        The query runs in a READ ONLY transaction: a filter that tries to write (a
+        data-modifying function, ``nextval``, ``query_to_xml('DELETE ...')``) fails with
+        :class:`~embedder.errors.ConnectorError` and changes nothing. Filtered searches turn on
+        ``hnsw.iterative_scan = relaxed_order`` (pgvector >= 0.8) so a selective filter does not
+        starve the result. Hits carry ``score`` (cosine similarity)
         and, when reranked, ``rerank_score``; a candidate whose media cannot be loaded keeps
         its vector rank with ``rerank_score=None`` and is logged as a warning.
         """
@@ -1057,6 +1199,7 @@ class PgVectorStore:
 
         try:
             with self.client.transaction(), self.client.cursor(row_factory=dict_row) as cur:
+                cur.execute("SET TRANSACTION READ ONLY")  # a raw where= runs with the store's privileges
                 self._search_settings(cur, n, filtered, ef_search)
                 cur.execute(stmt, values)
                 records = cur.fetchall()
@@ -1073,12 +1216,14 @@ class PgVectorStore:
         """The ``EXPLAIN`` plan of :meth:`search`'s SQL (to check the index is used).
 
         ``force_index=True`` disables sequential scans for the plan, as on a table too small
-        for the planner to prefer the index.
+        for the planner to prefer the index. Like :meth:`search`, it runs READ ONLY (``analyze``
+        executes the query).
         """
         vec = query_vector(self.embedder, query, self.dim)
         stmt, values, filtered = self._search_sql(vec, k, where, params)
         sql = _sql()
         with self.client.transaction(), self.client.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
             self._search_settings(cur, k, filtered, None)
             if force_index:
                 cur.execute("SELECT set_config('enable_seqscan', 'off', true)")
@@ -1118,7 +1263,7 @@ class PgVectorStore:
             elif where is not None:
                 if not isinstance(where, str):
                     raise InputError(f"where must be an SQL string or a dict, got {type(where).__name__}")
-                parts.append(sql.SQL("({})").format(sql.SQL(where)))
+                parts.append(sql.SQL("({})").format(sql.SQL(escape_where(where, placeholders=params is not None))))
                 bind.add_user(params)
             return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts) if parts else sql.SQL("")
 
@@ -1195,6 +1340,11 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
                ef_construction: int = 64, rescore_factor: int = 4, connect_timeout: float = 10.0) -> PgVectorStore:
     """Open a store over a table owned by the store (call :meth:`PgVectorStore.create` to make it).
 
+    A table of yours that :func:`attach` (or ``qvl pg sync``) gave embeddings, in either
+    mode, is opened as :func:`attach` with ``create=False`` opens it (no DDL): its hits carry
+    the table's own columns as fields. The name is looked up with PostgreSQL's identifier
+    rules (see :func:`resolve_table`).
+
     Args:
         target: ``postgresql://user:pass@host:5432/db`` (or ``postgres://``,
             ``postgresql+psycopg://``), or a psycopg connection with ``autocommit=True``.
@@ -1219,8 +1369,20 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
     name = TableName.parse(table if table is not None else collection, what="table")
     conn, owned = connect_pg(target, connect_timeout=connect_timeout)
     try:
+        resolved, note = resolve_table(conn, name)
+        if note:
+            log.warning("%s", note)
+            name = resolved
         cols = {c.name: c for c in table_columns(conn, name)}
         config = _read_config(cols["embedding"].comment) if "embedding" in cols else None
+        attached = _attached_embedding(conn, resolved, cols) if cols and (config or {}).get("mode") != "table" \
+            else None
+        if attached is not None:  # a table of yours, attached with attach() / qvl pg sync: searchable as it is
+            found_mode, column, side = attached
+            return _attach_on(conn, owned, resolved, side or resolved.sibling(f"{resolved.name}_embeddings"),
+                              mode=found_mode, embedding_column=column, embedder=embedder, dim=dim, storage=storage,
+                              index_dim=index_dim, m=m, ef_construction=ef_construction,
+                              rescore_factor=rescore_factor, create=False)
         plan = _resolve_plan(str(name), config, cols.get("embedding"), dim=dim, storage=storage, index_dim=index_dim,
                              embedder=embedder, m=m, ef_construction=ef_construction)
         layout = Layout(mode="table", table=name, key="id", key_type="text", embedding_table=name,
@@ -1254,10 +1416,12 @@ def _resolve_plan(where: str, config: dict | None, column: ColumnInfo | None, *,
             dim = int(match.group(2))
             if storage == "auto" and match.group(1) == "vector" and dim > VECTOR_INDEX_MAX_DIM:
                 storage = "subvector"
+            return plan_storage(dim, storage, index_dim=index_dim, m=m, ef_construction=ef_construction)
     if dim is None:
         if embedder is None:
             raise InputError(f"{where}: pass dim= (or an embedder, whose full dim is used)")
         dim = int(embedder.dim)
+    dim = check_dim(dim, embedder)  # before anything is created: 64..the model's full dim
     return plan_storage(dim, storage, index_dim=index_dim, m=m, ef_construction=ef_construction)
 
 
@@ -1319,8 +1483,49 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
             validate_identifier(col, what=what)
     if mode is not None and mode not in MODES:
         raise InputError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    side_name = TableName.parse(side_table, what="side_table") if side_table else name.sibling(f"{name.name}_embeddings")
+    side = TableName.parse(side_table, what="side_table") if side_table else None
     conn, owned = connect_pg(conn_or_url, create_extension=create)
+    try:
+        resolved, note = resolve_table(conn, name)
+        if note:
+            log.warning("attach: %s", note)
+        if side is None:
+            side = resolved.sibling(f"{resolved.name}_embeddings")
+        elif side.schema is None and resolved.schema:
+            side = TableName(side.name, resolved.schema)  # next to the table, whatever the search_path
+        return _attach_on(conn, owned, resolved, side, primary_key=primary_key, text_column=text_column,
+                          image_column=image_column, video_column=video_column, embedder=embedder, dim=dim,
+                          mode=mode, storage=storage, index_dim=index_dim, embedding_column=embedding_column,
+                          backfill=backfill, batch_size=batch_size, show_progress=show_progress, m=m,
+                          ef_construction=ef_construction, rescore_factor=rescore_factor, create=create,
+                          note=note)
+    except BaseException:
+        if owned:
+            conn.close()
+        raise
+
+
+def _attached_embedding(conn: Any, table: TableName, cols: Mapping[str, ColumnInfo]
+                        ) -> tuple[str, str, TableName | None] | None:
+    """``(mode, embedding column, side table or None)`` of a table that :func:`attach` gave
+    embeddings (read from the configuration it leaves in the column's comment), else None."""
+    for col in cols.values():
+        if (_read_config(col.comment) or {}).get("mode") == "column":
+            return "column", col.name, None
+    side = table.sibling(f"{table.name}_embeddings")
+    for col in table_columns(conn, side):
+        if (_read_config(col.comment) or {}).get("mode") == "side_table":
+            return "side_table", col.name, side
+    return None
+
+
+def _attach_on(conn: Any, owned: bool, name: TableName, side_name: TableName, *, primary_key: str | None = None,
+               text_column: str | None = None, image_column: str | None = None, video_column: str | None = None,
+               embedder: Any = None, dim: int | None = None, mode: str | None = None, storage: str = "auto",
+               index_dim: int | None = None, embedding_column: str = "embedding", backfill: bool = False,
+               batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
+               rescore_factor: int = 4, create: bool = True, note: str | None = None) -> PgVectorStore:
+    """:func:`attach` on an open connection, for the resolved (schema-qualified) ``name``."""
     try:
         cols = {c.name: c for c in table_columns(conn, name)}
         if not cols:
@@ -1366,6 +1571,7 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
                         columns=tuple(c for c in cols if not (mode == "column" and c == embedding_column)))
         store = PgVectorStore(conn, layout=layout, plan=plan, embedder=embedder, owned=owned,
                               rescore_factor=rescore_factor)
+        store.name_note = note
         if not create:
             if found is not None and found.type != plan.column_sql:
                 raise SchemaMismatchError(f"{layout.embedding_table}.{embedding_column} is {found.type}, "

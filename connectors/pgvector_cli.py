@@ -7,6 +7,9 @@
 
 Only ``sync`` changes the schema. ``worker`` and ``status`` open the table with
 ``attach(create=False)``: no DDL, so no lock on your table, and ``status`` needs only ``SELECT``.
+The database is reached before any model is loaded, so a wrong ``--dsn`` fails at once; errors
+name the command's flags. ``--model`` may be the URL of a ``qvl serve`` (its key from
+``--api-key`` or ``$QVL_API_KEY``).
 
 Example::
 
@@ -18,7 +21,48 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
+
+API_KEY_ENV = "QVL_API_KEY"
+# Python argument names in library messages -> this command's flags (the library speaks
+# Python, the user typed flags).
+_FLAG_FOR = [
+    (re.compile(r"\bdoes not exist and create=False: attach the table first \(attach\(\.\.\.\) or qvl pg sync\)"),
+     "does not exist: the table is not synced yet; run `qvl pg sync` on it first"),
+    (re.compile(r"\bpass dim= \(or an embedder, whose full dim is used\)"), "pass --dim (or --model, whose full dim is used)"),
+    (re.compile(r"\bpass at least one of text_column, image_column, video_column"),
+     "pass at least one of --text-col, --image-col, --video-col"),
+    (re.compile(r"\bpass primary_key= naming"), "pass --pk naming"),
+    (re.compile(r"\bstorage='(\w+)'"), r"--storage \1"),
+    (re.compile(r"\bstorage=(\w+)"), r"--storage \1"),
+    (re.compile(r"\bmode='(\w+)'"), r"--mode \1"),
+    (re.compile(r"\bmode=(\w+)"), r"--mode \1"),
+    (re.compile(r"\brequested dim=(\d+)"), r"requested --dim \1"),
+    (re.compile(r"^dim must be"), "--dim must be"),
+    (re.compile(r"\b(dim|index_dim)=(\d+)"), r"\1 \2"),
+    (re.compile(r"\btext_column\b"), "--text-col"),
+    (re.compile(r"\bimage_column\b"), "--image-col"),
+    (re.compile(r"\bvideo_column\b"), "--video-col"),
+    (re.compile(r"\bprimary_key\b"), "--pk"),
+    (re.compile(r"\bbatch_size\b"), "--batch-size"),
+    (re.compile(r"\bmax_attempts\b"), "--max-attempts"),
+    (re.compile(r"\bretry_delay\b"), "--retry-delay"),
+    (re.compile(r"\blease\b(?= must)"), "--lease"),
+    (re.compile(r"\bmax_outage\b"), "--max-outage"),
+]
+
+
+def flag_message(message: str) -> str:
+    """A library error message with Python argument names replaced by ``qvl pg`` flags.
+
+    Example:
+        >>> flag_message("pass at least one of text_column, image_column, video_column")
+        'pass at least one of --text-col, --image-col, --video-col'
+    """
+    for pattern, repl in _FLAG_FOR:
+        message = pattern.sub(repl, message)
+    return message
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,7 +84,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--dim", type=int, help="embedding dimension (default: the existing column's, else the model's)")
         p.add_argument("--storage", default="auto",
                        choices=["auto", "vector", "halfvec", "subvector", "binary", "exact"])
-        p.add_argument("--model", help="embedding model directory or hub id")
+        p.add_argument("--model", help="embedding model directory, hub id, or http(s):// URL of qvl serve")
+        p.add_argument("--api-key", metavar="KEY",
+                       help=f"key of the `qvl serve` given as --model URL (default: ${API_KEY_ENV})")
         p.add_argument("--device", default="auto", help="torch device for --model (default: auto)")
         p.add_argument("--batch-size", type=int, default=32, help="rows per batch (default: 32)")
 
@@ -58,6 +104,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                           help="seconds a claimed batch is reserved; a dead worker's rows return after it "
                                "(default: 600)")
     p_worker.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls of an empty queue")
+    p_worker.add_argument("--max-outage", type=float, metavar="SECONDS",
+                          help="give up (exit 1, rows stay queued) when the embedder has been unavailable this long "
+                               "(default: wait, backing off up to 60 s between tries)")
     p_worker.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_worker.set_defaults(func=cmd_worker)
 
@@ -69,25 +118,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _embedder(args: argparse.Namespace) -> Any:
+    """The ``--model`` embedder (a ``qvl serve`` URL gets ``--api-key`` / ``$QVL_API_KEY``), or None."""
     if not args.model:
         return None
-    if args.model.startswith(("http://", "https://")):
-        from embedder import RemoteEmbedder
+    from connectors.ingest import load_embedder
 
-        return RemoteEmbedder(args.model)
-    from embedder import Embedder
-
-    return Embedder.from_pretrained(args.model, device=args.device)
+    key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    return load_embedder(args.model, device=args.device, api_key=key)
 
 
-def _attach(args: argparse.Namespace, embedder: Any, *, create: bool) -> Any:
-    """The attached store for ``args``; ``create=False`` runs no DDL (worker, status)."""
-    from connectors.pgvector import attach
+def _connect(args: argparse.Namespace, *, create: bool) -> Any:
+    """The connection to ``--dsn``, opened before any model is loaded (a wrong DSN fails at once)."""
+    from connectors.pgvector import connect_pg
     from embedder.errors import InputError
 
     if not args.dsn:
         raise InputError("pass --dsn (or set DATABASE_URL)")
-    return attach(args.dsn, table=args.table, primary_key=args.pk, text_column=args.text_col,
+    conn, _ = connect_pg(args.dsn, create_extension=create)
+    return conn
+
+
+def _attach(args: argparse.Namespace, conn: Any, embedder: Any, *, create: bool) -> Any:
+    """The attached store for ``args`` on ``conn``; ``create=False`` runs no DDL (worker, status)."""
+    from connectors.pgvector import attach
+
+    return attach(conn, table=args.table, primary_key=args.pk, text_column=args.text_col,
                   image_column=args.image_col, video_column=args.video_col, embedder=embedder, dim=args.dim,
                   mode=args.mode, storage=args.storage, backfill=False, batch_size=args.batch_size, create=create)
 
@@ -100,26 +155,40 @@ def _run(args: argparse.Namespace, body: Any) -> int:
     try:
         return int(body() or 0)
     except QVLError as exc:
-        print(f"qvl pg {args.pg_command}: {exc}", file=sys.stderr)
+        print(f"qvl pg {args.pg_command}: {flag_message(str(exc))}", file=sys.stderr)
         return 1
+
+
+def _print_note(store: Any) -> None:
+    if store.name_note:
+        print(f"note: {store.name_note}")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """``qvl pg sync``: prepare storage and triggers, queue the backlog, print a summary."""
     def body() -> int:
-        from connectors.pgvector_sync import install_sync, sync_status
+        from connectors.pgvector_sync import install_sync, sync_grants, sync_status
 
-        emb = _embedder(args) if args.dim is None else None
+        conn = _connect(args, create=True)
+        emb = None
         try:
-            with _attach(args, emb, create=True) as store:
+            emb = _embedder(args) if args.dim is None else None
+            with _attach(args, conn, emb, create=True) as store:
+                _print_note(store)
                 queued = install_sync(store, enqueue_existing=not args.no_enqueue)
                 st = sync_status(store)
                 print(f"sync installed on {store.table} ({store.layout.mode}, {store.plan.column_sql}, "
                       f"storage {store.plan.storage}): {queued} rows queued; {st.embedded}/{st.rows} embedded, "
                       f"{st.queued} queued, {st.failed} failed")
+                owner = conn.info.parameter_status("session_authorization") or "this role"
+                print(f"the triggers run as {owner} (SECURITY DEFINER, fixed search_path): roles that write to "
+                      f"{store.table} need no grants on the queue. A worker running as another role needs:")
+                for grant in sync_grants(store, "WORKER_ROLE"):
+                    print(f"  {grant}")
         finally:
             if emb is not None:
                 emb.close()
+            conn.close()
         return 0
 
     return _run(args, body)
@@ -133,13 +202,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         if not args.model:
             raise InputError("pass --model (a model directory, hub id, or http(s):// URL of qvl serve)")
-        emb = _embedder(args)
+        conn = _connect(args, create=False)
+        emb = None
         try:
-            with _attach(args, emb, create=False) as store:
+            emb = _embedder(args)
+            with _attach(args, conn, emb, create=False) as store:
+                _print_note(store)
                 worker = Worker(store, batch_size=args.batch_size, max_attempts=args.max_attempts,
                                 retry_delay=args.retry_delay, lease=args.lease)
                 report = worker.run(once=args.once, poll_interval=args.poll_interval,
-                                    show_progress=not args.no_progress)
+                                    show_progress=not args.no_progress, max_outage=args.max_outage)
                 st = sync_status(store)
                 print(f"worker on {store.table}: {len(report.embedded)} embedded, {len(report.cleared)} cleared, "
                       f"{len(report.retried)} to retry, {len(report.failed)} failed in {report.batches} batches; "
@@ -147,7 +219,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 for key, reason in report.failed:
                     print(f"  failed {key}: {reason}")
         finally:
-            emb.close()
+            if emb is not None:
+                emb.close()
+            conn.close()
         return 0
 
     return _run(args, body)
@@ -158,7 +232,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     def body() -> int:
         from connectors.pgvector_sync import failed_rows, sync_status
 
-        with _attach(args, None, create=False) as store:
+        conn = _connect(args, create=False)
+        try:
+            store = _attach(args, conn, None, create=False)
+        except BaseException:
+            conn.close()
+            raise
+        with store:
+            _print_note(store)
             st = sync_status(store)
             print(f"{store.table}: {st.rows} rows, {st.embedded} embedded, {st.queued} queued "
                   f"({st.ready} ready, {st.in_progress} in progress), {st.failed} failed; "
@@ -166,6 +247,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             if args.show_failed and st.installed:
                 for row in failed_rows(store):
                     print(f"  failed {row.key} after {row.attempts} attempts: {row.reason}")
+        conn.close()
         return 0
 
     return _run(args, body)

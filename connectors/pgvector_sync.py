@@ -50,7 +50,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from embedder.errors import InputError, SchemaMismatchError
+from embedder.errors import (InputError, OverloadedError, RemoteError, SchemaMismatchError,
+                             UnavailableError)
 
 from .core import Row, embed_rows, normalize_row
 from .pgvector import KEY_ARRAY_PREPARE, PgVectorStore, TableName, _sql, derived_name, table_columns
@@ -58,6 +59,62 @@ from .pgvector import KEY_ARRAY_PREPARE, PgVectorStore, TableName, _sql, derived
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 3600.0
+# httpx's transport errors, matched by name so that this module does not import httpx
+_TRANSIENT_NAMES = frozenset({"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
+                              "TimeoutException", "RemoteProtocolError", "ReadError", "WriteError"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` (or an error it was raised from) says the embedder is away for now,
+    not that the row is bad: a refused or lost connection, a timeout, an overloaded service
+    (:class:`~embedder.errors.OverloadedError`, HTTP 503/429), any HTTP 5xx from ``qvl serve``
+    (:class:`~embedder.errors.RemoteError`), :class:`~embedder.errors.UnavailableError`.
+
+    Example:
+        >>> is_transient(ConnectionRefusedError(111, "Connection refused"))
+        True
+        >>> is_transient(InputError("cannot open image x.png"))
+        False
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, InputError):
+            return False
+        if isinstance(e, (OverloadedError, UnavailableError, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(e, RemoteError) and ((e.status is not None and (e.status >= 500 or e.status == 429))
+                                           or e.code in ("timeout", "unavailable")):
+            return True
+        if type(e).__name__ in _TRANSIENT_NAMES:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class _OutageProbe:
+    """The store's embedder, noting a transient error that :func:`~connectors.core.embed_rows`
+    turns into per-row failures (so the worker can tell an outage from bad rows)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.transient: BaseException | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def embed_documents(self, items: Any, **kwargs: Any) -> Any:
+        try:
+            return self.inner.embed_documents(items, **kwargs)
+        except Exception as exc:
+            if is_transient(exc):
+                self.transient = exc
+            raise
+
+
+class EmbedderOutage(Exception):
+    """Internal: the embedder is unavailable; the claimed batch goes back without an attempt."""
 
 
 # ---------------------------------------------------------------------------- objects
@@ -74,7 +131,8 @@ class SyncObjects:
 
 
 def sync_objects(store: PgVectorStore) -> SyncObjects:
-    """The names :func:`install_sync` uses for ``store``'s table."""
+    """The names :func:`install_sync` uses for ``store``'s table, in the table's schema
+    (schema-qualified when the store's table is, as :func:`~connectors.pgvector.attach` makes it)."""
     t = store.layout.table
     return SyncObjects(queue=t.sibling(f"{t.name}_qvl_queue"), failed=t.sibling(f"{t.name}_qvl_failed"),
                        function=t.sibling(f"{t.name}_qvl_enqueue"), trigger_upsert=derived_name(f"{t.name}_qvl_upsert"),
@@ -119,7 +177,11 @@ def install_sync(store: PgVectorStore, *, enqueue_existing: bool = True) -> int:
         conn.execute(sql.SQL(
             "CREATE TABLE IF NOT EXISTS {f} (row_key {kt} PRIMARY KEY, attempts integer NOT NULL, reason text NOT NULL, "
             "failed_at timestamptz NOT NULL DEFAULT now())").format(f=obj.failed.ident, kt=sql.SQL(lay.key_type)))
-        conn.execute(sql.SQL("""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $qvl$
+        # The function runs as its owner (who owns the queue) with a fixed search_path and
+        # schema-qualified names: an application role with no rights on the queue, writing under
+        # any search_path, queues its rows; nothing on its search_path can hijack the names.
+        conn.execute(sql.SQL("""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $qvl$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         DELETE FROM {f} WHERE row_key = OLD.{key};
@@ -135,6 +197,7 @@ BEGIN
     RETURN NEW;
 END
 $qvl$""").format(fn=obj.function.ident, f=obj.failed.ident, q=obj.queue.ident, key=key, old=old_row, new=new_row))
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(obj.function.ident))
         for trig in (obj.trigger_upsert, obj.trigger_delete):
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trig), lay.table.ident))
         conn.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {}()")
@@ -155,6 +218,27 @@ $qvl$""").format(fn=obj.function.ident, f=obj.failed.ident, q=obj.queue.ident, k
         queued = cur.rowcount
     log.info("sync installed on %s: %d rows queued", lay.table, queued)
     return int(queued)
+
+
+def sync_grants(store: PgVectorStore, role: str = "<worker_role>") -> list[str]:
+    """The ``GRANT`` statements a separate worker role needs (``qvl pg worker`` as ``role``).
+
+    Roles that only write to the table need nothing: the trigger function runs as its owner
+    (``SECURITY DEFINER``, the role that ran :func:`install_sync`), which owns the queue.
+    ``qvl pg status`` needs ``SELECT`` on the table, the queue and the failed table.
+    """
+    lay = store.layout
+    obj = sync_objects(store)
+    schema = lay.table.schema or "public"
+    quoted = lambda t: t.text  # noqa: E731
+    grants = [f'GRANT USAGE ON SCHEMA "{schema}" TO {role};',
+              f"GRANT SELECT ON {quoted(lay.table)} TO {role};",
+              f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quoted(obj.queue)}, {quoted(obj.failed)} TO {role};"]
+    if lay.mode == "column":
+        grants.append(f'GRANT UPDATE ("{lay.embedding_column}") ON {quoted(lay.table)} TO {role};')
+    else:
+        grants.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quoted(lay.embedding_table)} TO {role};")
+    return grants
 
 
 def uninstall_sync(store: PgVectorStore) -> None:
@@ -265,6 +349,8 @@ class WorkerReport:
             worker died ``max_attempts`` times while embedding them).
         skipped: queued keys left for another worker that was embedding them.
         recovered: keys claimed again after the worker holding them died (lease expired).
+        outages: batches given back because the embedder was unavailable (a transient error:
+            see :func:`is_transient`); their rows' attempts were not counted.
     """
 
     batches: int = 0
@@ -274,6 +360,7 @@ class WorkerReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: int = 0
     recovered: list[str] = field(default_factory=list)
+    outages: int = 0
 
     @property
     def processed(self) -> int:
@@ -283,7 +370,7 @@ class WorkerReport:
         return WorkerReport(self.batches + other.batches, self.embedded + other.embedded,
                             self.cleared + other.cleared, self.retried + other.retried,
                             self.failed + other.failed, self.skipped + other.skipped,
-                            self.recovered + other.recovered)
+                            self.recovered + other.recovered, self.outages + other.outages)
 
 
 @dataclass(frozen=True)
@@ -326,6 +413,10 @@ class Worker:
             (capped at an hour).
         lease: seconds a claim lasts; a batch whose worker died is claimed again after it.
             It must exceed the time to embed and write one batch.
+        outage_delay, max_outage_delay: when the embedder is unavailable (a transient error,
+            see :func:`is_transient`), the batch goes back to the queue with its attempts
+            uncounted and :meth:`run` waits ``outage_delay`` seconds, doubling per failed try
+            up to ``max_outage_delay``, then resumes with batches of normal size.
 
     Raises:
         InputError: no embedder, or a bad number.
@@ -338,7 +429,8 @@ class Worker:
     """
 
     def __init__(self, store: PgVectorStore, *, batch_size: int = 32, max_attempts: int = 3,
-                 retry_delay: float = 5.0, lease: float = 600.0) -> None:
+                 retry_delay: float = 5.0, lease: float = 600.0, outage_delay: float = 1.0,
+                 max_outage_delay: float = 60.0) -> None:
         _require_attached(store)
         if store.embedder is None:
             raise InputError("the worker needs a store opened with an embedder")
@@ -352,6 +444,11 @@ class Worker:
         self.max_attempts = int(max_attempts)
         self.retry_delay = float(retry_delay)
         self.lease = float(lease)
+        if not 0 < outage_delay <= max_outage_delay:
+            raise InputError(f"outage_delay must be > 0 and at most max_outage_delay, got {outage_delay!r} and "
+                             f"{max_outage_delay!r}")
+        self.outage_delay = float(outage_delay)
+        self.max_outage_delay = float(max_outage_delay)
         self.objects = sync_objects(store)
         if not _has_lease_columns(store):
             raise SchemaMismatchError(f"the queue {self.objects.queue} has no lease columns (made by an older "
@@ -372,6 +469,9 @@ class Worker:
             return WorkerReport(batches=int(bool(claim.failed)), failed=claim.failed, skipped=claim.skipped)
         try:
             embedded, cleared, retried, failed = self._process(claim)
+        except EmbedderOutage as outage:
+            self._give_back(claim, str(outage), counted=False)
+            return WorkerReport(failed=claim.failed, skipped=claim.skipped, outages=1)
         except Exception as exc:
             self._give_back(claim, f"{type(exc).__name__}: {exc}")
             raise
@@ -519,25 +619,42 @@ class Worker:
         return {r[0]: self.store.content_row(r[0], r[1:]) for r in recs}
 
     def _embed(self, rows: list[Row]) -> tuple[list[Row], Any, list[tuple[str, str]]]:
-        """Vectors for ``rows``; a batch that raises is embedded row by row to isolate the culprit."""
+        """Vectors for ``rows``; a batch that raises is embedded row by row to isolate the culprit.
+
+        Raises:
+            EmbedderOutage: the embedder is unavailable (see :func:`is_transient`); no row is
+                to blame.
+        """
         import numpy as np
 
         store = self.store
         if not rows:
             return [], np.zeros((0, store.dim), dtype=np.float32), []
+        probe = _OutageProbe(store.embedder)
         try:
-            return embed_rows(store.embedder, rows, store.dim)
+            result = embed_rows(probe, rows, store.dim)
+            if probe.transient is not None:
+                raise EmbedderOutage(f"embedder unavailable: {type(probe.transient).__name__}: {probe.transient}")
+            return result
+        except EmbedderOutage:
+            raise
         except Exception as exc:  # noqa: BLE001 - isolate the row that breaks the batch
+            if is_transient(exc):
+                raise EmbedderOutage(f"embedder unavailable: {type(exc).__name__}: {exc}") from exc
             log.warning("batch embedding failed (%s); embedding %d rows one by one", exc, len(rows))
         good: list[Row] = []
         vec_list: list[Any] = []
         failures: list[tuple[str, str]] = []
         for row in rows:
             try:
-                g, v, f = embed_rows(store.embedder, [row], store.dim)
+                g, v, f = embed_rows(probe, [row], store.dim)
             except Exception as exc1:  # noqa: BLE001
+                if is_transient(exc1):
+                    raise EmbedderOutage(f"embedder unavailable: {type(exc1).__name__}: {exc1}") from exc1
                 failures.append((row.id, f"{type(exc1).__name__}: {exc1}"))
                 continue
+            if probe.transient is not None:
+                raise EmbedderOutage(f"embedder unavailable: {type(probe.transient).__name__}: {probe.transient}")
             good += g
             vec_list += list(v)
             failures += f
@@ -565,36 +682,68 @@ class Worker:
     def _delay(self, attempts: int) -> float:
         return min(MAX_RETRY_DELAY, self.retry_delay * 2 ** (attempts - 1))
 
-    def _give_back(self, claim: _Claim, reason: str) -> None:
-        """After an unexpected error with the connection still usable: end the lease now (the
-        attempt stays counted) and retry after the back-off. Best effort: if this fails too,
-        the lease expiring does the same."""
+    def _give_back(self, claim: _Claim, reason: str, *, counted: bool = True) -> None:
+        """End the lease now. After an unexpected error (the connection still usable) the
+        attempt stays counted and the rows return after the back-off; after an embedder outage
+        (``counted=False``) the attempt is taken back and the rows are ready at once, so they
+        are claimed in batches again, not one by one. Best effort: if this fails too, the
+        lease expiring returns the rows (with the attempt counted)."""
         sql = _sql()
         conn = self.store.client
         if conn.closed or conn.broken:
             return
         try:
-            delay = self._delay(max(claim.attempts.values()))
+            delay = self._delay(max(claim.attempts.values())) if counted else 0.0
+            attempts = sql.SQL("attempts") if counted else sql.SQL("GREATEST(attempts - 1, 0)")
             conn.execute(sql.SQL(
-                "UPDATE {} SET last_error = %s, claimed_by = NULL, claimed_at = NULL, "
-                "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(self.objects.queue.ident),
+                "UPDATE {} SET attempts = {}, last_error = %s, claimed_by = NULL, claimed_at = NULL, "
+                "not_before = now() + make_interval(secs => %s) WHERE qid = ANY(%s)").format(
+                    self.objects.queue.ident, attempts),
                 (reason, delay, [q for qs in claim.qids.values() for q in qs]), prepare=KEY_ARRAY_PREPARE)
         except Exception as exc:  # noqa: BLE001 - the lease covers it
             log.warning("could not give back the claimed rows (%s); they return when the lease expires", exc)
 
     def run(self, *, once: bool = False, poll_interval: float = 1.0, stop: threading.Event | None = None,
-            show_progress: bool = False, max_batches: int | None = None) -> WorkerReport:
+            show_progress: bool = False, max_batches: int | None = None,
+            max_outage: float | None = None) -> WorkerReport:
         """Process batches until stopped (``stop`` set, ``max_batches`` done), or with
-        ``once=True`` until no queued row is ready. Returns the summed :class:`WorkerReport`."""
+        ``once=True`` until no queued row is ready. Returns the summed :class:`WorkerReport`.
+
+        While the embedder is unavailable the worker backs off (``outage_delay`` doubling up
+        to ``max_outage_delay``) and resumes when it answers; no row loses an attempt. With
+        ``max_outage`` (seconds), an outage lasting longer raises
+        :class:`~embedder.errors.UnavailableError` (the rows stay queued).
+        """
         from tqdm.auto import tqdm
 
         total = sync_status(self.store).ready if show_progress else None
         report = WorkerReport()
+        streak = 0
+        outage_since = 0.0
         with tqdm(total=total, unit="row", disable=not show_progress, desc=f"sync {self.store.layout.table}") as bar:
             while not (stop is not None and stop.is_set()):
                 batch = self.run_batch()
                 report = report + batch
                 bar.update(batch.processed)
+                if batch.outages:
+                    if streak == 0:
+                        outage_since = time.monotonic()
+                    elif max_outage is not None and time.monotonic() - outage_since > max_outage:
+                        raise UnavailableError(f"the embedder has been unavailable for more than {max_outage:g} s; "
+                                               f"{sync_status(self.store).queued} rows stay queued")
+                    delay = min(self.max_outage_delay, self.outage_delay * 2 ** streak)
+                    streak += 1
+                    log.warning("embedder unavailable; batch returned to the queue (no attempt counted), "
+                                "retrying in %.1f s", delay)
+                    if stop is not None:
+                        stop.wait(delay)
+                    else:
+                        time.sleep(delay)
+                    continue
+                if batch.processed:
+                    if streak:
+                        log.warning("embedder available again after %.1f s", time.monotonic() - outage_since)
+                    streak = 0
                 if max_batches is not None and report.batches >= max_batches:
                     break
                 if batch.processed == 0:
@@ -607,5 +756,5 @@ class Worker:
         return report
 
 
-__all__ = ["install_sync", "uninstall_sync", "sync_status", "failed_rows", "retry_failed", "sync_objects",
-           "SyncObjects", "SyncStatus", "FailedRow", "Worker", "WorkerReport"]
+__all__ = ["install_sync", "uninstall_sync", "sync_grants", "sync_status", "failed_rows", "retry_failed", "sync_objects",
+           "SyncObjects", "SyncStatus", "FailedRow", "Worker", "WorkerReport", "is_transient"]

@@ -338,3 +338,109 @@ def test_cli_sync_worker_status(pg_dsn, conn, articles, tiny_embedding_path, cap
     assert "10 embedded, 1 queued" in capsys.readouterr().out
     assert main(["pg", "worker", *base, "--text-col", "nope", "--model", tiny_embedding_path, "--once"]) == 1
     assert "column 'nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- hardening (issue 14)
+def test_app_role_writes_under_another_search_path_without_queue_rights(pg_dsn, conn, embedder, request):
+    """The trigger runs as its owner with a fixed search_path and qualified names: an application
+    role that has no rights on the queue, writing with a search_path that does not hold the
+    table's schema, has its rows queued (before: 'relation ..._qvl_queue does not exist' or
+    'permission denied for table ..._qvl_queue')."""
+    import psycopg
+
+    from connectors.pgvector import attach
+    from connectors.pgvector_sync import Worker, install_sync, sync_grants, sync_status
+
+    tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:10]
+    schema, role = f"shop_{tag}", f"app_{tag}"
+    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    conn.execute(f"DROP ROLE IF EXISTS {role}")
+    conn.execute(f"CREATE SCHEMA {schema}")
+    conn.execute(f"CREATE TABLE {schema}.orders (id bigint PRIMARY KEY, title text)")
+    conn.execute(f"INSERT INTO {schema}.orders VALUES (1, 'first order of red shoes')")
+    conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        # installed by the owner, whose search_path holds the schema (the name given unqualified)
+        with psycopg.connect(pg_dsn, autocommit=True, options=f"-c search_path={schema},public") as admin:
+            with attach(admin, table="orders", text_column="title", embedder=embedder, dim=64,
+                        backfill=False) as store:
+                assert store.table == f"{schema}.orders"
+                assert install_sync(store) == 1
+                grants = sync_grants(store, "worker")
+                assert any(f"{schema}.orders_qvl_queue" in g.replace('"', "") for g in grants)
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE ON {schema}.orders TO {role}")   # nothing on the queue
+        app_dsn = pg_dsn.replace("postgres@", f"{role}@", 1)
+        with psycopg.connect(app_dsn, autocommit=True, options="-c search_path=public") as app:
+            app.execute(f"INSERT INTO {schema}.orders VALUES (2, 'second order: a blue hat')")
+            app.execute(f"UPDATE {schema}.orders SET title = 'first order of green shoes' WHERE id = 1")
+        queued = conn.execute(f"SELECT row_key FROM {schema}.orders_qvl_queue ORDER BY qid").fetchall()
+        assert [r[0] for r in queued] == [1, 2, 1]
+        with attach(pg_dsn, table=f"{schema}.orders", embedder=embedder, create=False) as store:
+            report = Worker(store, batch_size=8).run(once=True)
+            assert sorted(report.embedded) == ["1", "2"]
+            assert sync_status(store).queued == 0
+    finally:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+class FlakyEmbedder:
+    """The tiny embedder behind a service that refuses connections for its first ``down`` calls
+    (as a ``qvl serve`` that is restarting); records the size of every call."""
+
+    def __init__(self, inner, down: int) -> None:
+        self.inner, self.dim, self.down = inner, inner.dim, down
+        self.calls: list[tuple[int, bool]] = []
+
+    def embed_documents(self, items, **kwargs):
+        ok = len(self.calls) >= self.down
+        self.calls.append((len(items), ok))
+        if not ok:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return self.inner.embed_documents(items, **kwargs)
+
+    def embed_queries(self, items, **kwargs):
+        return self.inner.embed_queries(items, **kwargs)
+
+
+def test_embedder_outage_costs_no_attempts_and_batches_resume(pg_dsn, conn, articles, embedder):
+    """An outage longer than max_attempts tries used to park every row in the failed table; now
+    the worker backs off, the batch returns to the queue with no attempt counted, and when the
+    embedder is back the rows land in batches of normal size."""
+    import time
+
+    from connectors.pgvector_sync import Worker, failed_rows, install_sync, is_transient, sync_status
+    from embedder.errors import InputError, OverloadedError, RemoteError
+
+    assert is_transient(RemoteError("POST /v1/embed failed: ConnectError", code="unavailable"))
+    assert is_transient(RemoteError("HTTP 502", status=502)) and is_transient(OverloadedError("busy"))
+    assert not is_transient(RemoteError("HTTP 401", status=401)) and not is_transient(InputError("bad image"))
+    flaky = FlakyEmbedder(embedder, down=6)   # twice max_attempts
+    with _attach(pg_dsn, articles, flaky) as store:
+        install_sync(store)
+        worker = Worker(store, batch_size=4, max_attempts=3, retry_delay=0, outage_delay=0.02,
+                        max_outage_delay=0.1)
+        started = time.monotonic()
+        report = worker.run(once=True)
+        assert time.monotonic() - started < 60
+        assert report.outages == 6 and report.failed == [] and report.retried == []
+        assert sorted(report.embedded, key=int) == [str(i) for i in range(10)]
+        assert failed_rows(store) == []
+        assert [n for n, ok in flaky.calls] == [4] * 6 + [4, 4, 2]   # batches of normal size throughout
+        st = sync_status(store)
+        assert (st.embedded, st.queued, st.failed) == (10, 0, 0)
+
+
+def test_outage_gives_the_batch_back_with_its_attempts(pg_dsn, conn, articles, embedder):
+    from connectors.pgvector_sync import Worker, install_sync
+
+    with _attach(pg_dsn, articles, FlakyEmbedder(embedder, down=1)) as store:
+        install_sync(store)
+        report = Worker(store, batch_size=4).run_batch()
+        assert report.outages == 1 and report.processed == 0
+        rows = conn.execute(f"SELECT attempts, claimed_by, not_before <= now(), last_error "
+                            f"FROM {articles}_qvl_queue ORDER BY qid").fetchall()
+        assert len(rows) == 10 and all(r[:3] == (0, None, True) for r in rows)
+        assert all("Connection refused" in r[3] for r in rows[:4])
