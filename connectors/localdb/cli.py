@@ -107,6 +107,8 @@ def cmd_weaviate(args: argparse.Namespace) -> int:
                  f"(pid {server.pid}), data in {data}",
                  f"url:  {server.target}",
                  f"try:  qvl ingest ./photos --to {shlex.quote(server.target)} --collection Photos"]
+        lines.append(f"note: Weaviate's gRPC port {server.grpc_port} listens on every interface (it has no setting "
+                     "for that), with anonymous access: on a shared network, firewall it")
         if server.inference_url:
             lines.insert(1, f"modules multi2vec-clip, text2vec-transformers, reranker-transformers -> "
                             f"{server.inference_url}")
