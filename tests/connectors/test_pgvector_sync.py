@@ -444,3 +444,108 @@ def test_outage_gives_the_batch_back_with_its_attempts(pg_dsn, conn, articles, e
                             f"FROM {articles}_qvl_queue ORDER BY qid").fetchall()
         assert len(rows) == 10 and all(r[:3] == (0, None, True) for r in rows)
         assert all("Connection refused" in r[3] for r in rows[:4])
+
+
+# ---------------------------------------------------------------------------- qvl pg as users run it (issue 13)
+def _qvl(*args: str, env: dict | None = None, timeout: float = 300):
+    import os
+    import shutil
+    import subprocess
+
+    qvl = shutil.which("qvl")
+    assert qvl, "the qvl console script is not installed (pip install -e .)"
+    return subprocess.run([qvl, *args], capture_output=True, text=True, timeout=timeout, cwd=_repo_root(),
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_errors_name_flags(pg_dsn, articles):
+    base = ["--dsn", pg_dsn, "--table", articles]
+    status = _qvl("pg", "status", *base)
+    assert status.returncode == 1
+    assert "qvl pg sync" in status.stderr and "create=False" not in status.stderr and "attach(" not in status.stderr
+    no_content = _qvl("pg", "sync", *base, "--dim", "64")
+    assert no_content.returncode == 1 and "--text-col, --image-col, --video-col" in no_content.stderr
+    assert "text_column" not in no_content.stderr
+    no_dim = _qvl("pg", "sync", *base, "--text-col", "title")
+    assert no_dim.returncode == 1 and "pass --dim (or --model" in no_dim.stderr and "dim=" not in no_dim.stderr
+    bad_dim = _qvl("pg", "sync", *base, "--text-col", "title", "--dim", "10")
+    assert bad_dim.returncode == 1 and "--dim must be an integer of at least 64, got 10" in bad_dim.stderr
+    bad_col = _qvl("pg", "sync", *base, "--text-col", "title;x", "--dim", "64")
+    assert bad_col.returncode == 1 and "--text-col 'title;x' is not a valid identifier" in bad_col.stderr
+
+
+def test_cli_checks_the_database_before_the_model_and_prints_the_whole_error(tmp_path):
+    """A wrong --dsn is reported at once (not after loading the model) with libpq's whole message
+    (the cause AND its hint; it used to keep only the last line)."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # nothing listens there
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    started = time.monotonic()
+    proc = _qvl("pg", "worker", "--dsn", dsn, "--table", "t", "--model", str(tmp_path / "no-such-model"), "--once")
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert err.startswith("qvl pg worker: cannot connect to PostgreSQL at " + dsn), err
+    assert "Connection refused" in err and "Is the server running on that host and accepting TCP/IP" in err
+    assert "no-such-model" not in err and len(err.splitlines()) == 1
+    assert time.monotonic() - started < 30
+
+
+def test_cli_worker_with_a_keyed_qvl_serve(pg_dsn, articles, tiny_embedding_path):
+    """`qvl pg worker --model http://...` sends --api-key / $QVL_API_KEY (it sent none: HTTP 401)."""
+    import os
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import shutil
+
+    serve = subprocess.Popen([shutil.which("qvl"), "serve", "--model", tiny_embedding_path, "--port", str(port),
+                              "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "QVL_API_KEY": "s3cret"})
+    ready = threading.Event()
+    lines: list[str] = []
+
+    def drain() -> None:
+        for line in serve.stderr:
+            lines.append(line)
+            if line.startswith("serving on"):
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.wait(0.2):
+            assert serve.poll() is None and time.monotonic() < deadline, "".join(lines[-10:])
+        base = ["--dsn", pg_dsn, "--table", articles]
+        assert _qvl("pg", "sync", *base, "--text-col", "title", "--dim", "64").returncode == 0
+        url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if k != "QVL_API_KEY"}
+        denied = _qvl("pg", "worker", *base, "--model", url, "--api-key", "wrong", "--once", "--no-progress",
+                      env={**env, "QVL_API_KEY": ""})
+        assert denied.returncode == 1 and "401" in denied.stderr + denied.stdout, denied.stderr[-2000:]
+        by_flag = _qvl("pg", "worker", *base, "--model", url, "--api-key", "s3cret", "--once", "--batch-size", "4",
+                       "--no-progress", "--max-outage", "30")
+        assert by_flag.returncode == 0, by_flag.stderr[-2000:]
+        assert "10 embedded" in by_flag.stdout and "0 failed in" in by_flag.stdout
+        _qvl("pg", "sync", *base, "--text-col", "title", "--dim", "64")
+        from connectors.pgvector import attach
+
+        with attach(pg_dsn, table=articles, create=False) as store:
+            store.client.execute(f"UPDATE {articles} SET title = 'changed' WHERE id = 1")
+        by_env = _qvl("pg", "worker", *base, "--model", url, "--once", "--no-progress",
+                      env={"QVL_API_KEY": "s3cret"})
+        assert by_env.returncode == 0 and "1 embedded" in by_env.stdout, by_env.stderr[-2000:]
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
