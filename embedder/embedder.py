@@ -10,7 +10,7 @@ import numpy as np
 
 from .batching import token_budget_batches
 from .errors import InputError
-from .items import LoadOptions, normalize_item
+from .items import LoadOptions, bounded_text, normalize_item
 from .model import (Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
                     last_hidden_state, load_model)
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
@@ -129,7 +129,8 @@ class Embedder:
         if norm.is_empty:
             content, texts = "", user_content((), (), ())
         else:
-            content, texts = "".join(media.video_blocks + media.image_blocks), "".join(norm.texts)
+            content = "".join(media.video_blocks + media.image_blocks)
+            texts = bounded_text(norm.texts, self.load_options)
         prefix, suffix = embed_prompt_parts(instr, content)
         try:
             tok = tokenize_embed_prompt(self.tokenizer, prefix, texts, suffix, self.max_length)

@@ -11,11 +11,13 @@ An *item* is what becomes one vector:
 
 An image source is a path (``str`` or :class:`pathlib.Path`), ``bytes``, a
 ``data:image/...;base64,`` URI, a PIL image or a numpy array (HxW or HxWxC, uint8).
-URLs are refused unless ``allow_urls=True``; local paths are refused when
-``allow_paths=False`` (the HTTP service's default).
+URLs are refused unless ``allow_urls=True`` (fetched by :mod:`embedder.urls`); local
+paths are refused when ``allow_paths=False`` (the HTTP service's default). Untrusted
+image bytes are opened only in the formats of :data:`ALLOWED_IMAGE_FORMATS`.
 
 Sizing follows the release exactly (``../shared/qwen3-vl-spec.md``, points 7 and 8) by
-calling qwen-vl-utils' ``fetch_image`` / ``fetch_video`` on already-opened media.
+calling qwen-vl-utils' ``fetch_image`` on already-opened images; videos are decoded and
+sized in :mod:`embedder.video`.
 """
 from __future__ import annotations
 
@@ -24,12 +26,11 @@ import binascii
 import io
 import os
 import pathlib
-import tempfile
-import urllib.request
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, MissingDependencyError
+from .errors import InputError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -39,35 +40,82 @@ MIN_PIXELS = 4 * IMAGE_FACTOR * IMAGE_FACTOR
 MAX_PIXELS = 1800 * IMAGE_FACTOR * IMAGE_FACTOR
 FPS = 1.0
 MAX_FRAMES = 64
-FRAME_MAX_PIXELS = 768 * IMAGE_FACTOR * IMAGE_FACTOR
-MAX_TOTAL_PIXELS = 10 * FRAME_MAX_PIXELS
-FRAME_LIST_FPS = 2.0
 MAX_ASPECT_RATIO = 200
-DEFAULT_MAX_SOURCE_PIXELS = 178_956_970  # refuse larger images before decoding (PIL's bomb limit)
+# The model sees at most MAX_PIXELS = 1,843,200 pixels of an image (1800 visual tokens;
+# a video frame at most 786,432). 8192 x 8192 = 67 M source pixels is 36x that, room for
+# every current camera (50-64 MP), while one decoded RGB image stays under 200 MB.
+# Larger images are refused from their header, before any pixel is decoded.
+DEFAULT_MAX_SOURCE_PIXELS = 8192 * 8192
+# Pixels decoded for one video: width x height x sampled frames (a file), or the sum over
+# distinct frames (a frame list). 4K (3840 x 2160) at the default 64 frames fits.
+DEFAULT_MAX_VIDEO_PIXELS = 3840 * 2160 * 64
+# Characters of an item's text kept before tokenising: 32 per token of the longest
+# prompt (the reranker's 10,240 tokens). See LoadOptions.max_text_chars.
+DEFAULT_MAX_TEXT_CHARS = 32 * 10240
 DEFAULT_MAX_URL_BYTES = 50 * 1024 * 1024
+DEFAULT_URL_TIMEOUT = 30.0
+DEFAULT_URL_MIN_RATE = 16 * 1024
+# Formats Pillow may open from untrusted bytes and paths: the common raster formats
+# DashScope accepts. Everything else Pillow knows is refused, notably EPS/PS (run by
+# Ghostscript), PDF, and rarely used decoders (FITS, PSD, SGI, TGA, XBM, ...). Camera
+# MPO files open through "JPEG" (Pillow's JPEG opener recognises them).
+ALLOWED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "ICO")
+
+# Pillow loads a lazy image (``Image.open`` without ``load()``) in place and is not safe
+# when two threads load the same object; caller-supplied images are loaded under this.
+_PIL_LOAD_LOCK = threading.Lock()
 
 _ITEM_KEYS = {"text", "image", "video", "instruction", "fps", "max_frames"}
 
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How media may be loaded.
+    """How media may be loaded, and the limits that bound one item's memory and work.
 
     Attributes:
         allow_urls: fetch ``http(s)://`` sources (off by default: SSRF).
         allow_paths: read local file paths (on for the library, off in the service).
         allow_private_urls: with ``allow_urls``, also fetch from loopback, private and
             link-local addresses (off: keeps internal services out of reach).
-        max_source_pixels: refuse an image whose header announces more pixels, before
-            decoding it (decompression bombs).
+        allow_video: accept video items (the service's ``--no-video`` turns it off, so
+            that no client bytes reach a video decoder).
+        max_source_pixels: refuse an image (or a video frame) whose header announces
+            more pixels, before decoding it (default 8192 x 8192; the model uses at most
+            1,843,200 pixels of an image).
+        max_video_pixels: refuse a video whose pixels to decode (width x height x
+            sampled frames; for a frame list the sum over its distinct frames) exceed
+            this, before decoding (default 3840 x 2160 x 64: 4K at 64 frames).
+        max_text_chars: characters of an item's text (its text parts joined; for the
+            reranker, each side) kept before tokenising, so that a huge text costs no
+            more than this (default 327,680 = 32 per token of the reranker's 10,240).
+            Exact whenever the prompt's kept text tokens end before the cut: the
+            tokenizer splits text into pre-tokens (words, single digits, punctuation
+            and whitespace runs) and merges only within each, so the tokens of
+            everything before the pre-token holding the cut do not depend on what
+            follows. A prompt keeps at most 10,240 text tokens and ordinary text
+            averages 3-5 characters per token, so its kept tokens end long before the
+            cut and are exactly those of the whole text. Otherwise (text averaging
+            over 32 characters per token, e.g. huge runs of spaces, or one "word" of
+            300,000 letters) the text is tokenised as cut: its last kept tokens can
+            differ from those of the whole text.
+        max_url_bytes: largest body fetched from a URL.
+        url_timeout: total seconds for one URL fetch (connection, redirects, body).
+        url_min_rate: slowest average transfer (bytes/s) accepted after the first two
+            seconds of a fetch.
         fps: frames per second sampled from video files.
-        max_frames: most frames taken from a video.
+        max_frames: most frames taken from a video file.
     """
 
     allow_urls: bool = False
     allow_paths: bool = True
     allow_private_urls: bool = False
+    allow_video: bool = True
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
+    max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    max_url_bytes: int = DEFAULT_MAX_URL_BYTES
+    url_timeout: float = DEFAULT_URL_TIMEOUT
+    url_min_rate: int = DEFAULT_URL_MIN_RATE
     fps: float = FPS
     max_frames: int = MAX_FRAMES
 
@@ -94,14 +142,6 @@ class Item:
         if len(kinds) == 1:
             return kinds[0]
         return "vl" if kinds else "text"
-
-
-@dataclass
-class LoadedVideo:
-    """Frames ready for the video processor, with the timestamp of each frame pair."""
-
-    frames: Any  # torch.Tensor (T, C, H, W), float in [0, 255]
-    timestamps: list[float] = field(default_factory=list)
 
 
 def normalize_item(obj: Any, index: int | None = None) -> Item:
@@ -199,7 +239,9 @@ def read_source_bytes(source: Any, options: LoadOptions, what: str) -> bytes | s
             raise InputError(
                 f"{what} URL {_describe(source)} refused: URL fetching is disabled "
                 "(pass allow_urls=True, or --allow-urls to the service, to enable it)")
-        return _fetch_url(source, what, allow_private=options.allow_private_urls)
+        from .urls import fetch_url
+
+        return fetch_url(source, what, options)
     if "://" in source[:12] and not lowered.startswith("file://"):
         raise InputError(f"unsupported {what} URI scheme in {_describe(source)}")
     path = source[7:] if lowered.startswith("file://") else source
@@ -215,90 +257,49 @@ def read_source_bytes(source: Any, options: LoadOptions, what: str) -> bytes | s
 
 
 def check_url_host(url: str, *, allow_private: bool) -> None:
-    """Refuse URLs whose host resolves to a loopback, private, link-local or reserved address.
+    """Refuse URLs whose host resolves to a non-public address (see :mod:`embedder.urls`)."""
+    from .urls import check_url_host as check
 
-    An operator who enables URL fetching exposes the machine's network to its callers;
-    this keeps internal services (metadata endpoints, databases, admin pages) out of
-    reach unless ``allow_private`` says otherwise.
-    """
-    import ipaddress
-    import socket
-    import urllib.parse
-
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InputError(f"unsupported URL {url!r}: only http(s) URLs with a host are fetched")
-    if allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        raise InputError(f"cannot resolve the host of URL {url!r}: {exc}") from exc
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not ip.is_global:
-            raise InputError(
-                f"URL {url!r} refused: its host resolves to the non-public address {ip} "
-                "(enable allow_private_urls, or --allow-private-urls in the service, to permit it)")
+    check(url, allow_private=allow_private)
 
 
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
-        check_url_host(newurl, allow_private=self.allow_private)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+def bounded_text(texts: Any, options: LoadOptions) -> str:
+    """An item's text parts joined and cut to ``options.max_text_chars`` characters
+    before tokenising (see :class:`LoadOptions` for why the kept tokens do not change)."""
+    return "".join(texts)[:options.max_text_chars]
 
 
-def _fetch_url(url: str, what: str, *, allow_private: bool = False) -> bytes:
-    check_url_host(url, allow_private=allow_private)
-    opener = urllib.request.build_opener(_CheckedRedirects(allow_private))
-    try:
-        with opener.open(url, timeout=30) as resp:  # every redirect is checked too
-            data = resp.read(DEFAULT_MAX_URL_BYTES + 1)
-    except InputError:
-        raise
-    except OSError as exc:
-        raise InputError(f"cannot fetch {what} URL {url!r}: {exc}") from exc
-    if len(data) > DEFAULT_MAX_URL_BYTES:
-        raise InputError(f"{what} at {url!r} is larger than {DEFAULT_MAX_URL_BYTES} bytes")
-    return data
+def _array_image(arr: Any, options: LoadOptions) -> "Image.Image":
+    import numpy as np
+    from PIL import Image
+
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise InputError(f"image array must be HxW, HxWx3 or HxWx4, got shape {tuple(arr.shape)}")
+    _check_pixels((arr.shape[1], arr.shape[0]), options)
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(arr.max()) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
 
 
-def open_image(source: Any, options: LoadOptions) -> "Image.Image":
-    """Open an image source as a fully decoded PIL image in its own mode.
+def _open_header(source: Any, options: LoadOptions) -> tuple["Image.Image", Any]:
+    """Open an encoded image source without decoding its pixels: ``(lazy image, file)``.
 
-    The pixel count is checked from the header before any pixel is decoded.
+    Only :data:`ALLOWED_IMAGE_FORMATS` are tried; the pixel count and aspect ratio are
+    checked from the header. The caller closes the file.
     """
     from PIL import Image
 
-    if isinstance(source, Image.Image):
-        img = source
-        _check_pixels(img.size, options)
-        return img
-    if _is_ndarray(source):
-        import numpy as np
-
-        arr = source
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-            raise InputError(f"image array must be HxW, HxWx3 or HxWx4, got shape {tuple(arr.shape)}")
-        if arr.dtype != np.uint8:
-            if np.issubdtype(arr.dtype, np.floating) and arr.size and float(arr.max()) <= 1.0:
-                arr = arr * 255.0
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        _check_pixels((arr.shape[1], arr.shape[0]), options)
-        return Image.fromarray(arr)
     data = read_source_bytes(source, options, "image")
+    if isinstance(data, bytes) and not data:
+        raise InputError("image is empty (zero bytes)")
     fh = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
     try:
-        if isinstance(data, bytes) and not data:
-            raise InputError("image is empty (zero bytes)")
         try:
-            img = Image.open(fh)
+            img = Image.open(fh, formats=list(ALLOWED_IMAGE_FORMATS))
         except Image.DecompressionBombError as exc:
             raise InputError(f"image {_describe(source)} refused before decoding "
                              f"(possible decompression bomb): {exc}") from exc
@@ -306,8 +307,51 @@ def open_image(source: Any, options: LoadOptions) -> "Image.Image":
             size = os.path.getsize(data) if isinstance(data, str) else len(data)
             if size == 0:
                 raise InputError(f"image {_describe(source)} is empty (zero bytes)") from exc
-            raise InputError(f"cannot identify image {_describe(source)}: not a supported image file") from exc
+            raise InputError(f"cannot identify image {_describe(source)}: not an image in an accepted format "
+                             f"({', '.join(ALLOWED_IMAGE_FORMATS)})") from exc
         _check_pixels(img.size, options)
+        return img, fh
+    except BaseException:
+        fh.close()
+        raise
+
+
+def probe_image_size(source: Any, options: LoadOptions) -> tuple[int, int]:
+    """``(width, height)`` of an image source from its header (no pixel decoded), checked
+    against ``options`` as :func:`open_image` checks it."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, options)
+        return source.size
+    if _is_ndarray(source):
+        return _array_image(source, options).size
+    img, fh = _open_header(source, options)
+    fh.close()
+    return img.size
+
+
+def open_image(source: Any, options: LoadOptions) -> "Image.Image":
+    """Open an image source as a fully decoded PIL image in its own mode.
+
+    The pixel count is checked from the header before any pixel is decoded. A caller's
+    lazy PIL image (``Image.open`` without ``load()``) is loaded here, once, under a lock:
+    the same object may appear in several items prepared on different threads.
+    """
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, options)
+        with _PIL_LOAD_LOCK:
+            try:
+                source.load()
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is the item's
+                raise InputError(f"image {_describe(source)} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        return source
+    if _is_ndarray(source):
+        return _array_image(source, options)
+    img, fh = _open_header(source, options)
+    try:
         try:
             img.load()
         except Exception as exc:  # truncated files raise OSError; bombs raise DecompressionBombError
@@ -340,85 +384,3 @@ def load_image(source: Any, options: LoadOptions) -> "Image.Image":
                            image_patch_size=16)
     except ValueError as exc:
         raise InputError(f"image cannot be resized: {exc}") from exc
-
-
-def sample_frame_list(frames: Sequence[Any], num_segments: int = MAX_FRAMES) -> list[Any]:
-    """The release's frame subsampling: ``numpy.linspace(0, n-1, num_segments, dtype=int)``.
-
-    Note that fewer than ``num_segments`` frames are repeated up to that count, as in the release.
-    """
-    import numpy as np
-
-    idx = np.linspace(0, len(frames) - 1, num_segments, dtype=int).tolist()
-    return [frames[i] for i in idx]
-
-
-def pair_timestamps(indices: Sequence[int], fps: float, merge: int = 2) -> list[float]:
-    """Timestamp of each temporal patch: the mean of its frames' times (transformers 4.57.x)."""
-    idx = list(indices)
-    if len(idx) % merge:
-        idx.extend(idx[-1] for _ in range(merge - len(idx) % merge))
-    times = [i / fps for i in idx]
-    return [(times[i] + times[i + merge - 1]) / 2 for i in range(0, len(times), merge)]
-
-
-def load_video(source: Any, options: LoadOptions) -> LoadedVideo:
-    """Load a video file or a list of frames as the release does (spec point 8)."""
-    from qwen_vl_utils.vision_process import fetch_video
-
-    if isinstance(source, (list, tuple)):
-        if not source:
-            raise InputError("video frame list is empty")
-        frames = []
-        for j, frame in enumerate(sample_frame_list(list(source))):
-            try:
-                frames.append(open_image(frame, options))
-            except InputError as exc:
-                raise InputError(f"video frame {j}: {exc.reason}") from exc
-        try:
-            video, meta = fetch_video({"video": frames, "total_pixels": MAX_TOTAL_PIXELS},
-                                      image_patch_size=16, return_video_metadata=True)
-        except ValueError as exc:
-            raise InputError(f"video frames cannot be resized: {exc}") from exc
-        return LoadedVideo(frames=video, timestamps=pair_timestamps(meta["frames_indices"], FRAME_LIST_FPS))
-
-    data = read_source_bytes(source, options, "video")
-    if not _video_backend_available():
-        raise MissingDependencyError("decord", "video", "Decoding video files")
-    tmp = None
-    if isinstance(data, bytes):
-        if not data:
-            raise InputError("video is empty (zero bytes)")
-        tmp = tempfile.NamedTemporaryFile(suffix=".mp4", delete=False)  # noqa: SIM115
-        tmp.write(data)
-        tmp.close()
-        path = tmp.name
-    else:
-        path = data
-        if os.path.getsize(path) == 0:
-            raise InputError(f"video {path!r} is empty (zero bytes)")
-    try:
-        import logging
-
-        vlog = logging.getLogger("qwen_vl_utils.vision_process")
-        old = vlog.level
-        vlog.setLevel(logging.ERROR)  # its fallback warning repeats our own error
-        try:
-            video, meta = fetch_video({"video": path, "fps": options.fps, "max_frames": options.max_frames},
-                                      image_patch_size=16, return_video_metadata=True)
-        finally:
-            vlog.setLevel(old)
-    except (InputError, MissingDependencyError):
-        raise
-    except Exception as exc:  # decord / torchvision raise many unrelated types
-        raise InputError(f"cannot decode video {_describe(source)}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if tmp is not None:
-            os.unlink(tmp.name)
-    return LoadedVideo(frames=video, timestamps=pair_timestamps(meta["frames_indices"], float(meta["fps"])))
-
-
-def _video_backend_available() -> bool:
-    import importlib.util
-
-    return any(importlib.util.find_spec(m) is not None for m in ("decord", "torchcodec"))

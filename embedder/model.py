@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .errors import InputError, MissingDependencyError, ModelLoadError
-from .items import Item, LoadOptions, load_image, load_video
+from .items import Item, LoadOptions, load_image
 from .prompts import IMAGE_PAD_ID, VIDEO_PAD_ID, image_placeholder, video_placeholder
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,8 @@ def encode_media(item: Item, options: LoadOptions, image_processor, video_proces
         if item.fps is not None or item.max_frames is not None:
             options = dataclasses.replace(options, fps=item.fps or options.fps,
                                           max_frames=item.max_frames or options.max_frames)
+        from .video import load_video
+
         loaded = [load_video(v, options) for v in item.videos]
         out = video_processor(videos=[lv.frames for lv in loaded], do_resize=False, do_sample_frames=False,
                               cap_pixels_per_frame=False, return_tensors="pt")
@@ -293,7 +295,18 @@ def require(package: str, extra: str, purpose: str) -> None:
 
 
 def as_input_error(exc: BaseException, index: int) -> InputError:
-    """Attribute any preprocessing failure to the caller's item index."""
+    """Attribute any preprocessing failure to the caller's item index.
+
+    An unexpected exception keeps its type and message; one without a message (a bare
+    ``AssertionError``) is described by where it was raised, never as an empty reason.
+    """
     if isinstance(exc, InputError):
         return exc.at(index)
-    return InputError(f"{type(exc).__name__}: {exc}", index=index)
+    message = str(exc).strip()
+    if not message:
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
+        message = f"internal error while preparing the item (raised at {where}, no message)"
+    return InputError(f"{type(exc).__name__}: {message}", index=index)

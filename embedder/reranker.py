@@ -10,7 +10,7 @@ import numpy as np
 
 from .batching import token_budget_batches
 from .errors import InputError
-from .items import LoadOptions, normalize_item
+from .items import LoadOptions, bounded_text, normalize_item
 from .model import (Media, Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
                     last_hidden_state, load_model, rope_positions, run_backbone)
 from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID,
@@ -120,7 +120,7 @@ class Reranker:
         media = encode_media(norm, self.load_options, self.image_processor, self.video_processor)
         if norm.is_empty:
             return "NULL", media
-        return "".join(media.video_blocks + media.image_blocks) + "".join(norm.texts), media
+        return "".join(media.video_blocks + media.image_blocks) + bounded_text(norm.texts, self.load_options), media
 
     def prepare_pair(self, query: tuple[str, Media], document: tuple[str, Media], instruction: str) -> Prepared:
         text = rerank_prompt_parts(instruction, query[0], document[0])

@@ -385,13 +385,15 @@ def test_url_fetching_refuses_internal_hosts_and_checks_redirects(embedder, tmp_
         assert np.allclose(vec, embedder.embed([{"image": str(tmp_path / "pic.png")}]), atol=1e-6)
         with pytest.raises(InputError, match="non-public address 169.254.169.254"):
             view(allow_urls=True, allow_private_urls=False).embed([{"image": "http://169.254.169.254/x.png"}])
-        from embedder.items import _CheckedRedirects, check_url_host
+        from embedder.items import check_url_host
+        from embedder.urls import next_url
 
         with pytest.raises(InputError, match="only http"):
             check_url_host("gopher://x/", allow_private=True)
         with pytest.raises(InputError, match="non-public address 169.254.169.254"):
-            _CheckedRedirects(False).redirect_request(None, None, 302, "Found", {},
-                                                      "http://169.254.169.254/latest/meta-data")
+            next_url("http://example.com/a.png", "http://169.254.169.254/latest/meta-data", allow_private=False)
+        with pytest.raises(InputError, match="non-public address 127.0.0.1"):
+            next_url("http://example.com/a.png", "//127.0.0.1:8080/x", allow_private=False)
         public_only.close()
         private.close()
     finally:

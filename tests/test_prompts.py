@@ -58,16 +58,17 @@ def test_video_frames_use_the_transformers_457_layout(embedder):
     frames = [make_image(64, 64, seed=i) for i in range(4)]
     got = ids(embedder, {"video": frames})
     user = got[len(SYS + DEFAULT_INSTR + END + USER):-len(END + ASSISTANT) - 1]
-    # 4 frames are repeated to 64 (numpy.linspace(0, 3, 64)), i.e. 32 temporal pairs.
-    assert user.count(VS) == user.count(VE) == 32
+    # 4 frames are used as given (no repetition to 64, spec point 8): 2 temporal pairs.
+    assert user.count(VS) == user.count(VE) == 2
     # No outer <|vision_start|> before the first timestamp (transformers 5.x would add one).
     assert user[0] != VS and user[-1] == VE
     text = embedder.tokenizer.decode(user)
+    # Frame lists are taken as 2 fps: pairs (0, 0.5 s) and (1, 1.5 s).
     assert text.startswith("<0.2 seconds><|vision_start|><|video_pad|>")
     assert "<|vision_end|><1.2 seconds><|vision_start|>" in text
-    assert text.count("seconds>") == 32
-    per_pair = user.count(VP) // 32
-    assert user.count(VP) == 32 * per_pair and per_pair > 0
+    assert text.count("seconds>") == 2
+    per_pair = user.count(VP) // 2
+    assert user.count(VP) == 2 * per_pair and per_pair > 0
     assert IP not in user
 
 

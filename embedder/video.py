@@ -1,0 +1,310 @@
+"""Videos: decoding files with PyAV and sizing files and frame lists as the release does.
+
+Two kinds of video source (spec point 8):
+
+* a **file** (path, bytes, ``data:`` URI or URL): decoded with PyAV (``pip install
+  'qwen3-vl-search[video]'``). The frames taken are the release's: ``smart_nframes``
+  of qwen-vl-utils 0.0.14 (``fps`` 1, at most ``max_frames`` 64, at least 4, an even
+  count) at the indices ``torch.linspace(0, n - 1, nframes).round()``. Each taken frame
+  is converted to RGB as qwen-vl-utils' PyAV-based torchvision reader did
+  (``frame.to_ndarray(format="rgb24")``) and downscaled at once with the release's own
+  resize (torchvision, bicubic, antialias), so a decoded full-size frame lives only
+  while it is being resized, one at a time;
+* a **list of frames** (image sources): at most 64 are used as given, a longer list is
+  subsampled with ``numpy.linspace(0, n - 1, 64, dtype=int)``; the list is padded to an
+  even count by repeating its last frame. Each DISTINCT frame (same object, or equal
+  path / bytes / data URI) is decoded once, sized as qwen-vl-utils' ``fetch_video``
+  sizes frame lists (each frame through ``fetch_image`` at factor 64, then the clip
+  resized as a whole), and repeated by reference.
+
+Both are sized under the total budget of ``MAX_TOTAL_PIXELS`` = 10 x 768 x 32 x 32
+pixels for the whole clip, the release's limit for frame lists. The release passes no
+total budget for files, so qwen-vl-utils sizes them for a 128k-token model: a 30 s 720p
+file would need ~11,000 tokens, more than the embedder's 8,192. Files use the same
+budget as frame lists here; a file whose sampled frames already fit (at most 20
+frames, or small frames) is sized exactly as the release sizes it.
+
+Memory and work are bounded before anything is decoded: each frame's width x height
+must be within ``LoadOptions.max_source_pixels`` and the pixels decoded for the model
+(width x height x sampled frames for a file, the sum over distinct frames for a list)
+within ``LoadOptions.max_video_pixels``.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .errors import InputError, MissingDependencyError
+from .items import (IMAGE_FACTOR, LoadOptions, _check_pixels, _describe, open_image, probe_image_size,
+                    read_source_bytes)
+
+MAX_FRAMES = 64
+FRAME_MIN_PIXELS = 128 * IMAGE_FACTOR * IMAGE_FACTOR
+FRAME_MAX_PIXELS = 768 * IMAGE_FACTOR * IMAGE_FACTOR
+MAX_TOTAL_PIXELS = 10 * FRAME_MAX_PIXELS
+FRAME_LIST_FPS = 2.0
+FRAME_FACTOR = 2          # frames per temporal patch
+LIST_FRAME_FACTOR = 64    # qwen-vl-utils sizes list frames with fetch_image(..., image_patch_size=32): 32 x merge 2
+LIST_FRAME_MIN_PIXELS = 4 * LIST_FRAME_FACTOR * LIST_FRAME_FACTOR
+LIST_FRAME_MAX_PIXELS = 16384 * LIST_FRAME_FACTOR * LIST_FRAME_FACTOR
+
+
+@dataclass
+class LoadedVideo:
+    """Frames ready for the video processor, with the timestamp of each frame pair."""
+
+    frames: Any  # torch.Tensor (T, C, H, W), float in [0, 255]
+    timestamps: list[float] = field(default_factory=list)
+
+
+def sample_frame_list(frames: Sequence[Any], max_frames: int = MAX_FRAMES) -> list[Any]:
+    """The release's ``sample_frames``: a list of at most ``max_frames`` is used as given;
+    a longer one is subsampled with ``numpy.linspace(0, n - 1, max_frames, dtype=int)``.
+
+    Example:
+        >>> sample_frame_list(list(range(4)))
+        [0, 1, 2, 3]
+        >>> len(sample_frame_list(list(range(70))))
+        64
+    """
+    import numpy as np
+
+    if len(frames) <= max_frames:
+        return list(frames)
+    idx = np.linspace(0, len(frames) - 1, max_frames, dtype=int).tolist()
+    return [frames[i] for i in idx]
+
+
+def pair_timestamps(indices: Sequence[int], fps: float, merge: int = FRAME_FACTOR) -> list[float]:
+    """Timestamp of each temporal patch: the mean of its frames' times (transformers 4.57.x)."""
+    idx = list(indices)
+    if len(idx) % merge:
+        idx.extend(idx[-1] for _ in range(merge - len(idx) % merge))
+    times = [i / fps for i in idx]
+    return [(times[i] + times[i + merge - 1]) / 2 for i in range(0, len(times), merge)]
+
+
+def clip_size(height: int, width: int, nframes: int, total_pixels: int = MAX_TOTAL_PIXELS) -> tuple[int, int]:
+    """(height, width) of every frame of a clip of ``nframes`` frames: qwen-vl-utils'
+    ``fetch_video`` rule, each frame within [128, 768] merged tokens and the clip within
+    ``total_pixels``."""
+    from qwen_vl_utils.vision_process import smart_resize
+
+    max_pixels = max(min(FRAME_MAX_PIXELS, total_pixels / nframes * FRAME_FACTOR), int(FRAME_MIN_PIXELS * 1.05))
+    return smart_resize(height, width, factor=IMAGE_FACTOR, min_pixels=FRAME_MIN_PIXELS, max_pixels=max_pixels)
+
+
+def _resize(frame_chw: Any, size: tuple[int, int]) -> Any:
+    """The release's resize of a clip (torchvision, bicubic, antialias), on one frame.
+
+    One channel at a time: torchvision works in float, so a 4K frame would need ~200 MB
+    at once; the channels are independent, and the result is bitwise the same.
+    """
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    return torch.cat([TF.resize(frame_chw[None, c:c + 1], list(size), interpolation=InterpolationMode.BICUBIC,
+                                antialias=True).float() for c in range(frame_chw.shape[0])], dim=1)[0]
+
+
+def _check_budget(what: str, width: int, height: int, frames: int, options: LoadOptions) -> None:
+    total = width * height * frames
+    if total > options.max_video_pixels:
+        raise InputError(
+            f"{what} of {width}x{height} pixels x {frames} frames = {total} pixels to decode exceeds the limit "
+            f"of {options.max_video_pixels} pixels (max_video_pixels); refused before decoding")
+
+
+def load_video(source: Any, options: LoadOptions) -> LoadedVideo:
+    """Load a video file or a list of frames as the release does (spec point 8).
+
+    Raises:
+        InputError: video disabled, unreadable, over a limit, or a bad frame.
+        MissingDependencyError: a video file needs PyAV (the ``video`` extra).
+    """
+    if not options.allow_video:
+        raise InputError("video input is disabled here (allow_video=False; the service's --no-video); "
+                         "send images or text instead")
+    if isinstance(source, (list, tuple)):
+        return _load_frame_list(list(source), options)
+    return _load_file(source, options)
+
+
+# --------------------------------------------------------------------------- frame lists
+def _frame_key(frame: Any) -> Any:
+    """Identity of a frame source: equal paths / bytes / URIs are one frame; objects by identity."""
+    import pathlib
+
+    if isinstance(frame, (str, bytes)):
+        return (type(frame), frame)
+    if isinstance(frame, pathlib.Path):
+        return (str, str(frame))
+    return ("id", id(frame))
+
+
+def _load_frame_list(source: list[Any], options: LoadOptions) -> LoadedVideo:
+    import numpy as np
+    import torch
+    from qwen_vl_utils.vision_process import fetch_image, smart_resize
+
+    if not source:
+        raise InputError("video frame list is empty")
+    frames = sample_frame_list(source)
+    keys = [_frame_key(f) for f in frames]
+    distinct: dict[Any, int] = {}
+    for j, key in enumerate(keys):
+        distinct.setdefault(key, j)
+    # Headers first: sizes, limits and the clip's final size, before any pixel is decoded.
+    sizes: dict[Any, tuple[int, int]] = {}
+    for key, j in distinct.items():
+        try:
+            sizes[key] = probe_image_size(frames[j], options)
+        except InputError as exc:
+            raise InputError(f"video frame {j}: {exc.reason}") from exc
+    decoded = sum(w * h for w, h in sizes.values())
+    if decoded > options.max_video_pixels:
+        w0, h0 = sizes[keys[0]]
+        raise InputError(
+            f"video frame list of {len(distinct)} distinct frames ({w0}x{h0} the first) = {decoded} pixels to decode "
+            f"exceeds the limit of {options.max_video_pixels} pixels (max_video_pixels); refused before decoding")
+    sized = {}
+    for key, (w, h) in sizes.items():
+        try:
+            sized[key] = smart_resize(h, w, factor=LIST_FRAME_FACTOR, min_pixels=LIST_FRAME_MIN_PIXELS,
+                                      max_pixels=LIST_FRAME_MAX_PIXELS)
+        except ValueError as exc:
+            raise InputError(f"video frame {distinct[key]} cannot be resized: {exc}") from exc
+    first = sized[keys[0]]
+    for key, j in distinct.items():
+        if sized[key] != first:
+            raise InputError(
+                f"video frames must have one size: frame {j} is {sizes[key][0]}x{sizes[key][1]} "
+                f"(sized to {sized[key][1]}x{sized[key][0]}), frame 0 is {sizes[keys[0]][0]}x{sizes[keys[0]][1]} "
+                f"(sized to {first[1]}x{first[0]})")
+    nframes = len(frames) + len(frames) % FRAME_FACTOR
+    try:
+        size = clip_size(first[0], first[1], nframes)
+    except ValueError as exc:
+        raise InputError(f"video frames cannot be resized: {exc}") from exc
+    # One distinct frame at a time: decode, size as fetch_image does, resize as the clip is resized.
+    out: dict[Any, Any] = {}
+    for key, j in distinct.items():
+        try:
+            img = open_image(frames[j], options)
+            img = fetch_image({"image": img, "total_pixels": MAX_TOTAL_PIXELS}, image_patch_size=IMAGE_FACTOR)
+        except InputError as exc:
+            raise InputError(f"video frame {j}: {exc.reason}") from exc
+        except ValueError as exc:
+            raise InputError(f"video frame {j} cannot be resized: {exc}") from exc
+        chw = torch.from_numpy(np.array(img).transpose(2, 0, 1))
+        del img
+        out[key] = _resize(chw, size)
+    video = [out[k] for k in keys]
+    video.extend(video[-1:] * (nframes - len(video)))
+    return LoadedVideo(frames=torch.stack(video), timestamps=pair_timestamps(range(nframes), FRAME_LIST_FPS))
+
+
+# --------------------------------------------------------------------------- files
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError as exc:
+        raise MissingDependencyError("av", "video", "Decoding video files (with PyAV)") from exc
+    return av
+
+
+def _load_file(source: Any, options: LoadOptions) -> LoadedVideo:
+    data = read_source_bytes(source, options, "video")
+    av = _import_av()
+    import os
+
+    if isinstance(data, bytes):
+        if not data:
+            raise InputError("video is empty (zero bytes)")
+    elif os.path.getsize(data) == 0:
+        raise InputError(f"video {data!r} is empty (zero bytes)")
+    desc = _describe(source)
+    try:
+        return _decode(av, data, desc, options)
+    except (InputError, MissingDependencyError):
+        raise
+    except av.FFmpegError as exc:
+        raise InputError(f"cannot decode video {desc}: {type(exc).__name__}: {exc}") from exc
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot decode video {desc}: {type(exc).__name__}: {exc}") from exc
+
+
+def _open(av: Any, data: bytes | str) -> Any:
+    return av.open(io.BytesIO(data) if isinstance(data, bytes) else data, mode="r", metadata_errors="ignore")
+
+
+def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions) -> LoadedVideo:
+    import torch
+    from qwen_vl_utils.vision_process import smart_nframes
+
+    with _open(av, data) as container:
+        if not container.streams.video:
+            raise InputError(f"cannot decode video {desc}: it has no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        total = int(stream.frames or 0)
+        if total <= 0:  # no frame count in the header (e.g. Matroska): count the packets
+            total = sum(1 for p in container.demux(stream) if p.size)
+    if width <= 0 or height <= 0 or fps <= 0 or total <= 0:
+        raise InputError(f"cannot decode video {desc}: no usable video stream "
+                         f"({width}x{height}, {fps:g} fps, {total} frames)")
+    try:
+        _check_pixels((width, height), options)
+    except InputError as exc:
+        raise InputError(f"video {desc}: frame {exc.reason}") from exc
+    try:
+        nframes = smart_nframes({"fps": options.fps, "max_frames": options.max_frames}, total_frames=total,
+                                video_fps=fps)
+        size = clip_size(height, width, nframes)
+    except ValueError as exc:
+        raise InputError(f"video {desc} ({total} frames at {fps:g} fps, {width}x{height}) cannot be sampled "
+                         f"or sized: {exc}") from exc
+    _check_budget(f"video {desc}", width, height, nframes, options)
+    indices = torch.linspace(0, total - 1, nframes).round().long().tolist()
+    wanted: dict[int, list[int]] = {}
+    for pos, i in enumerate(indices):
+        wanted.setdefault(i, []).append(pos)
+    frames: list[Any] = [None] * nframes
+    last = None
+    with _open(av, data) as container:
+        stream = container.streams.video[0]  # PyAV's default slice threading: frame threads hold more frames
+        count = -1
+        for frame in container.decode(stream):
+            count += 1
+            if count not in wanted:
+                last = frame
+                continue
+            # Full-size RGB only for the moment it takes to downscale it (the release's resize).
+            rgb = frame.to_ndarray(format="rgb24")
+            if rgb.shape[:2] != (height, width):
+                raise InputError(f"cannot decode video {desc}: frame {count} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                                 f"the stream announced {width}x{height}")
+            small = _resize(torch.from_numpy(rgb).permute(2, 0, 1), size)
+            del rgb
+            for pos in wanted[count]:
+                frames[pos] = small
+            last = None
+            if count >= indices[-1]:
+                break
+    missing = [pos for pos, f in enumerate(frames) if f is None]
+    if missing:
+        # The header announced more frames than the stream holds: the last frames repeat
+        # the last decoded one.
+        done = [f for f in frames if f is not None]
+        if last is not None:
+            rgb = last.to_ndarray(format="rgb24")
+            done.append(_resize(torch.from_numpy(rgb).permute(2, 0, 1), size))
+        if not done:
+            raise InputError(f"cannot decode video {desc}: no frame could be decoded")
+        for pos in missing:
+            frames[pos] = done[-1]
+    return LoadedVideo(frames=torch.stack(frames), timestamps=pair_timestamps(indices, fps))
+
