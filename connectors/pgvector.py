@@ -1203,6 +1203,12 @@ class PgVectorStore:
                 self._search_settings(cur, n, filtered, ef_search)
                 cur.execute(stmt, values)
                 records = cur.fetchall()
+        except psycopg.errors.UndefinedColumn as exc:
+            if self.layout.attached or where is not None or filter is not None:
+                raise _translate(exc, f"search in {self.table} failed") from exc
+            raise NotFoundError(f"search in {self.table} failed: {_first_line(exc)}; it is not a table this "
+                                "project created, nor one attached with attach() / qvl pg sync: attach it "
+                                "first") from exc
         except psycopg.Error as exc:
             raise _translate(exc, f"search in {self.table} failed") from exc
         hits = [self._hit(r) for r in records]

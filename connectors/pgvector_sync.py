@@ -8,7 +8,9 @@ table ``t``:
 * ``t_qvl_failed``: rows that failed ``max_attempts`` times, with the reason;
 * a trigger function and two triggers: ``AFTER INSERT OR UPDATE OF <content columns, key>``
   queues the key when a watched column really changed; ``AFTER DELETE`` clears the row's
-  failure record. The embedding of a deleted row goes with it (its column, or the side
+  failure record. The function is ``SECURITY DEFINER`` with ``SET search_path = pg_catalog,
+  pg_temp`` and schema-qualified names: the application's roles need no rights on the queue
+  and may write under any search_path (:func:`sync_grants` lists what a worker role needs). The embedding of a deleted row goes with it (its column, or the side
   table's ``ON DELETE CASCADE``).
 
 A :class:`Worker` claims a batch of queued rows in a short transaction of its own and commits
@@ -27,6 +29,10 @@ second transaction, writes the embeddings and removes the queue rows.
   alone, so the innocent rows of a crashed batch land on their next attempt and the row that
   kills workers is isolated). A row claimed ``max_attempts`` times whose lease expired goes
   to the failed table ("the worker ... never finished"), instead of killing workers forever.
+
+An embedder outage (a transient error, :func:`is_transient`) is nobody's row's fault: the
+batch goes back to the queue with its attempt taken back, :meth:`Worker.run` backs off
+(bounded, exponential) and resumes with batches of normal size.
 
 A failed row leaves the failed table when it changes again (or by :func:`retry_failed`).
 The lease must exceed the time to embed and write one batch; a worker outliving its lease is
@@ -229,13 +235,13 @@ def sync_grants(store: PgVectorStore, role: str = "<worker_role>") -> list[str]:
     """
     lay = store.layout
     obj = sync_objects(store)
-    schema = lay.table.schema or "public"
-    quoted = lambda t: t.text  # noqa: E731
-    grants = [f'GRANT USAGE ON SCHEMA "{schema}" TO {role};',
+    schema = TableName(lay.table.schema or "public")
+    quoted = str  # as psql shows names: quoted only when they need it
+    grants = [f"GRANT USAGE ON SCHEMA {schema} TO {role};",
               f"GRANT SELECT ON {quoted(lay.table)} TO {role};",
               f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quoted(obj.queue)}, {quoted(obj.failed)} TO {role};"]
     if lay.mode == "column":
-        grants.append(f'GRANT UPDATE ("{lay.embedding_column}") ON {quoted(lay.table)} TO {role};')
+        grants.append(f"GRANT UPDATE ({TableName(lay.embedding_column)}) ON {quoted(lay.table)} TO {role};")
     else:
         grants.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quoted(lay.embedding_table)} TO {role};")
     return grants

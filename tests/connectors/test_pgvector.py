@@ -141,6 +141,16 @@ def test_reopen_and_schema_mismatch(tmp_path, pg_dsn):
     with open_store(pg_dsn, table="no_such_table_here", dim=64) as missing:
         with pytest.raises(NotFoundError):
             missing.search(np.ones(64), k=1)
+    import psycopg   # a plain table of the user's, never attached: the error says what to do
+
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS plain_user_table; CREATE TABLE plain_user_table (pid int PRIMARY KEY)")
+        try:
+            with open_store(pg_dsn, table="plain_user_table", dim=64) as plain:
+                with pytest.raises(NotFoundError, match="attach it first"):
+                    plain.search(np.ones(64), k=1)
+        finally:
+            c.execute("DROP TABLE plain_user_table")
 
 
 # ---------------------------------------------------------------------------- upsert
