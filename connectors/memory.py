@@ -129,6 +129,12 @@ class MemoryStore:
         self._pos = {rid: i for i, rid in enumerate(self._ids)}
 
     def count(self) -> int:
+        """The number of rows.
+
+        Raises:
+            NotFoundError: the collection was never created (or was dropped), as on every store.
+        """
+        self._require()
         return len(self._ids)
 
     def drop(self) -> None:
