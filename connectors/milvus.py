@@ -11,7 +11,8 @@ Open a store with :func:`open_store` (or ``connectors.connect``)::
         report = store.upsert([{"id": "p1", "image": "cat.jpg", "text": "a cat", "color": "red"}])
         hits = store.search("a red cat", k=5, filter='color == "red"')
 
-Target forms: ``milvus:./file.db`` or a bare ``file.db`` path (Milvus Lite, in-process),
+Target forms: ``milvus:./file.db`` or a bare ``file.db`` path (Milvus Lite, in-process; one
+process per file: the first to open it keeps it until it exits),
 ``milvus://host:19530`` (plain gRPC/HTTP), ``milvus+https://host:443``, and
 ``http(s)://host:19530``.
 
@@ -894,8 +895,11 @@ def open_store(target: str | pathlib.Path, *, collection: str, embedder: Any = N
         InputError: a bad target, metric, index, dim or collection name (the message lists
             the allowed values).
         SchemaMismatchError: the collection exists with another dim, coarse dim, metric or layout.
-        UnavailableError: the server cannot be reached.
+        UnavailableError: the server cannot be reached, or another process has the Milvus
+            Lite file open (Milvus Lite allows one process per file, until that process exits).
         MissingDependencyError: pymilvus is not installed.
+
+    An existing collection is loaded if it is not loaded yet, so the store can search at once.
 
     Example:
         >>> store = open_store("milvus:./photos.db", collection="photos", embedder=emb, dim=1024)  # doctest: +SKIP
