@@ -375,12 +375,23 @@ def _check_pixels(size: tuple[int, int], options: LoadOptions) -> None:
 
 
 def load_image(source: Any, options: LoadOptions) -> "Image.Image":
-    """Open, convert to RGB and smart-resize an image exactly as the release does."""
-    from qwen_vl_utils.vision_process import fetch_image
+    """Open, convert to RGB and smart-resize an image exactly as the release does.
+
+    These are the steps of qwen-vl-utils' ``fetch_image`` (its ``to_rgb``, ``smart_resize``
+    at factor 32 within [``MIN_PIXELS``, ``MAX_PIXELS``], PIL's bicubic ``resize`` from the
+    full-resolution image), except that an image already in RGB is not copied first
+    (``convert("RGB")`` of an RGB image is a copy): the same pixels with one full-size
+    copy fewer. Decoding at a reduced size (JPEG ``draft``, ``reduce``) is NOT used: the
+    release resizes from full resolution, and a reduced decode changes the pixels.
+    """
+    from qwen_vl_utils.vision_process import smart_resize, to_rgb
 
     img = open_image(source, options)
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    width, height = img.size
     try:
-        return fetch_image({"image": img, "min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS},
-                           image_patch_size=16)
+        h, w = smart_resize(height, width, factor=IMAGE_FACTOR, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     except ValueError as exc:
         raise InputError(f"image cannot be resized: {exc}") from exc
+    return img.resize((w, h))
