@@ -41,6 +41,8 @@ MODEL_HELP = ("embedding model: a local checkpoint directory, a Hugging Face id,
               f"`qvl serve` (default: $QVL_MODEL or {DEFAULT_MODEL})")
 RERANKER_HELP = ("reranker model: a local directory, a Hugging Face id or a `qvl serve` URL "
                  f"(default: $QVL_RERANKER or {DEFAULT_RERANKER})")
+API_KEY_ENV = "QVL_API_KEY"
+API_KEY_HELP = f"key of a `qvl serve` given as --model/--reranker URL (default: ${API_KEY_ENV})"
 
 
 # ============================================================================ parsers
@@ -51,11 +53,16 @@ def add_parser(subparsers: Any) -> None:
     _add_demo(subparsers)
 
 
-def _add_model_args(p: argparse.ArgumentParser, *, reranker: bool) -> None:
+def add_model_args(p: argparse.ArgumentParser, *, reranker: bool) -> None:
+    """Add ``--model`` (and ``--reranker``), ``--api-key`` and ``--device`` to a command's parser."""
     p.add_argument("--model", metavar="PATH|ID|URL", help=MODEL_HELP)
     if reranker:
         p.add_argument("--reranker", metavar="PATH|ID|URL", help=RERANKER_HELP)
+    p.add_argument("--api-key", metavar="KEY", help=API_KEY_HELP)
     p.add_argument("--device", default="auto", help="torch device for local models (default: auto)")
+
+
+_add_model_args = add_model_args
 
 
 def _add_ingest(sub: Any) -> None:
@@ -77,9 +84,14 @@ def _add_ingest(sub: Any) -> None:
     g.add_argument("--video-col", help="video column (default: 'video')")
     g.add_argument("--meta-cols", metavar="A,B", help="comma-separated columns stored as metadata "
                                                       "(default: every other column; '' for none)")
-    g.add_argument("--media-root", metavar="DIR", help="folder for relative media paths (default: the table's "
-                                                       "folder; the current folder for SQL)")
+    g.add_argument("--media-root", metavar="DIR", action="append",
+                   help="folder that media paths in a table must be in; the first is the base of relative paths; "
+                        "repeat to allow several (default: the table's folder; the current folder for SQL). A row "
+                        "whose file is elsewhere (or links elsewhere) goes to the dead letters")
     p.add_argument("--no-recursive", dest="recursive", action="store_false", help="do not descend into sub-folders")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links that lead out of the source folder (default: such links are not "
+                        "read and are reported in the dead letters)")
     p.add_argument("--to", default=DEFAULT_TARGET, metavar="TARGET",
                    help="milvus:./file.db, milvus://host:19530, postgresql://..., weaviate://host:8080, memory: "
                         f"(default: {DEFAULT_TARGET})")
@@ -146,30 +158,133 @@ def _err(message: str) -> None:
     print(f"qvl: {message}", file=sys.stderr)
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (drivers like to wrap theirs)."""
+    return " ".join(str(exc).split())
+
+
 def _is_url(spec: str) -> bool:
     return spec.lower().startswith(("http://", "https://"))
 
 
-def load_embedder(spec: str, *, device: str = "auto") -> Any:
-    """An ``Embedder`` for a checkpoint path / hub id, or a ``RemoteEmbedder`` for a ``qvl serve`` URL."""
+def load_embedder(spec: str, *, device: str = "auto", api_key: str | None = None) -> Any:
+    """An ``Embedder`` for a checkpoint path / hub id, or a ``RemoteEmbedder`` for a ``qvl serve`` URL.
+
+    The one loader of every ``qvl`` command that takes ``--model``.
+
+    Args:
+        spec: a local checkpoint folder, a Hugging Face id, or ``http(s)://host:port`` of a ``qvl serve``.
+        device: torch device for a local model.
+        api_key: the service's key (sent as a bearer token; ignored for local models).
+
+    Raises:
+        ModelLoadError: the checkpoint cannot be loaded; a hub id that is not cached on a
+            machine without network says so at once, in one line.
+        RemoteError: the service refused the key (HTTP 401/403) or cannot be reached.
+    """
     if _is_url(spec):
         from embedder.remote import RemoteEmbedder
 
-        return RemoteEmbedder(spec)
+        remote = RemoteEmbedder(spec, api_key=api_key)
+        _check_remote(remote, spec, api_key)
+        return remote
     from embedder import Embedder
 
+    check_hub_reachable(spec)
+    quiet_model_loading()
     return Embedder.from_pretrained(spec, device=device)
 
 
-def load_reranker(spec: str, *, device: str = "auto") -> Any:
-    """A ``Reranker`` for a checkpoint path / hub id, or a ``RemoteReranker`` for a ``qvl serve`` URL."""
+def load_reranker(spec: str, *, device: str = "auto", api_key: str | None = None) -> Any:
+    """A ``Reranker`` for a checkpoint path / hub id, or a ``RemoteReranker`` for a ``qvl serve`` URL.
+
+    Same arguments and errors as :func:`load_embedder`.
+    """
     if _is_url(spec):
         from embedder.remote import RemoteReranker
 
-        return RemoteReranker(spec)
+        remote = RemoteReranker(spec, api_key=api_key)
+        _check_remote(remote, spec, api_key)
+        return remote
     from embedder import Reranker
 
+    check_hub_reachable(spec)
+    quiet_model_loading()
     return Reranker.from_pretrained(spec, device=device)
+
+
+def _check_remote(remote: Any, spec: str, api_key: str | None) -> None:
+    """Ask the service for its ``/meta`` now, so that a wrong key is one clear line before any work."""
+    from embedder.errors import RemoteError
+
+    try:
+        remote.meta()
+    except RemoteError as exc:
+        remote.close()
+        if exc.status in (401, 403):
+            given = "was refused" if api_key else "is needed"
+            raise RemoteError(f"the service at {spec} answered HTTP {exc.status}: its API key {given}; pass it with "
+                              f"--api-key KEY or ${API_KEY_ENV}", status=exc.status, code=exc.code) from None
+        raise
+
+
+def check_hub_reachable(spec: str, *, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when ``spec`` is a hub id that is not cached and the hub cannot be reached.
+
+    A local folder, or a hub id whose ``config.json`` is in the local cache, passes
+    without touching the network. Otherwise one quick request tells a machine without
+    network (or with ``HF_HUB_OFFLINE=1``) from one that can download, instead of
+    transformers' retries (about 30 s) and their doubled warnings.
+
+    Raises:
+        ModelLoadError: not cached and no network; the message says what to do.
+    """
+    from embedder.errors import ModelLoadError
+
+    if os.path.isdir(spec) or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return  # a folder, or not a hub id (the loader explains that)
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(spec, "config.json")
+    except Exception:  # noqa: BLE001 - an odd cache only means "look it up"
+        cached = None
+    if isinstance(cached, str):
+        return
+    offline = bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    reason = "HF_HUB_OFFLINE is set"
+    if not offline:
+        try:
+            huggingface_hub.model_info(spec, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - only network failures count here
+            names = {c.__name__ for c in type(exc).__mro__}
+            if names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "TransportError",
+                        "ConnectionError", "Timeout", "OfflineModeIsEnabled", "TimeoutError", "OSError"} and \
+                    not names & {"HfHubHTTPError", "RepositoryNotFoundError", "GatedRepoError"}:
+                offline, reason = True, "the Hugging Face Hub cannot be reached"
+    if offline:
+        raise ModelLoadError(
+            f"{spec} is not in the local cache and {reason}: download it on a connected machine "
+            f"(hf download {spec} --local-dir DIR), copy DIR here and pass --model DIR (or --reranker DIR); "
+            "or try everything offline with `qvl demo --offline-test-model` (random weights)")
+
+
+def quiet_model_loading() -> None:
+    """Hide transformers' "Loading weights" progress bar (download bars stay). For entry points only."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+
+    def hook(factory: Any, args: tuple, kwargs: dict) -> Any:
+        if kwargs.get("desc") == "Loading weights":
+            kwargs = dict(kwargs, disable=True)
+        return factory(*args, **kwargs)
+
+    hf_logging.set_tqdm_hook(hook)
 
 
 def _model_spec(args: argparse.Namespace) -> str:
@@ -178,6 +293,11 @@ def _model_spec(args: argparse.Namespace) -> str:
 
 def _reranker_spec(args: argparse.Namespace) -> str:
     return getattr(args, "reranker", None) or os.environ.get("QVL_RERANKER") or DEFAULT_RERANKER
+
+
+def api_key_of(args: argparse.Namespace) -> str | None:
+    """The ``qvl serve`` key: ``--api-key``, else ``$QVL_API_KEY``, else None."""
+    return getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None
 
 
 def _close(obj: Any) -> None:
@@ -196,7 +316,8 @@ def _cache_dir() -> pathlib.Path:
 
 def default_state_path(source: str, target: str, collection: str) -> pathlib.Path:
     """Where the state of an ingest lives when ``--state`` is not given (under ``~/.cache/qvl/ingest``)."""
-    digest = hashlib.sha256(f"{source}\0{target}\0{collection}".encode()).hexdigest()[:16]
+    key = f"{source}\0{target}\0{collection}".encode("utf-8", "surrogateescape")  # names need not be UTF-8
+    digest = hashlib.sha256(key).hexdigest()[:16]
     return _cache_dir() / "ingest" / f"{digest}.state.jsonl"
 
 
@@ -227,6 +348,8 @@ def format_summary(summary: Any) -> str:
 
 def _print_summary(summary: Any, *, resume_hint: str | None = None) -> None:
     print(format_summary(summary))
+    if summary.skipped and not (summary.written or summary.failed or summary.embedded):
+        print(f"nothing new: all {summary.skipped} rows are already in the target")
     if summary.dead_letter:
         print(f"dead letters: {summary.dead_letter} ({summary.failed} rows, with location and reason)")
     if resume_hint:
@@ -249,35 +372,108 @@ def _positive(name: str, value: int | None) -> str | None:
     return None
 
 
+def checkpoint_dim(spec: str) -> int | None:
+    """The full dim of a local checkpoint folder, read from its ``config.json`` (None when unknown)."""
+    if _is_url(spec) or not os.path.isdir(spec):
+        return None
+    try:
+        config = json.loads((pathlib.Path(spec) / "config.json").read_text(encoding="utf-8"))
+        return int((config.get("text_config") or config)["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_dim_arg(dim: int | None, *, full: int | None = None, flag: str = "--dim") -> str | None:
+    """Why ``--dim`` cannot be used (one line), or None. ``full``: the model's full dim, when known."""
+    if dim is None:
+        return None
+    from embedder.embedder import MIN_DIM
+
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < MIN_DIM or (full is not None and dim > full):
+        allowed = f"from {MIN_DIM} to {full} (the model's full dim)" if full else f"at least {MIN_DIM}"
+        return f"{flag} {dim}: the dim must be an integer {allowed}; nothing was created"
+    return None
+
+
+#: schemes whose stores talk to a database that can be checked before the model loads
+_DATABASE_SCHEMES = frozenset({"milvus", "postgresql", "postgres", "weaviate"})
+
+
+def open_target_first(target: str, collection: str, *, dim: int | None = None) -> None:
+    """Check a target before the model loads: its scheme is known and its database answers.
+
+    Opens the store without an embedder and closes it again, so that a typo in the
+    scheme or an unreachable database is reported in a second instead of after the
+    model load.
+
+    Raises:
+        ValueError: the scheme is not one of the registered ones.
+        UnavailableError: the database cannot be reached.
+        MissingDependencyError: the database's client is not installed.
+    """
+    import connectors
+
+    scheme = connectors.scheme_of(target)
+    if scheme not in connectors._REGISTRY:
+        raise ValueError(f"unknown target {target!r}: scheme {scheme!r} is not one of "
+                         f"{sorted(set(connectors._REGISTRY))}")
+    if scheme not in _DATABASE_SCHEMES:
+        return
+    from embedder.errors import MissingDependencyError, UnavailableError
+
+    try:
+        store = connectors.connect(target, collection=collection, embedder=None, dim=dim)
+    except (UnavailableError, MissingDependencyError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. "pass dim=": the real open, with the model, decides
+        log.debug("early open of %s: %s: %s", target, type(exc).__name__, exc)
+        return
+    _close(store)
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     """Handler of ``qvl ingest``; returns 0 when every row landed or was skipped, 1 when some failed,
-    2 when the run could not start or stopped early, 130 on Ctrl-C."""
+    2 when the run could not start or stopped early, 130 on Ctrl-C.
+
+    What can be checked without the model is checked first (flags, ``--dim``, the source,
+    the target's scheme and connection), so that a mistake costs a second, not a model load.
+    """
     import connectors
     from embedder.errors import QVLError
 
     from . import pipeline as pl
 
-    for name, value in (("--batch-size", args.batch_size), ("--dim", args.dim), ("--limit", args.limit),
-                        ("--retries", args.retries)):
+    for name, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--retries", args.retries)):
         problem = _positive(name, value)
         if problem:
             _err(problem)
             return 2
+    spec = _model_spec(args)
+    problem = check_dim_arg(args.dim, full=checkpoint_dim(spec))
+    if problem:
+        _err(problem)
+        return 2
     try:
         source = pl.open_source(args.source, from_sql=args.from_sql, query=args.query, fmt=args.fmt,
-                                columns=_columns(args), media_root=args.media_root, recursive=args.recursive)
+                                columns=_columns(args), media_root=args.media_root, recursive=args.recursive,
+                                follow_links=args.follow_links)
     except QVLError as exc:
         _err(str(exc))
         return 2
     embedder = store = None
     try:
         try:
-            embedder = load_embedder(_model_spec(args), device=args.device)
+            open_target_first(args.to, args.collection, dim=args.dim)
+            embedder = load_embedder(spec, device=args.device, api_key=api_key_of(args))
             dim = args.dim or min(DEFAULT_DIM, int(embedder.dim))
+            problem = check_dim_arg(dim, full=int(embedder.dim))
+            if problem:
+                _err(problem)
+                return 2
             store = connectors.connect(args.to, collection=args.collection, embedder=embedder, dim=dim)
             store.create(exist_ok=True)
         except (QVLError, ValueError) as exc:
-            _err(str(exc))
+            _err(_one_line(exc))
             return 2
         described = source.describe()
         state_path = pathlib.Path(args.state) if args.state else default_state_path(described, args.to,
@@ -477,8 +673,16 @@ def _first_frame(path: pathlib.Path) -> Any:
     return None
 
 
-def render_html(records: Sequence[dict[str, Any]], *, title: str) -> str:
-    """A self-contained HTML page of hits, with inline thumbnails for image and video hits."""
+def render_html(records: Sequence[dict[str, Any]], *, title: str, query_media: str | None = None,
+                note: str | None = None) -> str:
+    """A self-contained HTML page of hits, with inline thumbnails for image and video hits.
+
+    Args:
+        records: the hits (:func:`hit_record`).
+        title: the page's title.
+        query_media: the query's image or video, shown above the hits.
+        note: a warning shown above everything (e.g. that the weights are random).
+    """
     cards = []
     for r in records:
         media = r["media"] or ""
@@ -499,13 +703,19 @@ def render_html(records: Sequence[dict[str, Any]], *, title: str) -> str:
              ".hit img,.hit video{max-width:256px;max-height:256px;display:block;margin:auto}"
              ".rank{font-weight:bold}.scores{color:#555;font-size:90%}.meta{color:#888;font-size:75%;"
              "word-break:break-all}.missing{color:#a00;font-size:80%}")
+    style += ".note{background:#fee;border:1px solid #c00;padding:8px;margin-bottom:1em}.query{margin-bottom:1em}"
+    head = f'<div class="note"><b>Note:</b> {html.escape(note)}</div>' if note else ""
+    if query_media:
+        head += (f'<div class="query"><b>query</b><br>{_thumbnail(query_media, None)}'
+                 f'<div class="meta">{html.escape(query_media)}</div></div>')
     return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{head}"
             f"<div class=\"grid\">{''.join(cards) or '<p>no hits</p>'}</div></body></html>\n")
 
 
 def _describe_query(args: argparse.Namespace) -> str:
-    parts = [repr(args.query)] if args.query else []
+    """The query for people: ``"a cat" + image cat.png``."""
+    parts = [json.dumps(args.query, ensure_ascii=False)] if args.query else []
     parts += [f"{kind} {getattr(args, kind)}" for kind in ("image", "video") if getattr(args, kind, None)]
     return " + ".join(parts)
 
@@ -523,11 +733,17 @@ def run_search(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         _err(str(exc))
         return 2
+    problem = check_dim_arg(args.dim, full=checkpoint_dim(_model_spec(args)))
+    if problem:
+        _err(problem.replace("; nothing was created", ""))
+        return 2
     embedder = reranker = store = None
     try:
         try:
-            embedder = load_embedder(_model_spec(args), device=args.device)
-            reranker = load_reranker(_reranker_spec(args), device=args.device) if args.rerank else None
+            open_target_first(args.target, args.collection, dim=args.dim)
+            key = api_key_of(args)
+            embedder = load_embedder(_model_spec(args), device=args.device, api_key=key)
+            reranker = load_reranker(_reranker_spec(args), device=args.device, api_key=key) if args.rerank else None
             store = connectors.connect(args.target, collection=args.collection, embedder=embedder, dim=args.dim)
             kwargs = filter_kwargs(store, args.filter)
             if reranker is not None:
@@ -540,17 +756,19 @@ def run_search(args: argparse.Namespace) -> int:
                  f"--collection {args.collection})")
             return 2
         except (QVLError, ValueError) as exc:
-            _err(str(exc))
+            _err(_one_line(exc))
             return 2
         records = [hit_record(i, h) for i, h in enumerate(hits, 1)]
         if args.json:
-            print(json.dumps({"query": _describe_query(args), "target": args.target, "collection": args.collection,
+            # the query as given: its text, or {"text": ..., "image": path, "video": path}
+            print(json.dumps({"query": query, "target": args.target, "collection": args.collection,
                               "hits": records}, ensure_ascii=False, indent=2))
         else:
             print(format_table(records))
         if args.html:
-            pathlib.Path(args.html).write_text(render_html(records, title=f"qvl search {_describe_query(args)}"),
-                                               encoding="utf-8")
+            page = render_html(records, title=f"qvl search {_describe_query(args)}",
+                               query_media=args.image or args.video)
+            pathlib.Path(args.html).write_text(page, encoding="utf-8")
             if not args.json:
                 print(f"wrote {args.html}")
         return 0
@@ -614,36 +832,47 @@ def build_demo_corpus(folder: str | os.PathLike) -> pathlib.Path:
     return out
 
 
+RANDOM_WEIGHTS_NOTE = ("--offline-test-model: a tiny checkpoint with RANDOM weights, built locally. Everything runs "
+                       "for real (loading, preprocessing, embedding, database, reranking), but the scores and "
+                       "rankings are RANDOM and mean nothing about the model's quality.")
+
+
+def _tiny_checkpoint(path: pathlib.Path, kind: str, seed: int) -> str:
+    """The demo's tiny checkpoint at ``path``, built once (the same seed gives the same weights)."""
+    from embedder.testing import build_tiny_checkpoint
+
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        return str(path)
+    return build_tiny_checkpoint(path, kind=kind, seed=seed)
+
+
 def _demo_models(args: argparse.Namespace, folder: pathlib.Path) -> tuple[Any, Any] | int:
-    from embedder.errors import MissingDependencyError, ModelLoadError
+    from embedder.errors import MissingDependencyError, ModelLoadError, RemoteError
 
     if args.offline_test_model:
-        from embedder.testing import build_tiny_checkpoint
-
         print("=" * 78, file=sys.stderr)
-        print("WARNING: --offline-test-model uses a tiny checkpoint with RANDOM weights, built locally.\n"
-              "Everything runs for real (loading, preprocessing, embedding, database, reranking), but the\n"
-              "scores and rankings below are RANDOM and mean nothing about the model's quality.",
-              file=sys.stderr)
+        print("WARNING: " + RANDOM_WEIGHTS_NOTE, file=sys.stderr)
         print("=" * 78, file=sys.stderr)
         models = folder / ".models"
         try:
-            emb_path = build_tiny_checkpoint(models / "tiny-embedding", kind="embedding")
-            rr_path = build_tiny_checkpoint(models / "tiny-reranker", kind="reranker", seed=1)
+            emb_path = _tiny_checkpoint(models / "tiny-embedding", "embedding", 0)
+            rr_path = _tiny_checkpoint(models / "tiny-reranker", "reranker", 1)
         except MissingDependencyError as exc:
             _err(str(exc))
             return 2
         return load_embedder(emb_path, device="cpu"), load_reranker(rr_path, device="cpu")
-    model, reranker_spec = _model_spec(args), _reranker_spec(args)
+    model, reranker_spec, key = _model_spec(args), _reranker_spec(args), api_key_of(args)
     try:
+        for spec in (model, reranker_spec):  # both, before a 9 s load that would be wasted
+            check_hub_reachable(spec)
         print(f"loading {model} and {reranker_spec} (the first run downloads them) ...", file=sys.stderr)
-        embedder = load_embedder(model, device=args.device)
-    except ModelLoadError as exc:
+        embedder = load_embedder(model, device=args.device, api_key=key)
+    except (ModelLoadError, RemoteError) as exc:
         _demo_no_model(model, exc)
         return 1
     try:
-        reranker = load_reranker(reranker_spec, device=args.device)
-    except ModelLoadError as exc:
+        reranker = load_reranker(reranker_spec, device=args.device, api_key=key)
+    except (ModelLoadError, RemoteError) as exc:
         _close(embedder)
         _demo_no_model(reranker_spec, exc)
         return 1
@@ -651,23 +880,56 @@ def _demo_models(args: argparse.Namespace, folder: pathlib.Path) -> tuple[Any, A
 
 
 def _demo_no_model(spec: str, exc: BaseException) -> None:
-    _err(f"cannot load the model {spec!r}.\n\n{exc}\n\n"
-         "No model could be loaded: this machine may be offline with nothing cached. You can:\n"
-         "  - point --model / --reranker (or $QVL_MODEL / $QVL_RERANKER) at local checkpoint folders or at a\n"
-         "    running `qvl serve` URL, or\n"
-         "  - run `qvl demo --offline-test-model` to try the whole pipeline with a tiny checkpoint built\n"
-         "    locally. Its weights are RANDOM: it shows that everything runs, not what the model can do.")
+    """One line: why the model cannot be loaded, and what to do."""
+    message = _one_line(exc)
+    if "--offline-test-model" not in message:
+        message = (f"cannot load the model {spec!r}: {message}; point --model / --reranker (or $QVL_MODEL / "
+                   "$QVL_RERANKER) at local checkpoint folders or a `qvl serve` URL, or try everything offline "
+                   "with `qvl demo --offline-test-model` (random weights)")
+    _err(message)
+
+
+def _demo_fresh(folder: pathlib.Path, identity: dict[str, Any]) -> bool:
+    """True when the demo database in ``folder`` was built by another model/dim/target (and must be rebuilt).
+
+    Records ``identity`` for the next run.
+    """
+    marker = folder / "demo.json"
+    try:
+        before = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    marker.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    return before != identity
+
+
+DEMO_IMAGE_QUERY = "yellow_star.png"
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Handler of ``qvl demo``: corpus -> ingest -> text and image searches with reranking."""
+    """Handler of ``qvl demo``: corpus -> ingest -> text and image searches with reranking.
+
+    A second run on the same ``--dir`` (same models, dim and target) keeps the collection
+    and skips every row already there.
+    """
     import connectors
     from embedder.errors import MissingDependencyError, QVLError
 
     from . import pipeline as pl
 
+    # absolute, so that the "search it yourself" line works from any folder
     folder = pathlib.Path(args.dir).expanduser() if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="qvl-demo-"))
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    target = args.to or f"milvus:{folder / 'demo.db'}"
+    try:
+        open_target_first(target, args.collection)
+    except MissingDependencyError as exc:
+        print(f"note: {exc}\nnote: using the in-memory store instead", file=sys.stderr)
+        target = "memory:"
+    except (QVLError, ValueError) as exc:
+        _err(_one_line(exc))
+        return 2
     loaded = _demo_models(args, folder)
     if isinstance(loaded, int):
         return loaded
@@ -677,15 +939,13 @@ def run_demo(args: argparse.Namespace) -> int:
         corpus = build_demo_corpus(folder / "corpus")
         print(f"sample corpus: {corpus} (20 shapes, most with a caption sidecar, and 5 texts)")
         dim = min(DEFAULT_DIM, int(embedder.dim))
-        target = args.to or f"milvus:{folder / 'demo.db'}"
-        try:
+        identity = {"model": str(embedder.name), "reranker": str(reranker.name), "dim": dim, "target": target,
+                    "collection": args.collection}
+        if target == "memory:" or _demo_fresh(folder, identity):
+            # another model or dim may have built it: start afresh
             store = connectors.connect(target, collection=args.collection, embedder=embedder, dim=None)
-        except MissingDependencyError as exc:
-            print(f"note: {exc}\nnote: using the in-memory store instead", file=sys.stderr)
-            target = "memory:"
-            store = connectors.connect(target, collection=args.collection, embedder=embedder, dim=dim)
-        store.drop()  # the demo collection is rebuilt every time (the model or its dim may differ)
-        _close(store)
+            store.drop()
+            _close(store)
         store = connectors.connect(target, collection=args.collection, embedder=embedder, dim=dim)
         store.create(exist_ok=True)
         source = pl.open_source(corpus)
@@ -696,11 +956,12 @@ def run_demo(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         print(f"ingested into {target} (collection {args.collection}, dim {dim}): {format_summary(summary)}")
+        image_query = corpus / DEMO_IMAGE_QUERY
         queries: list[tuple[str, Any]] = [
             ("text: 'a red circle'", "a red circle"),
             ("text: 'something blue and square'", "something blue and square"),
             ("text: 'fruit'", "fruit"),
-            ("image: yellow_star.png", {"image": str(corpus / "yellow_star.png")}),
+            (f"image: {DEMO_IMAGE_QUERY}", {"image": str(image_query)}),
         ]
         image_records: list[dict[str, Any]] = []
         for label, query in queries:
@@ -711,14 +972,13 @@ def run_demo(args: argparse.Namespace) -> int:
             if label.startswith("image"):
                 image_records = records
         if args.html:
-            page = render_html(image_records, title="qvl demo: image query yellow_star.png")
+            page = render_html(image_records, title=f"qvl demo: image query {DEMO_IMAGE_QUERY}",
+                               query_media=str(image_query),
+                               note=RANDOM_WEIGHTS_NOTE if args.offline_test_model else None)
             pathlib.Path(args.html).write_text(page, encoding="utf-8")
             print(f"\nwrote {args.html}")
         if target != "memory:":
-            models = f" --model {embedder.name} --reranker {reranker.name}" if (
-                args.offline_test_model or args.model or args.reranker) else ""
-            print(f"\nsearch it yourself:\n  qvl search \"a green triangle\" --in {target} --collection "
-                  f"{args.collection} --rerank --html hits.html{models}")
+            print(f"\nsearch it yourself:\n  {_search_yourself(args, target, embedder, reranker)}")
         return 0 if summary.ok else 1
     except (QVLError, pl.IngestAborted) as exc:
         _err(str(exc))
@@ -727,3 +987,16 @@ def run_demo(args: argparse.Namespace) -> int:
         _close(store)
         _close(reranker)
         _close(embedder)
+
+
+def _search_yourself(args: argparse.Namespace, target: str, embedder: Any, reranker: Any) -> str:
+    """The ``qvl search`` command line that searches the demo's collection, quoted for a POSIX shell."""
+    import shlex
+
+    cmd = ["qvl", "search", "a green triangle", "--in", target, "--collection", args.collection, "--rerank",
+           "--html", "hits.html"]
+    if args.offline_test_model:
+        cmd += ["--model", str(embedder.name), "--reranker", str(reranker.name)]
+    elif args.model or args.reranker:
+        cmd += ["--model", _model_spec(args), "--reranker", _reranker_spec(args)]
+    return shlex.join(cmd)

@@ -44,7 +44,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -71,6 +71,8 @@ TABLE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "
                  ".pq": "parquet"}
 SOURCE_KINDS = ("folder", "jsonl", "csv", "parquet", "sql")
 _REMOTE_PREFIXES = ("http://", "https://", "data:")
+#: one folder, or several, that media paths of table rows must be in (the first is the base of relative paths)
+MediaRoot = Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]], None]
 
 
 # ============================================================================ sources
@@ -158,13 +160,59 @@ def _group_folder(files: Sequence[str]) -> tuple[list[tuple[str, str | None]], l
     return pairs, texts
 
 
-def _walk(root: pathlib.Path, recursive: bool) -> Iterator[tuple[pathlib.Path, list[str]]]:
-    for dirpath, dirnames, filenames in os.walk(root):
+def display_name(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 become ``\\xff`` escapes.
+
+    ``os.listdir`` hands undecodable bytes back as lone surrogates (``surrogateescape``),
+    which no database, JSON writer or terminal accepts; this is the form that is stored,
+    shown and written to the dead letters. Valid names are returned unchanged.
+    """
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _inside(path: pathlib.Path, root: pathlib.Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _walk(root: pathlib.Path, recursive: bool, follow_links: bool
+          ) -> Iterator[tuple[pathlib.Path, list[str], list[str]]]:
+    """``(folder, file names, names of linked folders not descended into)`` under ``root``.
+
+    Without ``follow_links``, folder links are not descended into (their files are listed
+    under their real place when that is inside ``root``); with it they are, once each.
+    """
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link cycle, or a folder reached twice through links
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        linked = sorted(d for d in dirnames if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d)))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        yield pathlib.Path(dirpath), sorted(f for f in filenames if not f.startswith("."))
+        outside = [] if follow_links or not recursive else [
+            d for d in linked if not _inside(pathlib.Path(os.path.realpath(os.path.join(dirpath, d))), root)]
+        yield pathlib.Path(dirpath), sorted(f for f in filenames if not f.startswith(".")), outside
 
 
-def folder_rows(root: str | os.PathLike, *, recursive: bool = True) -> Iterator[SourceRow]:
+def _link_problem(path: pathlib.Path, root: pathlib.Path, follow_links: bool) -> str | None:
+    """Why ``path`` (a file under ``root``) is not read, or None: a link out of ``root``, a broken link."""
+    if not path.is_symlink() or follow_links:
+        return None
+    target = pathlib.Path(os.path.realpath(path))
+    if not target.exists():
+        return f"broken symbolic link (to {display_name(str(target))!r})"
+    if not _inside(target, root):
+        return (f"symbolic link to {display_name(str(target))!r}, outside the source folder: not followed "
+                "(pass --follow-links to follow links)")
+    return None
+
+
+def folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links: bool = False
+                ) -> Iterator[SourceRow]:
     """Rows for the images, videos and text files under ``root`` (one directory at a time).
 
     ``name.txt`` next to ``name.jpg`` (or a video) is its caption: together they make one
@@ -172,40 +220,62 @@ def folder_rows(root: str | os.PathLike, *, recursive: bool = True) -> Iterator[
     extensions are ignored. Media are referred to by absolute path; ``metadata.path``
     holds the path relative to ``root``.
 
+    A symbolic link that resolves outside ``root`` (a file, or a folder) is not followed:
+    it becomes a failed row naming its target, never a silent skip. A file whose name is
+    not valid UTF-8 is named with ``\\xff`` escapes (:func:`display_name`); a text file so
+    named is ingested, a media file is a failed row (a database cannot store its path).
+
     Args:
         root: the folder.
         recursive: descend into sub-folders (hidden ones are skipped).
+        follow_links: follow every symbolic link, wherever it points.
     """
     base = pathlib.Path(root).expanduser().resolve()
-    for folder, files in _walk(base, recursive):
+    for folder, files, outside in _walk(base, recursive, follow_links):
+        for name in outside:
+            rel = display_name((folder / name).relative_to(base).as_posix())
+            target = display_name(os.path.realpath(folder / name))
+            yield SourceRow(rel, error=f"symbolic link to the folder {target!r}, outside the source folder: not "
+                                       "followed (pass --follow-links to follow links)")
         pairs, texts = _group_folder(files)
         for name, caption in pairs:
             path = folder / name
-            rel = path.relative_to(base).as_posix()
+            rel = display_name(path.relative_to(base).as_posix())
             kind = "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
+            location = rel if caption is None else f"{rel} (+{display_name(caption)})"
+            problem = _link_problem(path, base, follow_links) or (
+                None if caption is None else _link_problem(folder / caption, base, follow_links))
+            if problem is None and display_name(str(path)) != str(path):
+                problem = (f"the file name is not valid UTF-8 ({rel!r}); a database cannot store its path: "
+                           "rename the file")
+            if problem is not None:
+                yield SourceRow(location, error=problem)
+                continue
             row: dict[str, Any] = {kind: str(path), "metadata": {"path": rel}}
-            location = rel
             if caption is not None:
-                location = f"{rel} (+{caption})"
                 text, err = _read_text_file(folder / caption)
                 if err is not None:
-                    yield SourceRow(location, error=f"caption {caption}: {err}")
+                    yield SourceRow(location, error=f"caption {display_name(caption)}: {err}")
                     continue
                 row["text"] = text
             yield SourceRow(location, row)
         for name in texts:
             path = folder / name
-            rel = path.relative_to(base).as_posix()
+            rel = display_name(path.relative_to(base).as_posix())
+            problem = _link_problem(path, base, follow_links)
+            if problem is not None:
+                yield SourceRow(rel, error=problem)
+                continue
             text, err = _read_text_file(path)
             yield SourceRow(rel, error=err) if err else SourceRow(rel, {"text": text, "metadata": {"path": rel}})
 
 
-def count_folder_rows(root: str | os.PathLike, *, recursive: bool = True) -> int:
+def count_folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links: bool = False) -> int:
     """How many rows :func:`folder_rows` will yield (a quick walk; nothing is read)."""
     total = 0
-    for _, files in _walk(pathlib.Path(root).expanduser().resolve(), recursive):
+    for _, files, outside in _walk(pathlib.Path(root).expanduser().resolve(), recursive, follow_links):
         pairs, texts = _group_folder(files)
-        total += len(pairs) + len(texts)
+        total += len(outside) + len(pairs) + len(texts)
     return total
 
 
@@ -235,8 +305,27 @@ def _empty(value: Any) -> bool:
         isinstance(value, float) and math.isnan(value))
 
 
-def _media_value(value: Any, kind: str, base_dir: pathlib.Path) -> Any:
-    """Resolve a media cell: relative paths against ``base_dir``; check that files exist."""
+def media_roots(media_root: str | os.PathLike | Sequence[str | os.PathLike] | None,
+                default: str | os.PathLike) -> tuple[pathlib.Path, ...]:
+    """The folders media paths of table rows may be in, resolved; the first is the base of relative paths.
+
+    ``media_root`` is one folder or several (None: ``default``, the table's folder).
+    """
+    if media_root is None or (not isinstance(media_root, (str, os.PathLike)) and not list(media_root)):
+        given: list[Any] = [default]
+    elif isinstance(media_root, (str, os.PathLike)):
+        given = [media_root]
+    else:
+        given = list(media_root)
+    return tuple(pathlib.Path(os.path.realpath(pathlib.Path(r).expanduser())) for r in given)
+
+
+def _media_value(value: Any, kind: str, roots: Sequence[pathlib.Path]) -> Any:
+    """Resolve a media cell: relative paths against ``roots[0]``; the file must exist inside one of ``roots``.
+
+    A path (or a link) leading out of every root is refused: a table's paths come from
+    whoever wrote the table, and ``/etc/passwd`` is not a picture to hand to a database.
+    """
     if isinstance(value, memoryview):
         value = value.tobytes()
     if isinstance(value, (bytes, bytearray)):
@@ -252,28 +341,37 @@ def _media_value(value: Any, kind: str, base_dir: pathlib.Path) -> Any:
         value = value[7:]
     path = pathlib.Path(value).expanduser()
     if not path.is_absolute():
-        path = base_dir / path
+        path = roots[0] / path
     if not path.is_file():
         raise InputError(f"{kind} file not found: {str(path)!r}" if not path.exists()
                          else f"{kind} path is not a file: {str(path)!r}")
+    real = pathlib.Path(os.path.realpath(path))
+    if not any(_inside(real, root) for root in roots):
+        where = f" (it resolves to {str(real)!r})" if real != path else ""
+        allowed = ", ".join(repr(str(r)) for r in roots)
+        raise InputError(f"{kind} path {str(path)!r}{where} is outside the media root ({allowed}); "
+                         "allow its folder with --media-root")
     return str(path)
 
 
-def record_to_row(record: Mapping[str, Any], columns: Columns, *, base_dir: str | os.PathLike) -> dict[str, Any]:
+def record_to_row(record: Mapping[str, Any], columns: Columns, *, base_dir: str | os.PathLike,
+                  roots: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
     """Map one table record onto a store row.
 
     Args:
         record: column -> value.
         columns: the column mapping.
         base_dir: folder that relative media paths are resolved against.
+        roots: folders media files must be in (default: ``base_dir`` only).
 
     Returns:
         A row dict (``id`` when the record has one, ``text``, ``image``, ``video``, ``metadata``).
 
     Raises:
-        InputError: an empty id, a missing media file, or no text, image or video.
+        InputError: an empty id, a missing media file, a media path outside the roots, or
+            no text, image or video.
     """
-    base = pathlib.Path(base_dir)
+    allowed = media_roots([base_dir, *(roots or ())], base_dir)
     id_col = columns.id or "id"
     text_col, image_col, video_col = columns.text or "text", columns.image or "image", columns.video or "video"
     row: dict[str, Any] = {}
@@ -290,7 +388,7 @@ def record_to_row(record: Mapping[str, Any], columns: Columns, *, base_dir: str 
     for kind, col in (("image", image_col), ("video", video_col)):
         value = record.get(col)
         if not _empty(value):
-            row[kind] = _media_value(value, kind, base)
+            row[kind] = _media_value(value, kind, allowed)
     if not any(k in row for k in ("text", "image", "video")):
         raise InputError(f"row has no text, image or video (looked in columns {text_col!r}, {image_col!r}, "
                          f"{video_col!r})")
@@ -311,24 +409,24 @@ def record_to_row(record: Mapping[str, Any], columns: Columns, *, base_dir: str 
     return row
 
 
-def _mapped(location: str, record: Any, columns: Columns, base_dir: pathlib.Path) -> SourceRow:
+def _mapped(location: str, record: Any, columns: Columns, roots: tuple[pathlib.Path, ...]) -> SourceRow:
     if not isinstance(record, Mapping):
         return SourceRow(location, error=f"record is a {type(record).__name__}, not an object")
     try:
-        return SourceRow(location, record_to_row(record, columns, base_dir=base_dir))
+        return SourceRow(location, record_to_row(record, columns, base_dir=roots[0], roots=roots))
     except InputError as exc:
         rid = record.get(columns.id or "id")
         return SourceRow(location, error=exc.reason, id=None if _empty(rid) else str(_json_safe(rid)))
 
 
 def jsonl_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
-               media_root: str | os.PathLike | None = None) -> Iterator[SourceRow]:
+               media_root: MediaRoot = None) -> Iterator[SourceRow]:
     """Rows of a JSON-lines file (one object per line; blank lines are skipped).
 
     Relative media paths are resolved against ``media_root`` (default: the file's folder).
     """
     p = pathlib.Path(path)
-    base = pathlib.Path(media_root) if media_root else p.resolve().parent
+    base = media_roots(media_root, p.resolve().parent)
     with p.open("r", encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -337,20 +435,22 @@ def jsonl_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield SourceRow(location, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+                # json's own messages may end in "at" ("Unterminated string starting at")
+                joint = " " if exc.msg.endswith(" at") else " at "
+                yield SourceRow(location, error=f"invalid JSON: {exc.msg}{joint}column {exc.colno}")
                 continue
             yield _mapped(location, record, columns, base)
 
 
 def csv_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
-             media_root: str | os.PathLike | None = None, delimiter: str | None = None) -> Iterator[SourceRow]:
+             media_root: MediaRoot = None, delimiter: str | None = None) -> Iterator[SourceRow]:
     """Rows of a CSV (or ``.tsv``) file with a header line; empty cells are missing values.
 
     Raises:
         InputError: a named column is not in the header.
     """
     p = pathlib.Path(path)
-    base = pathlib.Path(media_root) if media_root else p.resolve().parent
+    base = media_roots(media_root, p.resolve().parent)
     sep = delimiter or ("\t" if p.suffix.lower() == ".tsv" else ",")
     with p.open("r", encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=sep)
@@ -362,7 +462,7 @@ def csv_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
 
 
 def parquet_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
-                 media_root: str | os.PathLike | None = None, batch_rows: int = 512) -> Iterator[SourceRow]:
+                 media_root: MediaRoot = None, batch_rows: int = 512) -> Iterator[SourceRow]:
     """Rows of a Parquet file, read one record batch at a time.
 
     Raises:
@@ -374,7 +474,7 @@ def parquet_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
     except ImportError as exc:
         raise MissingDependencyError("pyarrow", "ingest", "Reading Parquet files") from exc
     p = pathlib.Path(path)
-    base = pathlib.Path(media_root) if media_root else p.resolve().parent
+    base = media_roots(media_root, p.resolve().parent)
     pf = pq.ParquetFile(str(p))
     columns.check(pf.schema_arrow.names, p.name)
     n = 0
@@ -388,7 +488,7 @@ def parquet_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
 
 
 def sql_rows(url: str, query: str, columns: Columns = Columns(), *,
-             media_root: str | os.PathLike | None = None, fetch_rows: int = 500) -> Iterator[SourceRow]:
+             media_root: MediaRoot = None, fetch_rows: int = 500) -> Iterator[SourceRow]:
     """Rows of a SQL query over any SQLAlchemy URL, streamed with a server-side cursor.
 
     Relative media paths are resolved against ``media_root`` (default: the current folder).
@@ -401,7 +501,7 @@ def sql_rows(url: str, query: str, columns: Columns = Columns(), *,
         import sqlalchemy as sa
     except ImportError as exc:
         raise MissingDependencyError("sqlalchemy", "ingest", "Reading from SQL databases") from exc
-    base = pathlib.Path(media_root) if media_root else pathlib.Path.cwd()
+    base = media_roots(media_root, pathlib.Path.cwd())
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -432,21 +532,24 @@ class Source:
         location: the folder / file path, or the SQLAlchemy URL.
         query: the SQL query (``sql`` only).
         columns: the column mapping (tables and SQL).
-        media_root: folder for relative media paths (default: the table's folder).
+        media_root: folders media paths of tables may be in; the first is the base of relative
+            paths (default: the table's folder, the current folder for SQL).
         recursive: descend into sub-folders (``folder`` only).
+        follow_links: follow symbolic links out of the folder (``folder`` only).
     """
 
     kind: str
     location: str
     query: str | None = None
     columns: Columns = field(default_factory=Columns)
-    media_root: str | None = None
+    media_root: tuple[str, ...] | None = None
     recursive: bool = True
+    follow_links: bool = False
 
     def rows(self) -> Iterator[SourceRow]:
         """Stream the source's records as :class:`SourceRow` objects."""
         if self.kind == "folder":
-            return folder_rows(self.location, recursive=self.recursive)
+            return folder_rows(self.location, recursive=self.recursive, follow_links=self.follow_links)
         if self.kind == "sql":
             return sql_rows(self.location, self.query or "", self.columns, media_root=self.media_root)
         reader = {"jsonl": jsonl_rows, "csv": csv_rows, "parquet": parquet_rows}[self.kind]
@@ -457,7 +560,7 @@ class Source:
         p = pathlib.Path(self.location)
         try:
             if self.kind == "folder":
-                return count_folder_rows(p, recursive=self.recursive)
+                return count_folder_rows(p, recursive=self.recursive, follow_links=self.follow_links)
             if self.kind == "jsonl":
                 return _count_lines(p)
             if self.kind == "csv":
@@ -483,8 +586,8 @@ def _redact(url: str) -> str:
 
 
 def open_source(source: str | os.PathLike | None = None, *, from_sql: str | None = None, query: str | None = None,
-                fmt: str | None = None, columns: Columns = Columns(), media_root: str | os.PathLike | None = None,
-                recursive: bool = True) -> Source:
+                fmt: str | None = None, columns: Columns = Columns(), media_root: MediaRoot = None,
+                recursive: bool = True, follow_links: bool = False) -> Source:
     """Describe a source: a folder, a JSONL / CSV / Parquet file, or a SQL query.
 
     Args:
@@ -493,13 +596,18 @@ def open_source(source: str | os.PathLike | None = None, *, from_sql: str | None
         query: the SQL query whose rows are ingested.
         fmt: ``jsonl``, ``csv`` or ``parquet``, overriding the suffix.
         columns: the column mapping for tables.
-        media_root: folder that relative media paths are resolved against.
+        media_root: the folder (or folders) media paths of table rows must be in; the first
+            is the base of relative paths (default: the table's folder; the current folder for SQL).
         recursive: descend into sub-folders of a folder source.
+        follow_links: follow symbolic links that lead out of a folder source.
 
     Raises:
         InputError: the source does not exist, its format is unknown, or arguments conflict.
     """
-    root = str(media_root) if media_root else None
+    if media_root is None or isinstance(media_root, (str, os.PathLike)):
+        root = (str(media_root),) if media_root else None
+    else:
+        root = tuple(str(r) for r in media_root) or None
     if from_sql:
         if source:
             raise InputError("give either a SOURCE path or --from-sql, not both")
@@ -514,7 +622,7 @@ def open_source(source: str | os.PathLike | None = None, *, from_sql: str | None
     if p.is_dir():
         if fmt:
             raise InputError(f"--format {fmt} applies to files, but {str(source)!r} is a folder")
-        return Source("folder", str(p), recursive=recursive)
+        return Source("folder", str(p), recursive=recursive, follow_links=follow_links)
     kind = fmt or TABLE_FORMATS.get(p.suffix.lower())
     if kind not in ("jsonl", "csv", "parquet"):
         raise InputError(f"cannot tell the format of {str(source)!r}: expected a folder or a file ending in "
@@ -623,7 +731,8 @@ class DeadLetters:
                 return
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("a", encoding="utf-8")
+                # a name that is not UTF-8 (a lone surrogate) is written as a \udcff escape, never lost
+                self._fh = self.path.open("a", encoding="utf-8", errors="backslashreplace")
             self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._fh.flush()
 
@@ -1006,6 +1115,9 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | N
                         row = normalize_row(sr.row, index - 1)
                     except InputError as exc:
                         fail(sr, "read", exc.reason)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - one odd row must not stop the run
+                        fail(sr, "read", f"{type(exc).__name__}: {exc}")
                         continue
                     if row.id in landed:
                         with c.lock:

@@ -71,7 +71,7 @@ class MissingDependencyError(QVLError, ImportError):
         self.extra = extra
         super().__init__(
             f"{purpose} needs the Python package {package!r}, which is not installed. "
-            f"Install it with: pip install 'qwen3-vl-search[{extra}]'"
+            f"Install it from the qvl checkout with: pip install -e \".[{extra}]\""
         )
 
 

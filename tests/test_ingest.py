@@ -442,13 +442,25 @@ def test_demo_offline_test_model(tmp_path, capsys):
     s = summary_of(out)
     assert s["written"] == 25 and s["failed"] == 0
     assert out.count("reranked") == 4 and "image: yellow_star.png" in out
-    assert "data:image/jpeg;base64," in (tmp_path / "d.html").read_text()
+    page = (tmp_path / "d.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 1 + 3  # the query image, then its 3 hits
+    assert "RANDOM" in page  # the page says the weights are random
+    # a second run on the same folder keeps the collection and embeds nothing again
+    code, out, err = run(capsys, "demo", "--offline-test-model", "--dir", tmp_path, *target)
+    assert code == 0, err
+    s = summary_of(out)
+    if target:  # memory: lives in one process, so it starts afresh
+        assert s["written"] == 25
+    else:
+        assert s == dict(read=25, embedded=0, written=0, skipped=25, failed=0)
 
 
 def test_demo_without_model_says_so(tmp_path, capsys):
-    code, _, err = run(capsys, "demo", "--dir", tmp_path, "--model", str(tmp_path / "no-such-model"))
+    code, _, err = run(capsys, "demo", "--dir", tmp_path, "--model", str(tmp_path / "no-such-model"),
+                       "--reranker", str(tmp_path / "no-such-reranker"))
     assert code == 1
-    assert "cannot load the model" in err and "--offline-test-model" in err
+    [line] = [x for x in err.splitlines() if x.startswith("qvl:")]  # one line says what happened and what to do
+    assert "cannot load the model" in line and "no-such-model" in line and "--offline-test-model" in line
 
 
 # ============================================================================ Milvus Lite
@@ -531,3 +543,99 @@ def test_subprocess_interrupted_then_resumed(tmp_path, capsys, milvus_target, ti
 
     with connectors.connect(milvus_target, collection="qvl", dim=128) as store:
         assert store.count() == n
+
+
+# ============================================================================ links, media roots, odd names
+def test_links_out_of_the_folder_are_reported_not_read(tmp_path, capsys, stores, tiny_embedding_path):
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("a secret that must not be stored")
+    (tmp_path / "outside" / "more.txt").write_text("another secret")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "real.txt").write_text("an ordinary text")
+    (corpus / "inner.txt").symlink_to(corpus / "real.txt")  # inside the folder: fine
+    (corpus / "passwd.txt").symlink_to(secret)
+    (corpus / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    (corpus / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)
+    args = ["ingest", corpus, "--to", "shared:l", "--model", tiny_embedding_path, "--state", tmp_path / "st",
+            "--dead-letter", tmp_path / "dead.jsonl"]
+    code, out, _ = run(capsys, *args)
+    assert code == 1, out
+    # inner.txt links to real.txt: the same content, the same id, stored once
+    assert summary_of(out) == dict(read=5, embedded=1, written=1, skipped=1, failed=3)
+    reasons = {d["location"]: d["reason"] for d in dead_letters(tmp_path / "dead.jsonl")}
+    assert set(reasons) == {"passwd.txt", "gone.txt", "linked"}
+    assert str(secret) in reasons["passwd.txt"] and "--follow-links" in reasons["passwd.txt"]
+    assert "broken" in reasons["gone.txt"] and "--follow-links" in reasons["linked"]
+    stored = [f["text"] for f in stores.stores["l/qvl"]._fields]
+    assert stored == ["an ordinary text"]
+    # --follow-links: the user asked for it
+    code, out, _ = run(capsys, *args, "--follow-links")
+    stored = {f["text"] for f in stores.stores["l/qvl"]._fields}
+    assert {"a secret that must not be stored", "another secret"} <= stored
+    assert [d["location"] for d in dead_letters(tmp_path / "dead.jsonl")] == ["gone.txt"]
+
+
+def test_table_media_paths_are_confined_to_the_media_root(tmp_path, capsys, stores, tiny_embedding_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    make_image(64, 48, seed=5).save(outside / "x.png")
+    folder = tmp_path / "table"
+    (folder / "img").mkdir(parents=True)
+    make_image(64, 48, seed=6).save(folder / "img" / "ok.png")
+    (folder / "img" / "link.png").symlink_to(outside / "x.png")
+    rows = [{"id": "ok", "image": "img/ok.png"}, {"id": "abs", "image": str(outside / "x.png")},
+            {"id": "dots", "image": "../elsewhere/x.png"}, {"id": "link", "image": "img/link.png"},
+            {"id": "passwd", "image": "/etc/passwd"}]
+    src = folder / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["ingest", src, "--to", "shared:m", "--model", tiny_embedding_path, "--state", tmp_path / "st",
+            "--dead-letter", tmp_path / "dead.jsonl"]
+    code, out, _ = run(capsys, *args)
+    assert code == 1 and summary_of(out)["written"] == 1
+    bad = {d["id"]: d["reason"] for d in dead_letters(tmp_path / "dead.jsonl")}
+    assert set(bad) == {"abs", "dots", "link", "passwd"}
+    assert all("outside the media root" in r and "--media-root" in r for r in bad.values()), bad
+    assert str(outside / "x.png") in bad["link"]  # says where the link leads
+    # allowing the other folder as a second root lets its files (and the link into it) in
+    code, out, _ = run(capsys, *args, "--media-root", folder, "--media-root", outside)
+    assert code == 1 and summary_of(out)["written"] == 3
+    assert [d["id"] for d in dead_letters(tmp_path / "dead.jsonl")] == ["passwd"]
+
+
+def test_file_names_that_are_not_utf8(tmp_path, capsys, milvus_target, tiny_embedding_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("a good name")
+    with open(os.fsencode(corpus) + b"/bad\xff.txt", "wb") as fh:
+        fh.write(b"a text whose file name is not UTF-8")
+    buf = io.BytesIO()
+    make_image(64, 48, seed=8).save(buf, "PNG")
+    with open(os.fsencode(corpus) + b"/pic\xfe.png", "wb") as fh:
+        fh.write(buf.getvalue())
+    dead = tmp_path / "dead.jsonl"
+    args = ["ingest", corpus, "--to", milvus_target, "--collection", "names", "--model", tiny_embedding_path,
+            "--dim", 64, "--state", tmp_path / "state.jsonl", "--dead-letter", dead]
+    code, out, err = run(capsys, *args)
+    assert code == 1, err
+    assert summary_of(out) == dict(read=3, embedded=2, written=2, skipped=0, failed=1)
+    [letter] = dead_letters(dead)  # valid JSON, one line per failed row
+    assert letter["location"] == "pic\\xfe.png" and "not valid UTF-8" in letter["reason"]
+    code, out, err = run(capsys, *args, "--resume")
+    assert code == 1, err
+    assert summary_of(out) == dict(read=3, embedded=0, written=0, skipped=2, failed=1)
+    code, out, _ = run(capsys, "search", "name", "--in", milvus_target, "--collection", "names",
+                       "--model", tiny_embedding_path, "--json")
+    paths = sorted(h["metadata"]["path"] for h in json.loads(out)["hits"])
+    assert paths == ["bad\\xff.txt", "good.txt"]
+
+
+def test_json_errors_read_well(tmp_path):
+    from connectors.pipeline import jsonl_rows
+
+    src = tmp_path / "x.jsonl"
+    src.write_text('{"text": 1,}\n{"text": "abc')  # json's message for the second ends in "at"
+    reasons = [r.error for r in jsonl_rows(src)]
+    assert reasons == ["invalid JSON: Expecting property name enclosed in double quotes at column 12",
+                       "invalid JSON: Unterminated string starting at column 10"]
