@@ -82,13 +82,15 @@ def is_transient(exc: BaseException) -> bool:
         >>> is_transient(InputError("cannot open image x.png"))
         False
     """
+    from .pipeline import is_transient as ingest_transient  # the ingest's retry rule, widened below
+
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, InputError):
             return False
-        if isinstance(e, (OverloadedError, UnavailableError, ConnectionError, TimeoutError)):
+        if isinstance(e, (OverloadedError, UnavailableError, ConnectionError, TimeoutError)) or ingest_transient(e):
             return True
         if isinstance(e, RemoteError) and ((e.status is not None and (e.status >= 500 or e.status == 429))
                                            or e.code in ("timeout", "unavailable")):

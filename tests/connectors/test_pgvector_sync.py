@@ -286,7 +286,6 @@ def test_status_is_read_only(pg_dsn, conn, articles, embedder, capsys):
     role = f"{articles}_reader"
     conn.execute(f"DROP ROLE IF EXISTS {role}")
     conn.execute(f"CREATE ROLE {role} LOGIN")
-    conn.execute(f"CREATE ROLE {worker} LOGIN")
     try:
         reader_dsn = pg_dsn.replace("postgres@", f"{role}@", 1)
         conn.execute(f"GRANT SELECT ON {articles} TO {role}")
