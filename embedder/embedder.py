@@ -10,7 +10,7 @@ import numpy as np
 
 from .batching import token_budget_batches
 from .errors import InputError
-from .items import LoadOptions, bounded_text, normalize_item
+from .items import LoadOptions, bounded_text, normalize_item, with_permissions
 from .model import (Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
                     last_hidden_state, load_model)
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
@@ -87,8 +87,9 @@ class Embedder:
     @classmethod
     def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
                         attn_implementation: str | None = None,
-                        max_batch_tokens: int | None = None, allow_urls: bool = False,
-                        allow_paths: bool = True, num_workers: int = 2, **kwargs: Any) -> "Embedder":
+                        max_batch_tokens: int | None = None, allow_urls: bool | None = None,
+                        allow_paths: bool | None = None, num_workers: int = 2,
+                        load_options: LoadOptions | None = None, **kwargs: Any) -> "Embedder":
         """Load a Qwen3-VL-Embedding checkpoint from a local directory or a Hugging Face id.
 
         Args:
@@ -98,9 +99,12 @@ class Embedder:
             attn_implementation: ``flash_attention_2``, ``sdpa`` or ``eager``; default picks
                 flash-attention-2 on CUDA when installed, else SDPA.
             max_batch_tokens: padded tokens per forward pass (default: 4096 on CPU, 16384 on GPU).
-            allow_urls: let items name ``http(s)://`` images and videos.
-            allow_paths: let items name local files.
+            allow_urls: let items name ``http(s)://`` images and videos (default off).
+            allow_paths: let items name local files (default on).
             num_workers: preprocessing threads.
+            load_options: media permissions and limits (:class:`~embedder.items.LoadOptions`:
+                pixel, video, text and URL limits, ``allow_video``); ``allow_urls`` and
+                ``allow_paths``, when given, override its fields.
             **kwargs: passed to ``transformers``' ``from_pretrained`` (e.g. ``revision``).
 
         Raises:
@@ -109,7 +113,7 @@ class Embedder:
         model, tok, ip, vp, dev = load_model(path_or_id, head=False, device=device, dtype=dtype,
                                              attn_implementation=attn_implementation, **kwargs)
         return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
-                   load_options=LoadOptions(allow_urls=allow_urls, allow_paths=allow_paths),
+                   load_options=with_permissions(load_options, allow_urls=allow_urls, allow_paths=allow_paths),
                    num_workers=num_workers, name=str(path_or_id))
 
     @property

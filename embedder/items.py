@@ -120,6 +120,16 @@ class LoadOptions:
     max_frames: int = MAX_FRAMES
 
 
+def with_permissions(options: LoadOptions | None, *, allow_urls: bool | None = None,
+                     allow_paths: bool | None = None) -> LoadOptions:
+    """``options`` (default :class:`LoadOptions`) with ``allow_urls`` / ``allow_paths`` set when given."""
+    import dataclasses
+
+    options = options or LoadOptions()
+    changes = {k: v for k, v in (("allow_urls", allow_urls), ("allow_paths", allow_paths)) if v is not None}
+    return dataclasses.replace(options, **changes) if changes else options
+
+
 @dataclass(frozen=True)
 class Item:
     """A normalised item: its parts in the caller's order, media not yet loaded."""

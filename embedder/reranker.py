@@ -10,7 +10,7 @@ import numpy as np
 
 from .batching import token_budget_batches
 from .errors import InputError
-from .items import LoadOptions, bounded_text, normalize_item
+from .items import LoadOptions, bounded_text, normalize_item, with_permissions
 from .model import (Media, Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
                     last_hidden_state, load_model, rope_positions, run_backbone)
 from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID,
@@ -104,13 +104,13 @@ class Reranker:
     @classmethod
     def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
                         attn_implementation: str | None = None, max_batch_tokens: int | None = None,
-                        allow_urls: bool = False, allow_paths: bool = True, num_workers: int = 2,
-                        **kwargs: Any) -> "Reranker":
+                        allow_urls: bool | None = None, allow_paths: bool | None = None, num_workers: int = 2,
+                        load_options: LoadOptions | None = None, **kwargs: Any) -> "Reranker":
         """Load a Qwen3-VL-Reranker checkpoint (local directory or hub id); see ``Embedder.from_pretrained``."""
         model, tok, ip, vp, dev = load_model(path_or_id, head=True, device=device, dtype=dtype,
                                              attn_implementation=attn_implementation, **kwargs)
         return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
-                   load_options=LoadOptions(allow_urls=allow_urls, allow_paths=allow_paths),
+                   load_options=with_permissions(load_options, allow_urls=allow_urls, allow_paths=allow_paths),
                    num_workers=num_workers, name=str(path_or_id))
 
     # ------------------------------------------------------------------ preparation

@@ -145,13 +145,11 @@ def test_image_at_the_ceiling_is_handled_with_memory_bounded_by_it(tmp_path):
     assert got["growth_mb"] < 400, got
 
 
-def test_source_pixel_ceiling_is_configurable(embedder):
+def test_limits_are_configurable_from_from_pretrained(tiny_embedding_path):
     from embedder import Embedder
 
-    small = Embedder(embedder.model, embedder.tokenizer, embedder.image_processor, embedder.video_processor,
-                     embedder.device, load_options=LoadOptions(max_source_pixels=1000))
-    try:
+    with Embedder.from_pretrained(tiny_embedding_path, device="cpu", allow_paths=False,
+                                  load_options=LoadOptions(max_source_pixels=1000, allow_urls=True)) as small:
+        assert small.load_options.allow_urls and not small.load_options.allow_paths
         with pytest.raises(InputError, match="64x64 = 4096 pixels exceeds the limit of 1000 pixels"):
             small.embed([make_image(64, 64)])
-    finally:
-        small.close()
