@@ -11,9 +11,14 @@ Anything that accepts a local embedder accepts a :class:`RemoteEmbedder`: the sa
   a server started with ``--allow-paths`` that sees the same files.
 * Large calls are split by item count and by request size; vectors travel as base64
   float32, so they are bit-identical to the server's.
-* 503 (queue full), 504, timeouts and refused connections are retried with
+* 503 (service busy), 504, timeouts and refused connections are retried with
   exponential backoff (honouring ``Retry-After``); then :class:`~embedder.errors.OverloadedError`
-  (503) or :class:`~embedder.errors.RemoteError`.
+  (503) or :class:`~embedder.errors.RemoteError`. A 413 (a request beyond the
+  service's limits) is not retried: it raises :class:`~embedder.errors.RemoteError`
+  naming the limit.
+* Nothing is read from the environment: the key is what you pass (the ``qvl`` command
+  passes ``--api-key`` / ``QVL_API_KEY``), and proxy variables are ignored (pass an
+  ``httpx`` ``transport`` to go through a proxy).
 * A bad item raises :class:`~embedder.errors.InputError` naming its index in YOUR
   list, wherever the call was split.
 
@@ -198,7 +203,9 @@ class _Http:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries = max(0, int(retries))
         self.backoff = float(backoff)
-        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        # trust_env=False: no proxy, netrc or certificate settings from the environment.
+        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport,
+                                    trust_env=False)
         self._closed = False
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
@@ -249,6 +256,10 @@ def _translate(resp: Any, method: str, path: str) -> Exception:
     status = resp.status_code
     if status == 400 and code == "invalid_input":
         return InputError(reason if reason is not None else message, index=index)
+    if status == 413:
+        return RemoteError(f"{method} {path}: the service refused the request as too large (HTTP 413): {message} "
+                           "(send smaller items, or ask the operator to raise the limit)",
+                           status=status, code=code, index=index)
     if status == 503:
         retry = resp.headers.get("retry-after", "1")
         return OverloadedError(f"the embedding service is overloaded: {message}",
@@ -295,6 +306,13 @@ class _Remote:
     def _limit(self, batch_size: int | None) -> int:
         server = (self.meta().get("limits") or {}).get("max_items") or self.max_items_per_request
         return max(1, min(self.max_items_per_request, int(server), batch_size or self.max_items_per_request))
+
+    def _max_bytes(self) -> int:
+        """Request size to split at: ours, and under the service's own body limit."""
+        server = (self.meta().get("limits") or {}).get("max_body_bytes")
+        if not server:
+            return self.max_request_bytes
+        return max(1, min(self.max_request_bytes, int(server) * 9 // 10))
 
     def _map(self, fn: Any, jobs: Sequence[Any], show_progress: bool, desc: str) -> Iterator[Any]:
         """Run ``fn(job)`` for each job, ``concurrency`` at a time, yielding results in order."""
@@ -406,7 +424,7 @@ class RemoteEmbedder(_Remote):
         vectors = np.zeros((len(items), dim), dtype=np.float32)
         ok = np.zeros(len(items), dtype=bool)
         chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(batch_size),
-                         max_bytes=self.max_request_bytes)
+                         max_bytes=self._max_bytes())
 
         def send(chunk: range) -> tuple[range, dict]:
             body = {"inputs": [wire[j] for j in chunk], "dimension": dim, "instruction": instruction,
@@ -484,7 +502,7 @@ class RemoteReranker(_Remote):
                     raise bad from exc
                 errors.append((i, exc.reason))
         scores = np.full(len(documents), np.nan, dtype=np.float32)
-        budget = max(1, self.max_request_bytes - _wire_size(wire_query))
+        budget = max(1, self._max_bytes() - _wire_size(wire_query))
         chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(batch_size), max_bytes=budget)
 
         def send(chunk: range) -> tuple[range, dict]:

@@ -65,6 +65,12 @@ class ServiceSettings:
             decoding it (None: the library's default, ``LoadOptions.max_source_pixels``).
         max_video_pixels: refuse a video whose width x height x frames passes this,
             before decoding it (None: the library's default).
+        url_timeout: with ``allow_urls``, total seconds for one URL fetch (None: the
+            library's default, ``LoadOptions.url_timeout``).
+        url_min_rate: with ``allow_urls``, slowest average transfer in bytes/s accepted
+            (None: the library's default).
+        max_url_bytes: with ``allow_urls``, largest body fetched from a URL (None: the
+            library's default).
         allow_video: accept video items at all (``--no-video`` switches decoding of
             untrusted video off).
         max_inflight: requests admitted at once (reading, parsing, preprocessing or
@@ -94,10 +100,13 @@ class ServiceSettings:
     max_queue: int = 1024
     max_items: int = 256
     max_body_bytes: int = 32 * 1024 * 1024
-    max_text_chars: int = 100_000
+    max_text_chars: int = 327_680
     max_frames: int = 768
     max_image_pixels: int | None = None
     max_video_pixels: int | None = None
+    url_timeout: float | None = None
+    url_min_rate: int | None = None
+    max_url_bytes: int | None = None
     allow_video: bool = True
     max_inflight: int = 32
     max_inflight_bytes: int = 256 * 1024 * 1024
@@ -120,7 +129,10 @@ class ServiceSettings:
                             ("max_inflight", self.max_inflight), ("max_inflight_bytes", self.max_inflight_bytes),
                             ("max_preprocess_queue", self.max_preprocess_queue),
                             ("max_image_pixels", 1 if self.max_image_pixels is None else self.max_image_pixels),
-                            ("max_video_pixels", 1 if self.max_video_pixels is None else self.max_video_pixels)):
+                            ("max_video_pixels", 1 if self.max_video_pixels is None else self.max_video_pixels),
+                            ("max_url_bytes", 1 if self.max_url_bytes is None else self.max_url_bytes),
+                            ("url_min_rate", 1 if self.url_min_rate is None else self.url_min_rate),
+                            ("url_timeout", 1 if self.url_timeout is None else self.url_timeout)):
             if int(value) <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         for name, seconds in (("timeout", self.timeout), ("body_timeout", self.body_timeout)):

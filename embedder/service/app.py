@@ -146,7 +146,9 @@ def load_option_values(settings: ServiceSettings, fields: Sequence[str]) -> dict
     """
     wanted: dict[str, Any] = {"allow_urls": settings.allow_urls, "allow_private_urls": settings.allow_private_urls,
                               "allow_paths": settings.allow_paths}
-    optional = {"max_source_pixels": settings.max_image_pixels, "max_video_pixels": settings.max_video_pixels}
+    optional = {"max_source_pixels": settings.max_image_pixels, "max_video_pixels": settings.max_video_pixels,
+                "url_timeout": settings.url_timeout, "url_min_rate": settings.url_min_rate,
+                "max_url_bytes": settings.max_url_bytes}
     for name, value in optional.items():
         if value is None:
             continue

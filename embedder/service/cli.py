@@ -74,6 +74,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-video-pixels", type=int, default=None, metavar="N",
                    help="refuse videos whose width x height x frames is larger, before decoding "
                         "(default: the library's limit)")
+    p.add_argument("--url-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --allow-urls: total seconds for one URL fetch (default: the library's)")
+    p.add_argument("--url-min-rate", type=int, default=None, metavar="BYTES_PER_S",
+                   help="with --allow-urls: slowest average transfer accepted (default: the library's)")
+    p.add_argument("--max-url-bytes", type=int, default=None, metavar="N",
+                   help="with --allow-urls: largest body fetched from a URL (default: the library's)")
     p.add_argument("--no-video", dest="allow_video", action="store_false",
                    help="refuse video items (no decoding of untrusted video at all)")
     p.add_argument("--max-inflight", type=int, default=d.max_inflight,
@@ -102,6 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         max_batch_items=args.max_batch_items, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
         max_items=args.max_items, max_body_bytes=args.max_body_bytes, max_text_chars=args.max_text_chars,
         max_frames=args.max_frames, max_image_pixels=args.max_image_pixels, max_video_pixels=args.max_video_pixels,
+        url_timeout=args.url_timeout, url_min_rate=args.url_min_rate, max_url_bytes=args.max_url_bytes,
         allow_video=args.allow_video, max_inflight=args.max_inflight, max_inflight_bytes=args.max_inflight_bytes,
         max_preprocess_queue=args.max_preprocess_queue, body_timeout=args.body_timeout,
         timeout=args.timeout, device=args.device, preprocess_workers=args.preprocess_workers)

@@ -55,7 +55,7 @@ _DASHSCOPE_KEYS = ("text", "image", "video", "multi_images", "factor")
 DASHSCOPE_PARAMETERS = ("dimension", "output_type", "fps", "instruct", "enable_fusion", "max_video_frames",
                         "auto_truncation", "res_level")
 DEFAULT_MAX_ITEMS = 256
-DEFAULT_MAX_TEXT_CHARS = 100_000
+DEFAULT_MAX_TEXT_CHARS = 327_680  # as the library's LoadOptions: 32 characters per token of 10,240
 DEFAULT_MAX_FRAMES = 768
 
 
@@ -225,7 +225,7 @@ def check_text(text: str, what: str, limits: Limits, index: int | None = None) -
     """Refuse a text longer than ``limits.max_text_chars`` characters (before it is tokenised)."""
     if len(text) > limits.max_text_chars:
         raise TooLarge(f"{what} has {len(text)} characters; the limit is {limits.max_text_chars} per item "
-                       "(the model reads at most 8192 tokens of it anyway)", index=index, code="text_too_long")
+                       "(cut it: the models read at most 8,192 tokens, 10,240 for the reranker)", index=index, code="text_too_long")
     return text
 
 
@@ -240,7 +240,7 @@ def _check_item_text(obj: dict, limits: Limits, index: int) -> None:
         total += len(obj["instruction"])
     if total > limits.max_text_chars:
         raise TooLarge(f"the item's text has {total} characters; the limit is {limits.max_text_chars} per item "
-                       "(the model reads at most 8192 tokens of it anyway)", index=index, code="text_too_long")
+                       "(cut it: the models read at most 8,192 tokens, 10,240 for the reranker)", index=index, code="text_too_long")
 
 
 def _check_video(video: Any, limits: Limits, index: int) -> None:
