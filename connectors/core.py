@@ -154,7 +154,7 @@ def _hash_value(h: Any, value: Any) -> None:
     elif isinstance(value, (bytes, bytearray)):
         h.update(b"b" + hashlib.sha256(value).digest())
     elif isinstance(value, (str, pathlib.Path)):
-        h.update(b"s" + str(value).encode())
+        h.update(b"s" + str(value).encode("utf-8", "surrogatepass"))  # undecodable file names hash too
     elif isinstance(value, (list, tuple)):
         h.update(b"l%d" % len(value))
         for v in value:
@@ -295,7 +295,7 @@ def document_item(fields: Mapping[str, Any], *, text_field: str = "text", media_
 def row_bytes(row: Row, dim: int) -> int:
     """A generous estimate of a row's size on the wire."""
     size = 4 * dim + 64 + len(row.id)
-    size += len((row.text or "").encode())
+    size += len((row.text or "").encode("utf-8", "surrogatepass"))  # a lone surrogate must not raise here
     size += len(row.media or "")
     if row.metadata:
         size += len(json.dumps(row.metadata))

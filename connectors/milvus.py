@@ -588,6 +588,9 @@ class MilvusStore:
 
     def _entity(self, row: Row, vector: np.ndarray) -> dict[str, Any]:
         """The Milvus entity for a row; ValueError names what does not fit."""
+        if not _storable(row.id):
+            raise ValueError(f"id {row.id!r} is not valid Unicode (a lone surrogate, e.g. from an undecodable "
+                             "file name); Milvus stores UTF-8 text only")
         if len(row.id.encode()) > ID_MAX_LENGTH:
             raise ValueError(f"id is longer than {ID_MAX_LENGTH} bytes")
         entity: dict[str, Any] = {"id": row.id, VECTOR_FIELD: np.asarray(vector, dtype=np.float32)}
@@ -641,7 +644,7 @@ class MilvusStore:
         self._check_open()
         if isinstance(ids, (str, int)):
             ids = [ids]  # type: ignore[list-item]
-        ids = list(dict.fromkeys(str(i) for i in ids))
+        ids = [i for i in dict.fromkeys(str(i) for i in ids) if _storable(i)]  # others cannot be stored
         if not ids:
             return
         with _translated("delete", collection=self.collection):
@@ -652,7 +655,7 @@ class MilvusStore:
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the collection holds (lets an ingest skip what already landed)."""
         self._check_open()
-        ids = [str(i) for i in ids]
+        ids = [i for i in map(str, ids) if _storable(i)]  # an id Milvus cannot store is not there
         found: set[str] = set()
         for start in range(0, len(ids), IDS_PER_REQUEST):
             found.update(str(r["id"]) for r in self._get(ids[start:start + IDS_PER_REQUEST], ["id"]))
@@ -857,6 +860,15 @@ def _coerce(name: str, value: Any, typ: type) -> Any:
                 raise ValueError(f"field {name!r} is longer than {MAX_VARCHAR} bytes")
             return value
     raise ValueError(f"field {name!r} must be {typ.__name__} (or None), got {type(value).__name__} {value!r}")
+
+
+def _storable(text: str) -> bool:
+    """Whether Milvus can hold this string (UTF-8 on the wire: no lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_vector(query: Any) -> bool:

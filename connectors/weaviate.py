@@ -468,6 +468,13 @@ class WeaviateStore:
 
     def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
         """Write one batch with the client's batcher; return ``(row id, reason)`` failures."""
+        # A string that is not valid Unicode (a lone surrogate, e.g. from an undecodable file
+        # name) cannot travel as UTF-8: it would fail the whole request, so it fails its row here.
+        unencodable = {i: reason for i, row in enumerate(rows) if (reason := _unencodable(row)) is not None}
+        if unencodable:
+            keep = [i for i in range(len(rows)) if i not in unencodable]
+            failed_rows = [(rows[i].id, reason) for i, reason in unencodable.items()]
+            return failed_rows + (self._write([rows[i] for i in keep], vectors[keep]) if keep else [])
         named = {vname: (vectors if vdim == self.dim else mrl(vectors, vdim))
                  for vname, vdim in self.named_vectors.items()}
         # A smaller named vector is a prefix of the full one: it can be all zeros on its own.
@@ -627,7 +634,7 @@ class WeaviateStore:
         from weaviate.classes.query import Filter
 
         self._check_open()
-        uuids = [row_uuid(str(i)) for i in ids]
+        uuids = [row_uuid(str(i)) for i in ids if _storable(str(i))]  # others cannot be stored
         with driver_errors(f"deleting from {self.name}"):
             for start in range(0, len(uuids), _DELETE_CHUNK):
                 chunk = uuids[start:start + _DELETE_CHUNK]
@@ -638,7 +645,7 @@ class WeaviateStore:
         from weaviate.classes.query import Filter
 
         self._check_open()
-        by_uuid = {row_uuid(str(i)): str(i) for i in ids}
+        by_uuid = {row_uuid(str(i)): str(i) for i in ids if _storable(str(i))}  # others cannot be stored
         found: set[str] = set()
         uuids = list(by_uuid)
         with driver_errors(f"looking up ids in {self.name}"):
@@ -682,6 +689,27 @@ class WeaviateStore:
 
     def __repr__(self) -> str:
         return f"WeaviateStore({self.name!r}, named_vectors={self.named_vectors})"
+
+
+def _storable(text: str) -> bool:
+    """Whether a string can travel as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unencodable(row: Row) -> str | None:
+    """Why a row's strings cannot be sent to Weaviate (UTF-8 only), or None."""
+    strings = {"id": row.id, "text": row.text, "media": row.media,
+               "metadata": json.dumps(row.metadata, ensure_ascii=False, default=str) if row.metadata else None}
+    strings.update((k, v) for k, v in row.fields.items() if isinstance(v, str))
+    for name, value in strings.items():
+        if value is not None and not _storable(value):
+            return (f"{name} {value!r} is not valid Unicode (a lone surrogate, e.g. from an undecodable file "
+                    "name); Weaviate stores UTF-8 text only")
+    return None
 
 
 def _is_item(query: Any) -> bool:

@@ -82,6 +82,19 @@ def test_check_dim_names_the_range(embedder, dim):
     assert check_dim(4096) == 4096  # no embedder: precomputed vectors of any size from 64
 
 
+def test_strings_that_are_not_valid_unicode_do_not_stop_an_upsert(store):
+    """A lone surrogate (an undecodable file name read with surrogateescape) in a text or a
+    path raised UnicodeEncodeError from the id hash and the size estimate, stopping the upsert."""
+    odd = "caf\udce9.txt"
+    rows = [{"text": odd, "vector": np.ones(64)}, {"image": "/photos/" + odd, "vector": np.full(64, 2.0)},
+            {"id": "plain", "text": "fine", "vector": np.full(64, 3.0)}]
+    report = store.upsert(rows)
+    assert report.ok and len(report.written) == 3 and store.count() == 3
+    assert content_id(rows[0]) == content_id(dict(rows[0])) != content_id({"text": "caf\udce8.txt"})
+    assert content_id({"text": "plain"}) == content_id({"text": "plain"})
+    assert row_bytes(normalize_row(rows[0], 0, dim=64), 64) > 4 * 64
+
+
 def test_row_modality_and_media_reference(tmp_path):
     assert normalize_row({"text": "t"}, 0).modality == "text"
     r = normalize_row({"text": "t", "image": "/a.png"}, 0)

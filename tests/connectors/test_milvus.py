@@ -734,3 +734,17 @@ def test_a_vector_whose_coarse_prefix_is_zero_is_a_bad_row(store_factory):
     assert store.count() == 1
     with pytest.raises(InputError, match="first 32 dims .* all zeros"):
         store.search(prefix_zero, k=1)
+
+
+def test_an_id_milvus_cannot_encode_fails_alone_and_is_never_found(store_factory):
+    """A lone surrogate (an undecodable file name read with surrogateescape) is no UTF-8:
+    its row fails with a reason, and looking it up or deleting it finds nothing instead of
+    failing the whole batch (which disabled an ingest's existing-id check)."""
+    store = store_factory(dim=64)
+    odd = "photo-\udcff.jpg"
+    report = store.upsert([{"id": "ok", "vector": np.ones(64)}, {"id": odd, "vector": np.ones(64)}])
+    assert report.written == ["ok"]
+    assert [rid for rid, _ in report.failed] == [odd] and "not valid Unicode" in report.failed[0][1]
+    assert store.existing_ids(["ok", odd, "Bob's photo.jpg"]) == {"ok"}
+    store.delete([odd])
+    assert store.count() == 1

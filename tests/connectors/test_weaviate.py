@@ -336,6 +336,23 @@ def test_ids_and_filter_values_with_any_characters(weaviate_server, request, tmp
             assert s.count() == left and s.existing_ids([rid]) == set()
 
 
+def test_a_string_weaviate_cannot_encode_fails_its_row_only(weaviate_server, request, tmp_path):
+    """A lone surrogate (an undecodable file name read with surrogateescape) is no UTF-8: it
+    failed the whole batch (uuid5 and gRPC encode UTF-8); now its row fails, with a reason."""
+    odd = "photo-\udcff.jpg"
+    vecs = np.random.RandomState(2).randn(4, 64).astype(np.float32)
+    with open_test_store(tmp_path, request.node.name, embedder=None, dim=64, fields={"color": str}) as s:
+        report = s.upsert([{"id": "ok", "vector": vecs[0]}, {"id": odd, "vector": vecs[1]},
+                           {"id": "media", "vector": vecs[2], "text": odd},
+                           {"id": "field", "vector": vecs[3], "color": odd}])
+        assert report.written == ["ok"]
+        assert [rid for rid, _ in report.failed] == [odd, "media", "field"]
+        assert all("not valid Unicode" in reason for _, reason in report.failed)
+        assert s.existing_ids(["ok", odd]) == {"ok"}
+        s.delete([odd])
+        assert s.count() == 1
+
+
 # ---------------------------------------------------------------------------- server-side modules
 @pytest.fixture(scope="session")
 def qvl_service(weaviate_server, tiny_embedding_path, tiny_reranker_path):
