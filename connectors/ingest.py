@@ -9,7 +9,13 @@
     qvl search "a red bicycle" --in milvus:./qvl.db --collection photos --rerank --html hits.html
 
 Heavy modules (torch through the embedder, database drivers through the connectors)
-are imported inside the handlers only, so ``qvl --help`` stays fast.
+are imported inside the handlers only, so ``qvl --help`` stays fast. Each handler checks
+what it can before loading a model (flags, ``--dim``, the source, the target's scheme and
+connection, whether a hub id can be had at all), so a mistake costs a second and one line.
+
+:func:`load_embedder` / :func:`load_reranker` (with :func:`add_model_args` and
+:func:`api_key_of`) are the one way every ``qvl`` command turns ``--model``/``--reranker``,
+``--api-key`` / ``$QVL_API_KEY`` and ``--device`` into a model.
 """
 from __future__ import annotations
 
@@ -62,8 +68,6 @@ def add_model_args(p: argparse.ArgumentParser, *, reranker: bool) -> None:
     p.add_argument("--device", default="auto", help="torch device for local models (default: auto)")
 
 
-_add_model_args = add_model_args
-
 
 def _add_ingest(sub: Any) -> None:
     p = sub.add_parser(
@@ -109,7 +113,7 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="stop after N source records")
     p.add_argument("--retries", type=int, default=5, help="tries for transient failures (default: 5)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    _add_model_args(p, reranker=False)
+    add_model_args(p, reranker=False)
     p.set_defaults(func=run_ingest)
 
 
@@ -133,7 +137,7 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--dim", type=int, help="vector dimension (default: the collection's)")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.add_argument("--html", metavar="FILE", help="also write an HTML page with thumbnails")
-    _add_model_args(p, reranker=True)
+    add_model_args(p, reranker=True)
     p.set_defaults(func=run_search)
 
 
@@ -149,7 +153,7 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--offline-test-model", action="store_true",
                    help="use a tiny RANDOM checkpoint built locally (no download; results are meaningless)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    _add_model_args(p, reranker=True)
+    add_model_args(p, reranker=True)
     p.set_defaults(func=run_demo)
 
 

@@ -188,7 +188,8 @@ def test_demo_prints_a_search_that_works_in_a_new_process(tmp_path):
 
 def test_demo_offline_without_a_model_fails_fast_in_one_line(tmp_path):
     """No network to the hub (this machine, and CI): one line saying what to do, within seconds."""
-    env = clean_env(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="0")  # an empty cache
+    # an empty cache, and a hub that refuses connections (deterministic on machines with network too)
+    env = clean_env(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
     start = time.monotonic()
     proc = qvl("demo", "--dir", tmp_path / "demo", env=env, cwd=tmp_path)
     elapsed = time.monotonic() - start

@@ -639,3 +639,25 @@ def test_json_errors_read_well(tmp_path):
     reasons = [r.error for r in jsonl_rows(src)]
     assert reasons == ["invalid JSON: Expecting property name enclosed in double quotes at column 12",
                        "invalid JSON: Unterminated string starting at column 10"]
+
+
+def test_progress_shows_rate_and_eta_then_a_summary(tmp_path, monkeypatch, capsys, stores, tiny_embedding_path):
+    """On a terminal the bar shows done/total, elapsed<ETA and rows/s; the summary line follows."""
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"t{i}.txt").write_text(f"text number {i}")
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    code = main(["ingest", str(folder), "--to", "shared:p", "--model", tiny_embedding_path, "--batch-size", "2",
+                 "--state", str(tmp_path / "st"), "--dead-letter", str(tmp_path / "dead.jsonl")])
+    out = capsys.readouterr().out
+    assert code == 0
+    bar = term.getvalue()
+    assert re.search(r"ingest -> qvl: +100%.*6/6 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?row/s", bar), bar
+    assert "written=6" in bar
+    assert summary_of(out)["written"] == 6 and "rows/s" in out
