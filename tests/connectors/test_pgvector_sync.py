@@ -501,22 +501,25 @@ def test_cli_checks_the_database_before_the_model_and_prints_the_whole_error(tmp
     assert time.monotonic() - started < 30
 
 
-def test_cli_worker_with_a_keyed_qvl_serve(pg_dsn, articles, tiny_embedding_path):
-    """`qvl pg worker --model http://...` sends --api-key / $QVL_API_KEY (it sent none: HTTP 401)."""
-    import os
+def _free_port() -> int:
     import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_serve(model: str, port: int, env: dict | None = None):
+    """The real ``qvl serve`` console script on ``port``, once it prints "serving on"."""
+    import os
+    import shutil
     import subprocess
     import threading
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    import shutil
-
-    serve = subprocess.Popen([shutil.which("qvl"), "serve", "--model", tiny_embedding_path, "--port", str(port),
-                              "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "QVL_API_KEY": "s3cret"})
+    serve = subprocess.Popen([shutil.which("qvl"), "serve", "--model", model, "--port", str(port), "--device", "cpu"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, **(env or {})})
     ready = threading.Event()
     lines: list[str] = []
 
@@ -527,10 +530,91 @@ def test_cli_worker_with_a_keyed_qvl_serve(pg_dsn, articles, tiny_embedding_path
                 ready.set()
 
     threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 180
+    while not ready.wait(0.2):
+        if serve.poll() is not None or time.monotonic() > deadline:
+            _stop_serve(serve)
+            raise AssertionError("qvl serve did not start: " + "".join(lines[-10:]))
+    return serve
+
+
+def _stop_serve(serve) -> None:
+    import subprocess
+
+    serve.terminate()
     try:
-        deadline = time.monotonic() + 180
-        while not ready.wait(0.2):
-            assert serve.poll() is None and time.monotonic() < deadline, "".join(lines[-10:])
+        serve.wait(20)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        serve.wait(10)
+
+
+def test_worker_rides_out_a_qvl_serve_outage(pg_dsn, conn, articles, tiny_embedding_path):
+    """The worker starts while `qvl serve` is down (connection refused) and keeps backing off;
+    when the service comes up, every row lands in batches of normal size, none in the failed
+    table, no attempt spent (before: every row was parked in the failed table after max_attempts)."""
+    import time
+
+    from connectors.pgvector import attach
+    from connectors.pgvector_sync import Worker, failed_rows, install_sync, sync_status
+    from embedder import RemoteEmbedder
+
+    port = _free_port()
+    with attach(pg_dsn, table=articles, text_column="title", dim=64, backfill=False) as setup:
+        install_sync(setup)
+    remote = RemoteEmbedder(f"http://127.0.0.1:{port}", retries=0, timeout=30)
+    with attach(pg_dsn, table=articles, embedder=remote, create=False) as store:
+        worker = Worker(store, batch_size=4, max_attempts=2, retry_delay=0, outage_delay=0.2, max_outage_delay=1.0)
+        stop = threading.Event()
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(report=worker.run(stop=stop, poll_interval=0.2)),
+                                  daemon=True)
+        thread.start()
+        serve = None
+        try:
+            time.sleep(3)   # the outage: the worker tries (and backs off) several times
+            with psycopg_connect(pg_dsn) as c:   # the worker's connection is its own
+                attempts = c.execute(f"SELECT max(attempts), count(*) FROM {articles}_qvl_queue").fetchone()
+                parked = c.execute(f"SELECT count(*) FROM {articles}_qvl_failed").fetchone()[0]
+            assert thread.is_alive()
+            serve = _start_serve(tiny_embedding_path, port)
+            _wait_for(lambda: thread.is_alive() and _status(pg_dsn, articles).embedded == 10, timeout=120)
+        finally:
+            stop.set()
+            thread.join(30)
+            if serve is not None:
+                _stop_serve(serve)
+            remote.close()
+        report = result["report"]
+        assert attempts == (0, 10) and parked == 0
+        assert report.outages >= 2 and report.failed == [] and report.retried == []
+        assert sorted(report.embedded, key=int) == [str(i) for i in range(10)] and report.batches == 3
+    with attach(pg_dsn, table=articles, create=False) as again:
+        st = sync_status(again)
+        assert (st.embedded, st.queued, st.failed) == (10, 0, 0) and failed_rows(again) == []
+
+
+def psycopg_connect(dsn: str):
+    import psycopg
+
+    return psycopg.connect(dsn, autocommit=True)
+
+
+def _status(dsn: str, table: str):
+    from connectors.pgvector import attach
+    from connectors.pgvector_sync import sync_status
+
+    with attach(dsn, table=table, create=False) as store:
+        return sync_status(store)
+
+
+def test_cli_worker_with_a_keyed_qvl_serve(pg_dsn, articles, tiny_embedding_path):
+    """`qvl pg worker --model http://...` sends --api-key / $QVL_API_KEY (it sent none: HTTP 401)."""
+    import os
+
+    port = _free_port()
+    serve = _start_serve(tiny_embedding_path, port, {"QVL_API_KEY": "s3cret"})
+    try:
         base = ["--dsn", pg_dsn, "--table", articles]
         assert _qvl("pg", "sync", *base, "--text-col", "title", "--dim", "64").returncode == 0
         url = f"http://127.0.0.1:{port}"
@@ -551,8 +635,4 @@ def test_cli_worker_with_a_keyed_qvl_serve(pg_dsn, articles, tiny_embedding_path
                       env={"QVL_API_KEY": "s3cret"})
         assert by_env.returncode == 0 and "1 embedded" in by_env.stdout, by_env.stderr[-2000:]
     finally:
-        serve.terminate()
-        try:
-            serve.wait(20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        _stop_serve(serve)
