@@ -234,20 +234,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         conn = _connect(args, create=False)
         try:
-            store = _attach(args, conn, None, create=False)
-        except BaseException:
+            with _attach(args, conn, None, create=False) as store:
+                _print_note(store)
+                st = sync_status(store)
+                print(f"{store.table}: {st.rows} rows, {st.embedded} embedded, {st.queued} queued "
+                      f"({st.ready} ready, {st.in_progress} in progress), {st.failed} failed; "
+                      f"triggers {'installed' if st.installed else 'not installed'}")
+                if args.show_failed and st.installed:
+                    for row in failed_rows(store):
+                        print(f"  failed {row.key} after {row.attempts} attempts: {row.reason}")
+        finally:
             conn.close()
-            raise
-        with store:
-            _print_note(store)
-            st = sync_status(store)
-            print(f"{store.table}: {st.rows} rows, {st.embedded} embedded, {st.queued} queued "
-                  f"({st.ready} ready, {st.in_progress} in progress), {st.failed} failed; "
-                  f"triggers {'installed' if st.installed else 'not installed'}")
-            if args.show_failed and st.installed:
-                for row in failed_rows(store):
-                    print(f"  failed {row.key} after {row.attempts} attempts: {row.reason}")
-        conn.close()
         return 0
 
     return _run(args, body)
