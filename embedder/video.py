@@ -31,9 +31,10 @@ within ``LoadOptions.max_video_pixels``.
 """
 from __future__ import annotations
 
+import bisect
 import io
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .errors import InputError, MissingDependencyError
 from .items import (IMAGE_FACTOR, LoadOptions, _check_pixels, _describe, open_image, probe_image_size,
@@ -240,7 +241,71 @@ def _open(av: Any, data: bytes | str) -> Any:
     return av.open(io.BytesIO(data) if isinstance(data, bytes) else data, mode="r", metadata_errors="ignore")
 
 
-def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions) -> LoadedVideo:
+def _frame_index(container: Any, stream: Any) -> tuple[list[int] | None, list[int], int]:
+    """Read the packets (no decoding): every frame's timestamp in presentation order (None
+    when some packet has none or two share one), the keyframes' timestamps, the count."""
+    pts: list[int] = []
+    keys: list[int] = []
+    usable = True
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        if packet.pts is None:
+            usable = False
+        else:
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                keys.append(packet.pts)
+    count = len(pts) if usable else int(stream.frames or 0) or len(pts)
+    if not usable or not keys or len(set(pts)) != len(pts):
+        return None, [], count
+    return sorted(pts), sorted(keys), count
+
+
+def _wanted_frames(container: Any, stream: Any, wanted: set[int], pts: list[int] | None,
+                   keys: list[int]) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, frame)`` for the wanted frame indices, in increasing order.
+
+    With a timestamp index, a frame's index is its timestamp's rank (as decord indexes
+    frames) and the decoder jumps to the keyframe before the next wanted frame whenever
+    that keyframe lies ahead, so a long video costs the GOPs of the 64 frames taken, not
+    all of its frames. Without one, frames are counted from the start.
+    """
+    targets = sorted(wanted)
+    if pts is None:
+        for count, frame in enumerate(container.decode(stream)):
+            if count in wanted:
+                yield count, frame
+            if count >= targets[-1]:
+                return
+        return
+    rank = {p: i for i, p in enumerate(pts)}
+    frames: Iterator[Any] | None = None
+    last_pts: int | None = None
+    t = 0
+    while t < len(targets):
+        k = bisect.bisect_right(keys, pts[targets[t]]) - 1
+        key = keys[k] if k >= 0 else None
+        if frames is None or (key is not None and last_pts is not None and key > last_pts):
+            if key is not None and key > pts[0]:
+                container.seek(key, stream=stream, backward=True, any_frame=False)
+            frames = iter(container.decode(stream))
+        frame = next(frames, None)
+        if frame is None:
+            return
+        if frame.pts is None:
+            continue
+        last_pts = frame.pts
+        i = rank.get(frame.pts)
+        if i is None or i < targets[t]:
+            continue
+        # A wanted frame the decoder did not produce after a jump takes the next one.
+        while t < len(targets) and targets[t] <= i:
+            yield targets[t], frame
+            t += 1
+
+
+def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions, *, seek: bool = True) -> LoadedVideo:
     import torch
     from qwen_vl_utils.vision_process import smart_nframes
 
@@ -250,9 +315,9 @@ def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions) -> Load
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         fps = float(stream.average_rate or stream.guessed_rate or 0)
-        total = int(stream.frames or 0)
-        if total <= 0:  # no frame count in the header (e.g. Matroska): count the packets
-            total = sum(1 for p in container.demux(stream) if p.size)
+        pts, keys, total = _frame_index(container, stream)
+    if not seek:
+        pts, keys = None, []
     if width <= 0 or height <= 0 or fps <= 0 or total <= 0:
         raise InputError(f"cannot decode video {desc}: no usable video stream "
                          f"({width}x{height}, {fps:g} fps, {total} frames)")
@@ -269,42 +334,20 @@ def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions) -> Load
                          f"or sized: {exc}") from exc
     _check_budget(f"video {desc}", width, height, nframes, options)
     indices = torch.linspace(0, total - 1, nframes).round().long().tolist()
-    wanted: dict[int, list[int]] = {}
-    for pos, i in enumerate(indices):
-        wanted.setdefault(i, []).append(pos)
-    frames: list[Any] = [None] * nframes
-    last = None
+    small: dict[int, Any] = {}
     with _open(av, data) as container:
         stream = container.streams.video[0]  # PyAV's default slice threading: frame threads hold more frames
-        count = -1
-        for frame in container.decode(stream):
-            count += 1
-            if count not in wanted:
-                last = frame
-                continue
+        for index, frame in _wanted_frames(container, stream, set(indices), pts, keys):
             # Full-size RGB only for the moment it takes to downscale it (the release's resize).
             rgb = frame.to_ndarray(format="rgb24")
             if rgb.shape[:2] != (height, width):
-                raise InputError(f"cannot decode video {desc}: frame {count} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                raise InputError(f"cannot decode video {desc}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, "
                                  f"the stream announced {width}x{height}")
-            small = _resize(torch.from_numpy(rgb).permute(2, 0, 1), size)
+            small[index] = _resize(torch.from_numpy(rgb).permute(2, 0, 1), size)
             del rgb
-            for pos in wanted[count]:
-                frames[pos] = small
-            last = None
-            if count >= indices[-1]:
-                break
-    missing = [pos for pos, f in enumerate(frames) if f is None]
-    if missing:
-        # The header announced more frames than the stream holds: the last frames repeat
-        # the last decoded one.
-        done = [f for f in frames if f is not None]
-        if last is not None:
-            rgb = last.to_ndarray(format="rgb24")
-            done.append(_resize(torch.from_numpy(rgb).permute(2, 0, 1), size))
-        if not done:
-            raise InputError(f"cannot decode video {desc}: no frame could be decoded")
-        for pos in missing:
-            frames[pos] = done[-1]
+    if not small:
+        raise InputError(f"cannot decode video {desc}: no frame could be decoded")
+    # A stream shorter than its header: the frames past its end repeat the last decoded one.
+    last = small[max(small)]
+    frames = [small.get(i, last) for i in indices]
     return LoadedVideo(frames=torch.stack(frames), timestamps=pair_timestamps(indices, fps))
-

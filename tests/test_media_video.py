@@ -270,3 +270,47 @@ def test_large_video_files_are_downscaled_as_they_are_decoded(tmp_path, size, li
     grid = expected_file_grid(16, 1, *size)
     assert got["shape"] == [16, 3, grid[1] * 16, grid[2] * 16]
     assert got["growth_mb"] < limit_mb, got
+
+
+def test_long_video_decodes_only_the_gops_of_the_frames_taken(tmp_path, monkeypatch):
+    """Jumping to the keyframe before each taken frame gives exactly the frames of decoding
+    everything (B-frames and open GOPs included) while decoding a fraction of the video."""
+    import av
+
+    from embedder.video import _decode
+
+    def write(path, frames, fps, options):
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+            stream.options = options
+            for i in range(frames):
+                arr = np.zeros((96, 160, 3), dtype="uint8")
+                arr[:, :, 0], arr[:, : (i * 3) % 160, 1], arr[(i * 7) % 96, :, 2] = i % 256, 200, 255
+                for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        return str(path)
+
+    decoded = []
+    real = av.container.InputContainer.decode
+
+    def counting(self, *args, **kwargs):
+        for frame in real(self, *args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(av.container.InputContainer, "decode", counting)
+    for name, frames, fps, options in [
+            ("gop20.mp4", 1200, 10, {"preset": "veryfast", "g": "20", "bf": "3"}),           # 120 s
+            ("open.mp4", 900, 30, {"preset": "medium", "g": "7", "bf": "2", "x264-params": "open-gop=1"})]:
+        path = write(tmp_path / name, frames, fps, options)
+        decoded.clear()
+        jumped = _decode(av, path, name, LoadOptions(), seek=True)
+        n_jumped = len(decoded)
+        decoded.clear()
+        everything = _decode(av, path, name, LoadOptions(), seek=False)
+        assert jumped.timestamps == everything.timestamps
+        assert float((jumped.frames - everything.frames).abs().max()) == 0.0
+        assert n_jumped < 0.6 * len(decoded), (name, n_jumped, len(decoded))
