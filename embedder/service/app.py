@@ -28,47 +28,30 @@ Request bodies and keys are never logged.
 # annotations (``request: Request``, imported inside create_app) at definition time.
 
 import asyncio
-import copy
-import dataclasses
 import hmac
 import json
 import logging
 import math
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from ..embedder import DEFAULT_QUERY_INSTRUCTION, MIN_DIM, mrl
+from ..embedder import DEFAULT_QUERY_INSTRUCTION
 from ..errors import InputError, MissingDependencyError, OverloadedError
-from ..model import as_input_error
-from ..prompts import DEFAULT_RERANK_INSTRUCTION, IMAGE_PAD_ID
 from . import ServiceSettings
 from . import protocols as P
-from .admission import Admission, BodyError, ClientDisconnected, cancel_on_disconnect, read_body
-from .batcher import BatchError, DynamicBatcher
-from .metrics import Metrics
+from .admission import BodyError, ClientDisconnected, cancel_on_disconnect, read_body
+from .batcher import BatchError
+from .core import EmbedOutcome, HTTPFailure, ScoreOutcome, Service, load_option_values
+
+__all__ = ["create_app", "Service", "EmbedOutcome", "ScoreOutcome", "HTTPFailure", "load_option_values"]
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- errors
-class HTTPFailure(Exception):
-    """An error with its HTTP status and machine-readable code."""
-
-    def __init__(self, status: int, code: str, message: str, *, index: int | None = None,
-                 reason: str | None = None, headers: dict[str, str] | None = None) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.index = index
-        self.reason = reason
-        self.headers = headers or {}
-        super().__init__(message)
-
-
 def _as_failure(exc: BaseException) -> HTTPFailure:
     if isinstance(exc, HTTPFailure):
         return exc
@@ -116,300 +99,6 @@ def _loads(data: bytes) -> Any:
     except ImportError:
         return json.loads(data)
     return orjson.loads(data)
-
-
-# ---------------------------------------------------------------------------- service core
-@dataclasses.dataclass(frozen=True)
-class EmbedOutcome:
-    """Vectors of the good items (at the requested dim), their indices, errors and token counts."""
-
-    vectors: np.ndarray
-    indices: list[int]
-    errors: list[tuple[int, str]]
-    tokens: int
-    image_tokens: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreOutcome:
-    """One score per document (NaN for a failed one) and the failures."""
-
-    scores: np.ndarray
-    errors: list[tuple[int, str]]
-
-
-def load_option_values(settings: ServiceSettings, fields: Sequence[str]) -> dict[str, Any]:
-    """The :class:`~embedder.items.LoadOptions` values the operator's flags set.
-
-    Raises:
-        ValueError: a flag sets a limit that this version's ``LoadOptions`` cannot enforce.
-    """
-    wanted: dict[str, Any] = {"allow_urls": settings.allow_urls, "allow_private_urls": settings.allow_private_urls,
-                              "allow_paths": settings.allow_paths}
-    optional = {"max_source_pixels": settings.max_image_pixels, "max_video_pixels": settings.max_video_pixels,
-                "url_timeout": settings.url_timeout, "url_min_rate": settings.url_min_rate,
-                "max_url_bytes": settings.max_url_bytes}
-    for name, value in optional.items():
-        if value is None:
-            continue
-        if name not in fields:
-            raise ValueError(f"this version cannot enforce {name} (LoadOptions has no such field)")
-        wanted[name] = value
-    # Optional in LoadOptions: the service also enforces both while parsing.
-    if "allow_video" in fields:
-        wanted["allow_video"] = settings.allow_video
-    if "max_text_chars" in fields:
-        wanted["max_text_chars"] = settings.max_text_chars
-    return wanted
-
-
-def _with_load_options(model: Any, settings: ServiceSettings) -> Any:
-    """A shallow view of ``model`` whose media loading follows the operator's flags.
-
-    The view shares weights, tokenizer and lock with ``model``; only ``load_options``
-    differ, so a caller's Embedder built with ``allow_paths=True`` is not widened
-    or mutated by the service.
-    """
-    fields = [f.name for f in dataclasses.fields(model.load_options)]
-    wanted = dataclasses.replace(model.load_options, **load_option_values(settings, fields))
-    if model.load_options == wanted:
-        return model
-    view = copy.copy(model)
-    view.load_options = wanted
-    return view
-
-
-class Service:
-    """Models, batchers and the protocol-independent operations behind the routes."""
-
-    def __init__(self, settings: ServiceSettings, embedder: Any = None, reranker: Any = None) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.embedder: Any = None
-        self.reranker: Any = None
-        self._given = (embedder, reranker)
-        self._owned: list[Any] = []
-        self._pool: ThreadPoolExecutor | None = None
-        self._parse_pool: ThreadPoolExecutor | None = None
-        self._batchers: dict[str, DynamicBatcher] = {}
-        self.ready = False
-        self.limits = P.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars,
-                               max_frames=settings.max_frames, allow_video=settings.allow_video)
-        self.admission = Admission(max_inflight=settings.max_inflight, max_inflight_bytes=settings.max_inflight_bytes,
-                                   max_preprocess_queue=settings.max_preprocess_queue,
-                                   retry_after=settings.retry_after)
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        """Load models if not given, start the preprocessing pool and the model workers."""
-        s = self.settings
-        embedder, reranker = self._given
-        if embedder is None:
-            if not s.model:
-                raise ValueError("ServiceSettings.model is required when no embedder is given")
-            from ..embedder import Embedder
-
-            embedder = Embedder.from_pretrained(s.model, device=s.device, max_batch_tokens=s.max_batch_tokens,
-                                                allow_urls=s.allow_urls, allow_paths=s.allow_paths)
-            self._owned.append(embedder)
-        if reranker is None and s.reranker:
-            from ..reranker import Reranker
-
-            reranker = Reranker.from_pretrained(s.reranker, device=s.device, max_batch_tokens=s.max_batch_tokens,
-                                                allow_urls=s.allow_urls, allow_paths=s.allow_paths)
-            self._owned.append(reranker)
-        self.embedder = _with_load_options(embedder, s)
-        self.reranker = _with_load_options(reranker, s) if reranker is not None else None
-        self._pool = ThreadPoolExecutor(max_workers=s.preprocess_workers, thread_name_prefix="qvl-serve-prep")
-        # Bodies are decoded and parsed here, never on the event loop (a slow parse must not stall /health).
-        self._parse_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qvl-serve-parse")
-        common = dict(max_batch_items=s.max_batch_items,
-                      max_wait_s=s.max_wait_ms / 1000.0, max_queue=s.max_queue, retry_after=s.retry_after,
-                      on_batch=self.metrics.observe_batch,
-                      on_drop=lambda n: self.metrics.observe_dropped("model", n))
-        self._batchers["embed"] = DynamicBatcher(self.embedder.forward, name="embed",
-                                                 min_fill=getattr(self.embedder, "min_fill", 0.75),
-                                                 max_batch_tokens=self._budget(self.embedder), **common).start()
-        if self.reranker is not None:
-            self._batchers["rerank"] = DynamicBatcher(self.reranker.forward, name="rerank",
-                                                      min_fill=getattr(self.reranker, "min_fill", 0.75),
-                                                      max_batch_tokens=self._budget(self.reranker), **common).start()
-        self.ready = True
-        log.info("serving %s (dim %d)%s", getattr(self.embedder, "name", "embedder"), self.embedder.dim,
-                 f" and reranker {self.reranker.name}" if self.reranker is not None else "")
-
-    def stop(self) -> None:
-        """Stop the workers, fail queued requests, close what the service loaded. Idempotent."""
-        self.ready = False
-        for b in self._batchers.values():
-            b.stop()
-        self._batchers.clear()
-        for pool in (self._pool, self._parse_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._parse_pool = None
-        for model in self._owned:
-            model.close()
-        self._owned.clear()
-
-    @property
-    def is_ready(self) -> bool:
-        return self.ready and all(b.alive for b in self._batchers.values())
-
-    @property
-    def model_name(self) -> str:
-        return str(getattr(self.embedder, "name", "") or self.settings.model or "qwen3-vl-embedding")
-
-    def queues(self) -> dict[str, tuple[int, int]]:
-        return {n: (b.queue_depth, b.max_queue) for n, b in self._batchers.items()}
-
-    def gauges(self) -> dict[str, tuple[str, float]]:
-        a = self.admission
-        return {"qvl_inflight_requests": ("Requests admitted and not yet answered.", a.inflight),
-                "qvl_inflight_body_bytes": ("Request body bytes held by admitted requests.", a.inflight_bytes),
-                "qvl_preprocess_items": ("Items queued for or in preprocessing.", a.preprocess_queued)}
-
-    def meta(self) -> dict:
-        s = self.settings
-        return {"model": {"name": self.model_name, "dim": self.embedder.dim, "min_dim": MIN_DIM,
-                          "type": "qwen3-vl-embedding"},
-                "dim": self.embedder.dim,
-                "reranker": ({"name": str(getattr(self.reranker, "name", ""))} if self.reranker is not None else None),
-                "limits": {"max_items": s.max_items, "max_body_bytes": s.max_body_bytes,
-                           "max_text_chars": s.max_text_chars, "max_frames": s.max_frames,
-                           "max_image_pixels": self.embedder.load_options.max_source_pixels,
-                           "max_video_pixels": getattr(self.embedder.load_options, "max_video_pixels", None),
-                           "allow_video": s.allow_video, "max_queue": s.max_queue, "max_inflight": s.max_inflight,
-                           "max_inflight_bytes": s.max_inflight_bytes,
-                           "max_preprocess_queue": s.max_preprocess_queue, "body_timeout": s.body_timeout,
-                           "timeout": s.timeout},
-                "default_dim": self.settings.default_dim,
-                "route_dims": dict(self.settings.route_dims),
-                "allow_urls": self.settings.allow_urls, "allow_paths": self.settings.allow_paths}
-
-    # ------------------------------------------------------------------ operations
-    def _budget(self, model: Any) -> int:
-        """Padded tokens per batch: the setting, else the model's own (its device's) default."""
-        if self.settings.max_batch_tokens is not None:
-            return int(self.settings.max_batch_tokens)
-        return int(getattr(model, "max_batch_tokens", None) or 16384)
-
-    def resolve_dim(self, dim: int | None, route: str) -> int:
-        full = int(self.embedder.dim)
-        if dim is None:
-            dim = self.settings.dim_for(route) or full
-            return min(int(dim), full)
-        if not MIN_DIM <= dim <= full:
-            raise InputError(f"dimension must be an integer from {MIN_DIM} to {full}, got {dim}")
-        return int(dim)
-
-    def _check_count(self, n: int, what: str) -> None:
-        if n > self.settings.max_items:
-            raise HTTPFailure(413, "too_many_items",
-                              f"{n} {what} in one request; the limit is {self.settings.max_items}")
-
-    async def parse(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a parser on the parse pool, off the event loop."""
-        if self._parse_pool is None:
-            raise OverloadedError("the service is not running", retry_after=self.settings.retry_after)
-        return await asyncio.get_running_loop().run_in_executor(self._parse_pool, fn, *args)
-
-    async def _map(self, fn: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
-        """Run ``fn(*args)`` for each call on the preprocessing pool; exceptions are returned, not raised.
-
-        The calls count against ``max_preprocess_queue`` until they are done (503 when it is
-        full); if the request is cancelled (client gone, timeout), calls not yet started are
-        dropped and counted in ``qvl_dropped_items_total{stage="preprocess"}``.
-        """
-        pool = self._pool
-        if pool is None:
-            raise OverloadedError("the service is not running", retry_after=self.settings.retry_after)
-        self.admission.reserve_preprocessing(len(calls))
-        futures = []
-        try:
-            futures = [pool.submit(fn, *args) for args in calls]
-            return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True))
-        except asyncio.CancelledError:
-            self.metrics.observe_dropped("preprocess", sum(1 for f in futures if f.cancel()))
-            raise
-        finally:
-            self.admission.release_preprocessing(len(calls))
-
-    async def embed(self, items: Sequence[Any], *, dim: int, instruction: str | None,
-                    on_error: str = "raise") -> EmbedOutcome:
-        """Prepare each item, batch them with other requests, return vectors at ``dim``."""
-        self._check_count(len(items), "items")
-        emb = self.embedder
-
-        def prepare(item: Any, index: int) -> Any:
-            return emb.prepare(item, instruction=instruction, index=index)
-
-        results = await self._map(prepare, [(item, i) for i, item in enumerate(items)])
-        good: list[tuple[int, Any]] = []
-        errors: list[tuple[int, str]] = []
-        for i, r in enumerate(results):
-            if isinstance(r, BaseException):
-                if isinstance(r, MissingDependencyError):
-                    raise r
-                if not isinstance(r, Exception):
-                    raise r
-                err = as_input_error(r, i)
-                if on_error == "raise":
-                    raise err
-                errors.append((i, err.reason))
-            else:
-                good.append((i, r))
-        if not good:
-            return EmbedOutcome(np.zeros((0, dim), np.float32), [], errors, 0, 0)
-        prepared = [p for _, p in good]
-        try:
-            full = await self._batchers["embed"].submit(prepared)
-        except BatchError as exc:
-            raise BatchError(str(exc), position=good[exc.position][0]) from exc
-        tokens = sum(p.n_tokens for p in prepared)
-        image_tokens = sum(p.input_ids.count(IMAGE_PAD_ID) for p in prepared)
-        return EmbedOutcome(mrl(full, dim), [i for i, _ in good], errors, tokens, image_tokens)
-
-    async def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None,
-                    on_error: str = "raise") -> ScoreOutcome:
-        """Relevance of each document to the query, batched with other requests."""
-        if self.reranker is None:
-            raise HTTPFailure(501, "no_reranker", "no reranker is loaded; start the service with --reranker")
-        self._check_count(len(documents), "documents")
-        rr = self.reranker
-        instr = instruction.strip() if instruction and instruction.strip() else DEFAULT_RERANK_INSTRUCTION
-        (q,) = await self._map(rr.prepare_side, [(query,)])
-        if isinstance(q, BaseException):
-            if not isinstance(q, Exception) or isinstance(q, MissingDependencyError):
-                raise q
-            raise InputError(f"query: {as_input_error(q, 0).reason}") from q
-
-        def prepare(doc: Any, index: int) -> Any:
-            return rr.prepare_pair(q, rr.prepare_side(doc, index), instr)
-
-        results = await self._map(prepare, [(d, i) for i, d in enumerate(documents)])
-        good: list[tuple[int, Any]] = []
-        errors: list[tuple[int, str]] = []
-        for i, r in enumerate(results):
-            if isinstance(r, BaseException):
-                if not isinstance(r, Exception) or isinstance(r, MissingDependencyError):
-                    raise r
-                err = as_input_error(r, i)
-                if on_error == "raise":
-                    bad = InputError(f"document {i}: {err.reason}")
-                    bad.index, bad.reason = i, err.reason
-                    raise bad from r
-                errors.append((i, err.reason))
-            else:
-                good.append((i, r))
-        scores = np.full(len(documents), np.nan, dtype=np.float32)
-        if good:
-            try:
-                got = await self._batchers["rerank"].submit([p for _, p in good])
-            except BatchError as exc:
-                raise BatchError(str(exc), position=good[exc.position][0]) from exc
-            scores[[i for i, _ in good]] = np.asarray(got, dtype=np.float32).reshape(-1)
-        return ScoreOutcome(scores, errors)
 
 
 # ---------------------------------------------------------------------------- the app

@@ -169,13 +169,19 @@ def test_overload_is_503_at_once_not_504(embedder):
     """24 concurrent requests on a slow model: the surplus is refused at once with Retry-After."""
     settings = ServiceSettings(max_inflight=4, timeout=20, retry_after=2)
     with serve(settings, slow(embedder, 0.3)) as url:
+        clients = [httpx.Client(base_url=url, timeout=60) for _ in range(24)]  # built up front: not timed
+        go = threading.Barrier(24)
+
         def call(i):
+            go.wait()
             t = time.perf_counter()
-            resp = httpx.post(url + "/v1/embed", json={"inputs": [f"load {i}", f"more {i}"]}, timeout=60)
+            resp = clients[i].post("/v1/embed", json={"inputs": [f"load {i}", f"more {i}"]})
             return resp, time.perf_counter() - t
 
         with ThreadPoolExecutor(24) as pool:
             results = list(pool.map(call, range(24)))
+        for c in clients:
+            c.close()
     statuses = [r.status_code for r, _ in results]
     assert 504 not in statuses
     refused = [(r, s) for r, s in results if r.status_code == 503]
@@ -210,13 +216,8 @@ def test_inflight_body_bytes_are_bounded(embedder):
 
 def test_body_read_timeout_is_408(embedder):
     with serve(ServiceSettings(body_timeout=0.5), embedder) as url:
-        host, port = url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            t = time.perf_counter()
-            s.sendall(post_head("/v1/embed", 100) + b'{"inputs"')
-            answer = s.recv(65536)
-            seconds = time.perf_counter() - t
-        assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
+        status, _, answer, seconds = qvl_process.raw_request(url, post_head("/v1/embed", 100) + b'{"inputs"')
+        assert status == 408 and b"body_timeout" in answer and b"0.5 s" in answer
         assert seconds < 3
 
 
