@@ -2,7 +2,6 @@
 and bounded memory (peak RSS of a separate process) for hostile inputs."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import subprocess
