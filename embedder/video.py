@@ -148,7 +148,7 @@ def _frame_key(frame: Any) -> Any:
 def _load_frame_list(source: list[Any], options: LoadOptions) -> LoadedVideo:
     import numpy as np
     import torch
-    from qwen_vl_utils.vision_process import fetch_image, smart_resize
+    from qwen_vl_utils.vision_process import smart_resize, to_rgb
 
     if not source:
         raise InputError("video frame list is empty")
@@ -189,19 +189,23 @@ def _load_frame_list(source: list[Any], options: LoadOptions) -> LoadedVideo:
         size = clip_size(first[0], first[1], nframes)
     except ValueError as exc:
         raise InputError(f"video frames cannot be resized: {exc}") from exc
-    # One distinct frame at a time: decode, size as fetch_image does, resize as the clip is resized.
+    # One distinct frame at a time: decode, size as fetch_image does (its to_rgb, then PIL's
+    # bicubic resize to the factor-64 size; both skipped when they would only copy), then
+    # resize as the clip is resized.
     out: dict[Any, Any] = {}
     for key, j in distinct.items():
         try:
             img = open_image(frames[j], options)
-            img = fetch_image({"image": img, "total_pixels": MAX_TOTAL_PIXELS}, image_patch_size=IMAGE_FACTOR)
         except InputError as exc:
             raise InputError(f"video frame {j}: {exc.reason}") from exc
-        except ValueError as exc:
-            raise InputError(f"video frame {j} cannot be resized: {exc}") from exc
+        if img.mode != "RGB":
+            img = to_rgb(img)
+        if img.size != (sized[key][1], sized[key][0]):
+            img = img.resize((sized[key][1], sized[key][0]))
         chw = torch.from_numpy(np.array(img).transpose(2, 0, 1))
         del img
         out[key] = _resize(chw, size)
+        del chw
     video = [out[k] for k in keys]
     video.extend(video[-1:] * (nframes - len(video)))
     return LoadedVideo(frames=torch.stack(video), timestamps=pair_timestamps(range(nframes), FRAME_LIST_FPS))
