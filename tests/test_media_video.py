@@ -99,8 +99,12 @@ def test_frame_list_frames_equal_qwen_vl_utils(embedder):
 
     from embedder.video import load_video
 
-    for n in (4, 5, 70):
-        frames = [make_image(90, 60, seed=i) for i in range(n)]
+    cases = [(n, "RGB", (90, 60)) for n in (4, 5, 70)] + [(3, mode, (128, 64)) for mode in ("RGBA", "L", "P")]
+    for n, mode, size in cases:
+        frames = [make_image(*size, seed=i).convert(mode) for i in range(n)]
+        if mode == "RGBA":
+            for f in frames:
+                f.putalpha(make_image(*size, seed=9, mode="L"))
         release = frames if n <= 64 else [frames[i] for i in np.linspace(0, n - 1, 64, dtype=int)]
         ref = fetch_video({"video": release, "total_pixels": 10 * 768 * 32 * 32}, image_patch_size=16)
         ours = load_video(frames, LoadOptions()).frames
