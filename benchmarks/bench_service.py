@@ -95,7 +95,9 @@ def rss_mb(pid: int) -> float:
 
 def start_server(checkpoint: Path, port: int, log_path: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "connectors.cli", "serve", "--model", str(checkpoint), "--host", HOST,
-           "--port", str(port), "--device", "cpu", "--max-queue", "4096", "--timeout", "600"]
+           "--port", str(port), "--device", "cpu", "--max-queue", "4096", "--timeout", "600",
+           # throughput, not admission control, is measured here: admit all 64 clients
+           "--max-inflight", "256"]
     print("server:", " ".join(cmd), file=sys.stderr)
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
