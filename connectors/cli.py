@@ -16,7 +16,8 @@ from typing import Sequence
 # ``func`` (taking the parsed args, returning an exit code) on its parser.
 COMMAND_MODULES = [
     "embedder.service.cli",   # qvl serve
-    "connectors.ingest",      # qvl ingest, qvl search, qvl demo
+    "connectors.ingest",      # qvl ingest, qvl search
+    "connectors.demo",        # qvl demo
     "connectors.pgvector_cli",  # qvl pg sync / worker / status
     "connectors.localdb.cli",  # qvl db postgres / weaviate
 ]

@@ -1,8 +1,7 @@
-"""``qvl ingest``, ``qvl search`` and ``qvl demo``: the command-line face of :mod:`connectors.pipeline`.
+"""``qvl ingest`` and ``qvl search``: the command-line face of :mod:`connectors.pipeline`.
 
 ::
 
-    qvl demo                                   # sample corpus -> Milvus Lite -> searches
     qvl ingest photos/ --to milvus:./qvl.db --collection photos
     qvl ingest items.csv --id-col sku --text-col title --image-col picture --meta-cols price,color
     qvl ingest --from-sql sqlite:///shop.db --query "SELECT * FROM products" --to postgresql://...
@@ -20,18 +19,16 @@ connection, whether a hub id can be had at all), so a mistake costs a second and
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import html
-import io
 import json
 import logging
 import os
 import pathlib
 import sys
-import tempfile
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
+
+from .hits import format_table, hit_record, render_html
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +37,6 @@ DEFAULT_COLLECTION = "qvl"
 DEFAULT_MODEL = "Qwen/Qwen3-VL-Embedding-2B"
 DEFAULT_RERANKER = "Qwen/Qwen3-VL-Reranker-2B"
 DEFAULT_DIM = 1024
-DEMO_COLLECTION = "qvl_demo"
-THUMBNAIL_SIZE = 256
 
 MODEL_HELP = ("embedding model: a local checkpoint directory, a Hugging Face id, or the URL of a running "
               f"`qvl serve` (default: $QVL_MODEL or {DEFAULT_MODEL})")
@@ -53,10 +48,9 @@ API_KEY_HELP = f"key of a `qvl serve` given as --model/--reranker URL (default: 
 
 # ============================================================================ parsers
 def add_parser(subparsers: Any) -> None:
-    """Add ``qvl ingest``, ``qvl search`` and ``qvl demo`` to the ``qvl`` command line."""
+    """Add ``qvl ingest`` and ``qvl search`` to the ``qvl`` command line (``qvl demo``: :mod:`connectors.demo`)."""
     _add_ingest(subparsers)
     _add_search(subparsers)
-    _add_demo(subparsers)
 
 
 def add_model_args(p: argparse.ArgumentParser, *, reranker: bool) -> None:
@@ -141,28 +135,13 @@ def _add_search(sub: Any) -> None:
     p.set_defaults(func=run_search)
 
 
-def _add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="build a sample corpus, ingest it and search it (start here)",
-                       description="Build a small corpus (coloured shapes with captions, and a few texts), "
-                                   "ingest it into Milvus Lite, and run text and image searches with reranking.")
-    p.add_argument("--dir", metavar="DIR", help="where to put the corpus and database (default: a new temp folder)")
-    p.add_argument("--to", metavar="TARGET", help="database (default: milvus:DIR/demo.db)")
-    p.add_argument("--collection", default=DEMO_COLLECTION, help=f"collection (default: {DEMO_COLLECTION})")
-    p.add_argument("-k", type=int, default=3, help="hits per search (default: 3)")
-    p.add_argument("--html", metavar="FILE", help="write the image-query results as an HTML page")
-    p.add_argument("--offline-test-model", action="store_true",
-                   help="use a tiny RANDOM checkpoint built locally (no download; results are meaningless)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    add_model_args(p, reranker=True)
-    p.set_defaults(func=run_demo)
-
-
 # ============================================================================ shared helpers
-def _err(message: str) -> None:
+def print_error(message: str) -> None:
+    """Print ``qvl: MESSAGE`` on stderr (the CLI's one way to report an error)."""
     print(f"qvl: {message}", file=sys.stderr)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An error's message on one line (drivers like to wrap theirs)."""
     return " ".join(str(exc).split())
 
@@ -271,8 +250,8 @@ def check_hub_reachable(spec: str, *, timeout: float = 5.0) -> None:
                 offline, reason = True, "the Hugging Face Hub cannot be reached"
     if offline:
         raise ModelLoadError(
-            f"{spec} is not in the local cache and {reason}: download it on a connected machine "
-            f"(hf download {spec} --local-dir DIR), copy DIR here and pass --model DIR (or --reranker DIR); "
+            f"{spec} is neither a local folder nor in the local cache, and {reason}: download it on a connected "
+            f"machine (hf download {spec} --local-dir DIR), copy DIR here and pass --model DIR (or --reranker DIR); "
             "or try everything offline with `qvl demo --offline-test-model` (random weights)")
 
 
@@ -291,11 +270,13 @@ def quiet_model_loading() -> None:
     hf_logging.set_tqdm_hook(hook)
 
 
-def _model_spec(args: argparse.Namespace) -> str:
+def model_spec(args: argparse.Namespace) -> str:
+    """``--model``, else ``$QVL_MODEL``, else the released embedding model."""
     return args.model or os.environ.get("QVL_MODEL") or DEFAULT_MODEL
 
 
-def _reranker_spec(args: argparse.Namespace) -> str:
+def reranker_spec(args: argparse.Namespace) -> str:
+    """``--reranker``, else ``$QVL_RERANKER``, else the released reranker."""
     return getattr(args, "reranker", None) or os.environ.get("QVL_RERANKER") or DEFAULT_RERANKER
 
 
@@ -304,7 +285,8 @@ def api_key_of(args: argparse.Namespace) -> str | None:
     return getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None
 
 
-def _close(obj: Any) -> None:
+def close_quietly(obj: Any) -> None:
+    """Close ``obj`` if it can be closed; a failure to close is logged, never raised."""
     close = getattr(obj, "close", None)
     if callable(close):
         try:
@@ -325,7 +307,9 @@ def default_state_path(source: str, target: str, collection: str) -> pathlib.Pat
     return _cache_dir() / "ingest" / f"{digest}.state.jsonl"
 
 
-def _progress_bar(total: int | None, *, enabled: bool, desc: str) -> tuple[Any, Callable[[Any], None]]:
+def progress_bar(total: int | None, *, enabled: bool, desc: str) -> tuple[Any, Callable[[Any], None]]:
+    """A tqdm bar on stderr (rows done of ``total``, rate, ETA; off when stderr is not a terminal) and its
+    ``on_progress`` callback for :func:`connectors.pipeline.ingest`."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit="row", desc=desc, file=sys.stderr, disable=None if enabled else True,
@@ -432,7 +416,7 @@ def open_target_first(target: str, collection: str, *, dim: int | None = None) -
     except Exception as exc:  # noqa: BLE001 - e.g. "pass dim=": the real open, with the model, decides
         log.debug("early open of %s: %s: %s", target, type(exc).__name__, exc)
         return
-    _close(store)
+    close_quietly(store)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -450,19 +434,19 @@ def run_ingest(args: argparse.Namespace) -> int:
     for name, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--retries", args.retries)):
         problem = _positive(name, value)
         if problem:
-            _err(problem)
+            print_error(problem)
             return 2
-    spec = _model_spec(args)
+    spec = model_spec(args)
     problem = check_dim_arg(args.dim, full=checkpoint_dim(spec))
     if problem:
-        _err(problem)
+        print_error(problem)
         return 2
     try:
         source = pl.open_source(args.source, from_sql=args.from_sql, query=args.query, fmt=args.fmt,
                                 columns=_columns(args), media_root=args.media_root, recursive=args.recursive,
                                 follow_links=args.follow_links)
     except QVLError as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return 2
     embedder = store = None
     try:
@@ -472,19 +456,19 @@ def run_ingest(args: argparse.Namespace) -> int:
             dim = args.dim or min(DEFAULT_DIM, int(embedder.dim))
             problem = check_dim_arg(dim, full=int(embedder.dim))
             if problem:
-                _err(problem)
+                print_error(problem)
                 return 2
             store = connectors.connect(args.to, collection=args.collection, embedder=embedder, dim=dim)
             store.create(exist_ok=True)
         except (QVLError, ValueError) as exc:
-            _err(_one_line(exc))
+            print_error(one_line(exc))
             return 2
         described = source.describe()
         state_path = pathlib.Path(args.state) if args.state else default_state_path(described, args.to,
                                                                                      args.collection)
         dead_letter = args.dead_letter or f"{args.collection}.dead-letters.jsonl"
         key = {"source": described, "target": args.to, "collection": args.collection, "dim": dim}
-        bar, update = _progress_bar(source.estimate() if args.progress else None, enabled=args.progress,
+        bar, update = progress_bar(source.estimate() if args.progress else None, enabled=args.progress,
                                     desc=f"ingest -> {args.collection}")
         hint = f"state: {state_path} (continue an interrupted run with --resume)"
         try:
@@ -502,21 +486,21 @@ def run_ingest(args: argparse.Namespace) -> int:
             bar.close()
             _print_summary(exc.summary)
             cause = exc.__cause__ if exc.__cause__ is not None else exc
-            _err(f"ingest stopped: {cause}")
+            print_error(f"ingest stopped: {cause}")
             if exc.summary.written:
                 print(f"what landed is recorded in {state_path}; fix the cause and run the same command with "
                       "--resume", file=sys.stderr)
             return 2
         except QVLError as exc:
             bar.close()
-            _err(str(exc))
+            print_error(str(exc))
             return 2
         bar.close()
         _print_summary(summary, resume_hint=hint if not summary.ok else None)
         return 0 if summary.ok else 1
     finally:
-        _close(store)
-        _close(embedder)
+        close_quietly(store)
+        close_quietly(embedder)
 
 
 # ============================================================================ qvl search
@@ -583,140 +567,6 @@ def _query_item(args: argparse.Namespace) -> Any:
     return item["text"] if list(item) == ["text"] else item
 
 
-def hit_record(rank: int, hit: Any) -> dict[str, Any]:
-    """A JSON-ready dict for one hit."""
-    fields = dict(hit.fields or {})
-    return {"rank": rank, "id": hit.id, "score": round(float(hit.score), 6),
-            "rerank_score": None if hit.rerank_score is None else round(float(hit.rerank_score), 6),
-            "text": fields.pop("text", None), "media": fields.pop("media", None),
-            "modality": fields.pop("modality", None), "metadata": fields.pop("metadata", None) or {},
-            "fields": {k: v for k, v in fields.items() if not k.startswith("_")}}
-
-
-def _clip(text: Any, width: int) -> str:
-    s = " ".join(str(text or "").split())
-    return s if len(s) <= width else s[: width - 1] + "…"
-
-
-def format_table(records: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of hits: rank, id, score, rerank score, modality, text, media."""
-    if not records:
-        return "(no hits)"
-    reranked = any(r["rerank_score"] is not None for r in records)
-    head = ["#", "id", "score"] + (["rerank"] if reranked else []) + ["kind", "text", "media"]
-    rows = []
-    for r in records:
-        media = r["media"] or ""
-        if media and not media.startswith(("http://", "https://", "data:")):
-            media = _clip_path(media, 40)
-        row = [str(r["rank"]), _clip(r["id"], 14), f"{r['score']:.4f}"]
-        if reranked:
-            row.append("-" if r["rerank_score"] is None else f"{r['rerank_score']:.4f}")
-        row += [r["modality"] or "", _clip(r["text"], 48), media]
-        rows.append(row)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def _clip_path(path: str, width: int) -> str:
-    try:
-        rel = os.path.relpath(path)
-        if not rel.startswith(".."):
-            path = rel
-    except ValueError:  # another drive (Windows)
-        pass
-    return path if len(path) <= width else "…" + path[-(width - 1):]
-
-
-def _thumbnail(media: str, modality: str | None) -> str:
-    """HTML for a hit's media: an inline JPEG thumbnail, a video's first frame, or a <video> tag."""
-    if media.startswith(("http://", "https://")):
-        tag = "video" if modality == "video" else "img"
-        extra = " controls preload=\"metadata\"" if tag == "video" else ""
-        return f'<{tag} src="{html.escape(media)}"{extra}></{tag}>' if tag == "video" else \
-            f'<img src="{html.escape(media)}" alt="">'
-    path = pathlib.Path(media)
-    if not path.is_file():
-        return f'<div class="missing">missing: {html.escape(media)}</div>'
-    try:
-        from PIL import Image
-
-        if modality == "video" or path.suffix.lower() in {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}:
-            frame = _first_frame(path)
-            if frame is None:
-                return (f'<video src="{html.escape(path.resolve().as_uri())}" controls preload="metadata">'
-                        "</video>")
-            img = frame
-        else:
-            with Image.open(path) as opened:
-                img = opened.convert("RGB")
-        img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=80)
-        data = base64.b64encode(buf.getvalue()).decode("ascii")
-        return f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(path.name)}">'
-    except Exception as exc:  # noqa: BLE001 - a broken file gets a note, not a crash
-        return f'<div class="missing">cannot show {html.escape(path.name)}: {html.escape(str(exc))}</div>'
-
-
-def _first_frame(path: pathlib.Path) -> Any:
-    """The first frame of a video as a PIL image, or None when no decoder is available."""
-    try:
-        import av
-    except ImportError:
-        return None
-    try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                return frame.to_image().convert("RGB")
-    except Exception as exc:  # noqa: BLE001
-        log.debug("cannot decode %s: %s", path, exc)
-    return None
-
-
-def render_html(records: Sequence[dict[str, Any]], *, title: str, query_media: str | None = None,
-                note: str | None = None) -> str:
-    """A self-contained HTML page of hits, with inline thumbnails for image and video hits.
-
-    Args:
-        records: the hits (:func:`hit_record`).
-        title: the page's title.
-        query_media: the query's image or video, shown above the hits.
-        note: a warning shown above everything (e.g. that the weights are random).
-    """
-    cards = []
-    for r in records:
-        media = r["media"] or ""
-        visual = _thumbnail(media, r["modality"]) if media else ""
-        scores = f"score {r['score']:.4f}"
-        if r["rerank_score"] is not None:
-            scores += f" · rerank {r['rerank_score']:.4f}"
-        meta = html.escape(json.dumps(r["metadata"], ensure_ascii=False)) if r["metadata"] else ""
-        cards.append(
-            '<div class="hit">'
-            f'<div class="rank">#{r["rank"]}</div>{visual}'
-            f'<div class="scores">{html.escape(scores)}</div>'
-            f'<div class="text">{html.escape(r["text"] or "")}</div>'
-            f'<div class="meta">{html.escape(str(r["id"]))} {html.escape(media)}<br>{meta}</div>'
-            "</div>")
-    style = ("body{font-family:sans-serif;margin:1.5em}.grid{display:flex;flex-wrap:wrap;gap:12px}"
-             ".hit{width:272px;border:1px solid #ddd;border-radius:6px;padding:8px}"
-             ".hit img,.hit video{max-width:256px;max-height:256px;display:block;margin:auto}"
-             ".rank{font-weight:bold}.scores{color:#555;font-size:90%}.meta{color:#888;font-size:75%;"
-             "word-break:break-all}.missing{color:#a00;font-size:80%}")
-    style += ".note{background:#fee;border:1px solid #c00;padding:8px;margin-bottom:1em}.query{margin-bottom:1em}"
-    head = f'<div class="note"><b>Note:</b> {html.escape(note)}</div>' if note else ""
-    if query_media:
-        head += (f'<div class="query"><b>query</b><br>{_thumbnail(query_media, None)}'
-                 f'<div class="meta">{html.escape(query_media)}</div></div>')
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{head}"
-            f"<div class=\"grid\">{''.join(cards) or '<p>no hits</p>'}</div></body></html>\n")
-
-
 def _describe_query(args: argparse.Namespace) -> str:
     """The query for people: ``"a cat" + image cat.png``."""
     parts = [json.dumps(args.query, ensure_ascii=False)] if args.query else []
@@ -730,24 +580,24 @@ def run_search(args: argparse.Namespace) -> int:
     from embedder.errors import NotFoundError, QVLError
 
     if args.k < 1 or (args.candidates is not None and args.candidates < args.k):
-        _err("-k must be positive and --candidates at least k")
+        print_error("-k must be positive and --candidates at least k")
         return 2
     try:
         query = _query_item(args)
     except (ValueError, OSError) as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return 2
-    problem = check_dim_arg(args.dim, full=checkpoint_dim(_model_spec(args)))
+    problem = check_dim_arg(args.dim, full=checkpoint_dim(model_spec(args)))
     if problem:
-        _err(problem.replace("; nothing was created", ""))
+        print_error(problem.replace("; nothing was created", ""))
         return 2
     embedder = reranker = store = None
     try:
         try:
             open_target_first(args.target, args.collection, dim=args.dim)
             key = api_key_of(args)
-            embedder = load_embedder(_model_spec(args), device=args.device, api_key=key)
-            reranker = load_reranker(_reranker_spec(args), device=args.device, api_key=key) if args.rerank else None
+            embedder = load_embedder(model_spec(args), device=args.device, api_key=key)
+            reranker = load_reranker(reranker_spec(args), device=args.device, api_key=key) if args.rerank else None
             store = connectors.connect(args.target, collection=args.collection, embedder=embedder, dim=args.dim)
             kwargs = filter_kwargs(store, args.filter)
             if reranker is not None:
@@ -756,11 +606,11 @@ def run_search(args: argparse.Namespace) -> int:
                     kwargs["candidates"] = args.candidates
             hits = store.search(query, k=args.k, **kwargs)
         except NotFoundError as exc:
-            _err(f"{exc} (in {args.target}; ingest something first: qvl ingest SOURCE --to {args.target} "
+            print_error(f"{exc} (in {args.target}; ingest something first: qvl ingest SOURCE --to {args.target} "
                  f"--collection {args.collection})")
             return 2
         except (QVLError, ValueError) as exc:
-            _err(_one_line(exc))
+            print_error(one_line(exc))
             return 2
         records = [hit_record(i, h) for i, h in enumerate(hits, 1)]
         if args.json:
@@ -777,230 +627,6 @@ def run_search(args: argparse.Namespace) -> int:
                 print(f"wrote {args.html}")
         return 0
     finally:
-        _close(store)
-        _close(reranker)
-        _close(embedder)
-
-
-# ============================================================================ qvl demo
-DEMO_COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 80, 220), "yellow": (240, 210, 20),
-                "purple": (140, 50, 170)}
-DEMO_SHAPES = ("circle", "square", "triangle", "star")
-DEMO_TEXTS = {
-    "tomatoes.txt": "Ripe tomatoes and strawberries are bright red fruit.",
-    "sky.txt": "On a clear day the sky and the sea look deep blue.",
-    "forest.txt": "A dense green forest of pine trees after the rain.",
-    "bananas.txt": "A bunch of yellow bananas on the kitchen table.",
-    "geometry.txt": "A polygon with three sides is called a triangle; one with four equal sides is a square.",
-}
-
-
-def _draw_shape(shape: str, colour: tuple[int, int, int], size: int = 160) -> Any:
-    import math
-
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (size, size), (250, 250, 250))
-    d = ImageDraw.Draw(img)
-    m = size // 6
-    box = (m, m, size - m, size - m)
-    if shape == "circle":
-        d.ellipse(box, fill=colour)
-    elif shape == "square":
-        d.rectangle(box, fill=colour)
-    elif shape == "triangle":
-        d.polygon([(size // 2, m), (size - m, size - m), (m, size - m)], fill=colour)
-    else:
-        c, r_out, r_in = size / 2, size / 2 - m, (size / 2 - m) * 0.45
-        pts = [(c + (r_out if i % 2 == 0 else r_in) * math.sin(i * math.pi / 5),
-                c - (r_out if i % 2 == 0 else r_in) * math.cos(i * math.pi / 5)) for i in range(10)]
-        d.polygon(pts, fill=colour)
-    return img
-
-
-def build_demo_corpus(folder: str | os.PathLike) -> pathlib.Path:
-    """Write the demo corpus to ``folder``: 20 coloured shapes (most with a caption sidecar) and 5 texts.
-
-    Returns the folder.
-    """
-    out = pathlib.Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, (colour, rgb) in enumerate(DEMO_COLOURS.items()):
-        for j, shape in enumerate(DEMO_SHAPES):
-            stem = f"{colour}_{shape}"
-            _draw_shape(shape, rgb).save(out / f"{stem}.png")
-            if (i + j) % 4 != 3:  # a few images go without a caption
-                (out / f"{stem}.txt").write_text(f"A {colour} {shape} on a white background.\n", encoding="utf-8")
-    for name, text in DEMO_TEXTS.items():
-        (out / name).write_text(text + "\n", encoding="utf-8")
-    return out
-
-
-RANDOM_WEIGHTS_NOTE = ("--offline-test-model: a tiny checkpoint with RANDOM weights, built locally. Everything runs "
-                       "for real (loading, preprocessing, embedding, database, reranking), but the scores and "
-                       "rankings are RANDOM and mean nothing about the model's quality.")
-
-
-def _tiny_checkpoint(path: pathlib.Path, kind: str, seed: int) -> str:
-    """The demo's tiny checkpoint at ``path``, built once (the same seed gives the same weights)."""
-    from embedder.testing import build_tiny_checkpoint
-
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        return str(path)
-    return build_tiny_checkpoint(path, kind=kind, seed=seed)
-
-
-def _demo_models(args: argparse.Namespace, folder: pathlib.Path) -> tuple[Any, Any] | int:
-    from embedder.errors import MissingDependencyError, ModelLoadError, RemoteError
-
-    if args.offline_test_model:
-        print("=" * 78, file=sys.stderr)
-        print("WARNING: " + RANDOM_WEIGHTS_NOTE, file=sys.stderr)
-        print("=" * 78, file=sys.stderr)
-        models = folder / ".models"
-        try:
-            emb_path = _tiny_checkpoint(models / "tiny-embedding", "embedding", 0)
-            rr_path = _tiny_checkpoint(models / "tiny-reranker", "reranker", 1)
-        except MissingDependencyError as exc:
-            _err(str(exc))
-            return 2
-        return load_embedder(emb_path, device="cpu"), load_reranker(rr_path, device="cpu")
-    model, reranker_spec, key = _model_spec(args), _reranker_spec(args), api_key_of(args)
-    try:
-        for spec in (model, reranker_spec):  # both, before a 9 s load that would be wasted
-            check_hub_reachable(spec)
-        print(f"loading {model} and {reranker_spec} (the first run downloads them) ...", file=sys.stderr)
-        embedder = load_embedder(model, device=args.device, api_key=key)
-    except (ModelLoadError, RemoteError) as exc:
-        _demo_no_model(model, exc)
-        return 1
-    try:
-        reranker = load_reranker(reranker_spec, device=args.device, api_key=key)
-    except (ModelLoadError, RemoteError) as exc:
-        _close(embedder)
-        _demo_no_model(reranker_spec, exc)
-        return 1
-    return embedder, reranker
-
-
-def _demo_no_model(spec: str, exc: BaseException) -> None:
-    """One line: why the model cannot be loaded, and what to do."""
-    message = _one_line(exc)
-    if "--offline-test-model" not in message:
-        message = (f"cannot load the model {spec!r}: {message}; point --model / --reranker (or $QVL_MODEL / "
-                   "$QVL_RERANKER) at local checkpoint folders or a `qvl serve` URL, or try everything offline "
-                   "with `qvl demo --offline-test-model` (random weights)")
-    _err(message)
-
-
-def _demo_fresh(folder: pathlib.Path, identity: dict[str, Any]) -> bool:
-    """True when the demo database in ``folder`` was built by another model/dim/target (and must be rebuilt).
-
-    Records ``identity`` for the next run.
-    """
-    marker = folder / "demo.json"
-    try:
-        before = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        before = None
-    marker.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
-    return before != identity
-
-
-DEMO_IMAGE_QUERY = "yellow_star.png"
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Handler of ``qvl demo``: corpus -> ingest -> text and image searches with reranking.
-
-    A second run on the same ``--dir`` (same models, dim and target) keeps the collection
-    and skips every row already there.
-    """
-    import connectors
-    from embedder.errors import MissingDependencyError, QVLError
-
-    from . import pipeline as pl
-
-    # absolute, so that the "search it yourself" line works from any folder
-    folder = pathlib.Path(args.dir).expanduser() if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="qvl-demo-"))
-    folder = folder.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = args.to or f"milvus:{folder / 'demo.db'}"
-    try:
-        open_target_first(target, args.collection)
-    except MissingDependencyError as exc:
-        print(f"note: {exc}\nnote: using the in-memory store instead", file=sys.stderr)
-        target = "memory:"
-    except (QVLError, ValueError) as exc:
-        _err(_one_line(exc))
-        return 2
-    loaded = _demo_models(args, folder)
-    if isinstance(loaded, int):
-        return loaded
-    embedder, reranker = loaded
-    store = None
-    try:
-        corpus = build_demo_corpus(folder / "corpus")
-        print(f"sample corpus: {corpus} (20 shapes, most with a caption sidecar, and 5 texts)")
-        dim = min(DEFAULT_DIM, int(embedder.dim))
-        identity = {"model": str(embedder.name), "reranker": str(reranker.name), "dim": dim, "target": target,
-                    "collection": args.collection}
-        if target == "memory:" or _demo_fresh(folder, identity):
-            # another model or dim may have built it: start afresh
-            store = connectors.connect(target, collection=args.collection, embedder=embedder, dim=None)
-            store.drop()
-            _close(store)
-        store = connectors.connect(target, collection=args.collection, embedder=embedder, dim=dim)
-        store.create(exist_ok=True)
-        source = pl.open_source(corpus)
-        bar, update = _progress_bar(source.estimate(), enabled=args.progress, desc=f"ingest -> {args.collection}")
-        try:
-            summary = pl.ingest(source.rows(), store, embedder, dim=dim, batch_size=8,
-                                dead_letter=folder / "dead-letters.jsonl", on_progress=update)
-        finally:
-            bar.close()
-        print(f"ingested into {target} (collection {args.collection}, dim {dim}): {format_summary(summary)}")
-        image_query = corpus / DEMO_IMAGE_QUERY
-        queries: list[tuple[str, Any]] = [
-            ("text: 'a red circle'", "a red circle"),
-            ("text: 'something blue and square'", "something blue and square"),
-            ("text: 'fruit'", "fruit"),
-            (f"image: {DEMO_IMAGE_QUERY}", {"image": str(image_query)}),
-        ]
-        image_records: list[dict[str, Any]] = []
-        for label, query in queries:
-            hits = store.search(query, k=args.k, rerank=reranker)
-            records = [hit_record(i, h) for i, h in enumerate(hits, 1)]
-            print(f"\n{label}  (top {args.k}, reranked)")
-            print(format_table(records))
-            if label.startswith("image"):
-                image_records = records
-        if args.html:
-            page = render_html(image_records, title=f"qvl demo: image query {DEMO_IMAGE_QUERY}",
-                               query_media=str(image_query),
-                               note=RANDOM_WEIGHTS_NOTE if args.offline_test_model else None)
-            pathlib.Path(args.html).write_text(page, encoding="utf-8")
-            print(f"\nwrote {args.html}")
-        if target != "memory:":
-            print(f"\nsearch it yourself:\n  {_search_yourself(args, target, embedder, reranker)}")
-        return 0 if summary.ok else 1
-    except (QVLError, pl.IngestAborted) as exc:
-        _err(str(exc))
-        return 2
-    finally:
-        _close(store)
-        _close(reranker)
-        _close(embedder)
-
-
-def _search_yourself(args: argparse.Namespace, target: str, embedder: Any, reranker: Any) -> str:
-    """The ``qvl search`` command line that searches the demo's collection, quoted for a POSIX shell."""
-    import shlex
-
-    cmd = ["qvl", "search", "a green triangle", "--in", target, "--collection", args.collection, "--rerank",
-           "--html", "hits.html"]
-    if args.offline_test_model:
-        cmd += ["--model", str(embedder.name), "--reranker", str(reranker.name)]
-    elif args.model or args.reranker:
-        cmd += ["--model", _model_spec(args), "--reranker", _reranker_spec(args)]
-    return shlex.join(cmd)
+        close_quietly(store)
+        close_quietly(reranker)
+        close_quietly(embedder)

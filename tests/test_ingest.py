@@ -253,7 +253,7 @@ def test_transient_classification():
 
 
 def test_html_thumbnails(tmp_path):
-    from connectors.ingest import render_html
+    from connectors.hits import render_html
 
     make_image(300, 200, seed=3).save(tmp_path / "a.png")
     records = [
