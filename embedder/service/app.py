@@ -44,7 +44,7 @@ from . import ServiceSettings
 from . import protocols as P
 from .admission import BodyError, ClientDisconnected, cancel_on_disconnect, read_body
 from .batcher import BatchError
-from .core import EmbedOutcome, HTTPFailure, ScoreOutcome, Service, load_option_values
+from .core import EmbedOutcome, HTTPFailure, ScoreOutcome, Service, load_option_values, request_deadline
 
 __all__ = ["create_app", "Service", "EmbedOutcome", "ScoreOutcome", "HTTPFailure", "load_option_values"]
 
@@ -190,6 +190,7 @@ def create_app(settings: ServiceSettings, embedder: Any = None, reranker: Any = 
                     return parse(decode_json(data), ctx)
 
                 async def work() -> tuple[Any, int]:
+                    request_deadline.set(time.monotonic() + settings.timeout)
                     req = await service.parse(parse_body)
                     return await run(req, ctx)
 

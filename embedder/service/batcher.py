@@ -12,7 +12,11 @@ batches.
 
 Backpressure: when the queue already holds ``max_queue`` items, :meth:`submit` raises
 :class:`~embedder.errors.OverloadedError` at once (the service answers 503 with
-``Retry-After``). A cancelled request (timeout, client gone) leaves the queue.
+``Retry-After``). So does a request given a ``deadline`` that the queue ahead of it
+cannot meet: the worker measures its throughput (tokens per second, a moving average),
+and a request whose tokens would wait longer than its time left is refused at once
+instead of timing out later (504). A cancelled request (timeout, client gone) leaves
+the queue.
 
 If a shared batch fails in the model, its items are retried one by one, so only the
 request owning the culprit fails.
@@ -65,7 +69,7 @@ class BatchError(RuntimeError):
 class _Request:
     """One caller's items in flight. Touched by the worker only, except the flags under the lock."""
 
-    __slots__ = ("future", "loop", "rows", "remaining", "queued", "closed")
+    __slots__ = ("future", "loop", "rows", "remaining", "queued", "tokens", "closed")
 
     def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -73,6 +77,7 @@ class _Request:
         self.rows: list[Any] = [None] * n
         self.remaining = n
         self.queued = n       # entries still on the queue (under the batcher's lock)
+        self.tokens = 0       # tokens of those entries
         self.closed = False   # answered, failed or cancelled: skip its remaining entries
 
 
@@ -147,6 +152,9 @@ class DynamicBatcher:
         self._cond = threading.Condition()
         self._queue: collections.deque[_Entry] = collections.deque()
         self._depth = 0          # live entries on the queue (cancelled ones excluded)
+        self._tokens = 0         # their tokens
+        self._running = 0        # tokens of the window the worker is running
+        self._rate: float | None = None  # tokens per second of the model, a moving average
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -167,6 +175,7 @@ class DynamicBatcher:
             dropped = list(self._queue)
             self._queue.clear()
             self._depth = 0
+            self._tokens = 0
             self._cond.notify_all()
         for entry in dropped:
             self._fail(entry.request, OverloadedError("the service is shutting down", retry_after=self.retry_after))
@@ -185,19 +194,37 @@ class DynamicBatcher:
         return self._depth
 
     # ------------------------------------------------------------------ callers (event loop)
-    async def submit(self, prepared: Sequence[Any]) -> np.ndarray:
+    @property
+    def tokens_per_second(self) -> float | None:
+        """The model's measured throughput (None before the first batch)."""
+        return self._rate
+
+    async def submit(self, prepared: Sequence[Any], *, deadline: float | None = None) -> np.ndarray:
         """Queue one request's prepared items and wait for its rows, in its order.
 
+        Args:
+            prepared: the request's prepared items.
+            deadline: ``time.monotonic()`` by which the request must be answered; when the
+                queue ahead would take longer at the measured rate, it is refused at once.
+
         Raises:
-            OverloadedError: the queue is full (or the service is stopping).
+            OverloadedError: the queue is full, cannot meet ``deadline``, or the service is stopping.
             BatchError: the model failed on one of this request's items.
         """
         n = len(prepared)
         if n == 0:
             raise ValueError("submit needs at least one item")
         request = _Request(n, asyncio.get_running_loop())
+        tokens = sum(int(p.n_tokens) for p in prepared)
         now = time.monotonic()
         with self._cond:
+            if deadline is not None and self._rate and (self._depth or self._running):
+                wait = (self._running + self._tokens + tokens) / self._rate
+                if wait > 0.8 * (deadline - now):  # a margin: the rate is an estimate
+                    raise OverloadedError(
+                        f"{self.name} queue is too long to answer in time ({self._depth} items, about {wait:.1f} s "
+                        f"of work, {max(0.0, deadline - now):.1f} s left); retry after {self.retry_after:g} s",
+                        retry_after=self.retry_after)
             if self._stopping or self._thread is None:
                 raise OverloadedError("the model worker is not running", retry_after=self.retry_after)
             # An empty queue takes any request, so one larger than max_queue is not refused forever.
@@ -207,6 +234,8 @@ class DynamicBatcher:
                     f"retry after {self.retry_after:g} s", retry_after=self.retry_after)
             self._queue.extend(_Entry(request, i, p, now) for i, p in enumerate(prepared))
             self._depth += n
+            self._tokens += tokens
+            request.tokens = tokens
             self._cond.notify()
         try:
             return await request.future
@@ -217,7 +246,8 @@ class DynamicBatcher:
                     request.closed = True
                     dropped = request.queued
                     self._depth -= request.queued
-                    request.queued = 0
+                    self._tokens -= request.tokens
+                    request.queued = request.tokens = 0
             if dropped and self._on_drop is not None:
                 self._on_drop(dropped)
             raise
@@ -230,7 +260,11 @@ class DynamicBatcher:
                 if window is None:
                     return
             if window:
-                self._run_window(window)
+                try:
+                    self._run_window(window)
+                finally:
+                    with self._cond:
+                        self._running = 0
 
     def _next_window(self) -> list[_Entry] | None:
         """Wait for work (lock held); return a FIFO window of live entries, or None to stop."""
@@ -262,9 +296,12 @@ class DynamicBatcher:
                 break
             self._queue.popleft()
             entry.request.queued -= 1
+            entry.request.tokens -= n
             self._depth -= 1
+            self._tokens -= n
             tokens += n
             window.append(entry)
+        self._running = tokens
         return window
 
     def _drop_closed_head(self) -> None:
@@ -308,6 +345,9 @@ class DynamicBatcher:
                     self._run_batch([entry])
             return
         seconds = time.perf_counter() - start
+        if seconds > 0:
+            rate = sum(e.prepared.n_tokens for e in entries) / seconds
+            self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
         if self._on_batch is not None:
             try:
                 self._on_batch(BatchStats(name=self.name, items=len(entries),
@@ -332,5 +372,6 @@ class DynamicBatcher:
                 return
             request.closed = True
             self._depth -= request.queued
-            request.queued = 0
+            self._tokens -= request.tokens
+            request.queued = request.tokens = 0
         _deliver(request, exc, True)

@@ -10,6 +10,7 @@ and shape answers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import dataclasses
 import logging
@@ -29,6 +30,11 @@ from .batcher import BatchError, DynamicBatcher
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# When the current request must be answered (``time.monotonic()``), set by the route
+# handler: the batchers refuse at once (503) work that their queue cannot finish by then.
+request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("qvl_request_deadline",
+                                                                                default=None)
 
 
 class HTTPFailure(Exception):
@@ -289,7 +295,7 @@ class Service:
             return EmbedOutcome(np.zeros((0, dim), np.float32), [], errors, 0, 0)
         prepared = [p for _, p in good]
         try:
-            full = await self._batchers["embed"].submit(prepared)
+            full = await self._batchers["embed"].submit(prepared, deadline=request_deadline.get())
         except BatchError as exc:
             raise BatchError(str(exc), position=good[exc.position][0]) from exc
         tokens = sum(p.n_tokens for p in prepared)
@@ -331,7 +337,7 @@ class Service:
         scores = np.full(len(documents), np.nan, dtype=np.float32)
         if good:
             try:
-                got = await self._batchers["rerank"].submit([p for _, p in good])
+                got = await self._batchers["rerank"].submit([p for _, p in good], deadline=request_deadline.get())
             except BatchError as exc:
                 raise BatchError(str(exc), position=good[exc.position][0]) from exc
             scores[[i for i, _ in good]] = np.asarray(got, dtype=np.float32).reshape(-1)

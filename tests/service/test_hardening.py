@@ -191,6 +191,36 @@ def test_overload_is_503_at_once_not_504(embedder):
     assert "in flight" in refused[0][0].json()["error"]["message"]
 
 
+def test_work_that_cannot_finish_in_time_is_503_at_once(embedder):
+    """Within the in-flight limit, a queue longer than a request's time left is refused at once (503), not 504.
+
+    Before: 24 concurrent requests waited in the model queue until their timeout (24 of 24 were 504).
+    """
+    settings = ServiceSettings(timeout=3, max_batch_items=2, max_wait_ms=0, retry_after=1)
+    with serve(settings, slow(embedder, 0.5)) as url:
+        assert httpx.post(url + "/v1/embed", json={"inputs": ["warm", "up"]}, timeout=30).status_code == 200
+        clients = [httpx.Client(base_url=url, timeout=60) for _ in range(24)]
+        go = threading.Barrier(24)
+
+        def call(i):
+            go.wait()
+            t = time.perf_counter()
+            resp = clients[i].post("/v1/embed", json={"inputs": [f"load {i}", f"more {i}"]})
+            return resp, time.perf_counter() - t
+
+        with ThreadPoolExecutor(24) as pool:
+            results = list(pool.map(call, range(24)))
+        for c in clients:
+            c.close()
+    statuses = [r.status_code for r, _ in results]
+    assert 504 not in statuses, statuses
+    refused = [(r, s) for r, s in results if r.status_code == 503]
+    assert refused and statuses.count(200) >= 2, statuses
+    assert all(r.headers["retry-after"] == "1" for r, _ in refused)
+    assert max(s for _, s in refused) < 1.5, [round(s, 2) for _, s in refused]
+    assert "too long to answer in time" in refused[0][0].json()["error"]["message"]
+
+
 def test_inflight_body_bytes_are_bounded(embedder):
     """Bodies held open by slow clients count against max_inflight_bytes: the next is 503 at once."""
     settings = ServiceSettings(max_inflight_bytes=3 * MB, body_timeout=20)
