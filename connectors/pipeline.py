@@ -12,6 +12,11 @@ bounded on a corpus larger than RAM:
 3. **write** (a thread): vectors go to ``store.upsert`` as precomputed ``vector`` rows
    (the store cuts byte-sized requests), so a retried write never re-embeds.
 
+Sources are read defensively: a folder's symbolic links that lead out of it are not
+followed (unless asked), a table's media paths must lead into its media roots, and file
+names that are not UTF-8 are carried as ``\\xff`` escapes; each such record becomes a
+dead letter with its reason, never a silent skip or a stopped run.
+
 Re-running is idempotent: rows whose id the target already holds are skipped, and a
 small state file records every id that landed, so ``resume=True`` continues an
 interrupted run without re-embedding what landed (also for stores that cannot look ids

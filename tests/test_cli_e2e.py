@@ -198,7 +198,7 @@ def test_demo_offline_without_a_model_fails_fast_in_one_line(tmp_path):
     [line] = error_lines(proc)
     assert "hf download Qwen/Qwen3-VL-Embedding-2B" in line and "--offline-test-model" in line
     assert "--model" in line and "huggingface-cli" not in proc.stderr
-    assert elapsed < 8, f"took {elapsed:.1f} s"
+    assert elapsed < 10, f"took {elapsed:.1f} s (hub retries took about 30 s)"
     # the same with HF_HUB_OFFLINE=1, without asking the network at all
     proc = qvl("demo", "--dir", tmp_path / "demo", env=dict(env, HF_HUB_OFFLINE="1"), cwd=tmp_path)
     assert proc.returncode == 1 and "HF_HUB_OFFLINE" in error_lines(proc)[0]
