@@ -13,9 +13,10 @@ bounded on a corpus larger than RAM:
    (the store cuts byte-sized requests), so a retried write never re-embeds.
 
 Sources are read defensively: a folder's symbolic links that lead out of it are not
-followed (unless asked), a table's media paths must lead into its media roots, and file
-names that are not UTF-8 are carried as ``\\xff`` escapes; each such record becomes a
-dead letter with its reason, never a silent skip or a stopped run.
+followed (unless asked) and a table's media paths must lead into its media roots, each
+refused record being a dead letter with its reason (never a silent skip); file names
+that are not UTF-8 are carried as ``\\xff`` escapes (a text so named is ingested, media
+so named are dead letters), never stopping the run.
 
 Re-running is idempotent: rows whose id the target already holds are skipped, and a
 small state file records every id that landed, so ``resume=True`` continues an
