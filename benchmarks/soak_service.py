@@ -175,6 +175,8 @@ def hostile_kinds(port: int, *, video: bool) -> dict[str, Callable[[], int]]:
         "endless chunked body": lambda: request(port, "POST", "/v1/embed", endless(), chunked=True),
         "body held open": lambda: request(port, "POST", "/v1/embed", [b'{"inputs": ["'], length=4 * MB,
                                           timeout=30),
+        "hang up mid-body": lambda: request(port, "POST", "/v1/embed", [many[: len(many) // 2]], length=len(many),
+                                            hang_up_after=0.05),
         "hang up after sending": lambda: request(port, "POST", "/v1/embed", [many], length=len(many),
                                                  hang_up_after=0.05),
         "huge frame x64": lambda: post_json(port, "/v1/embed", {"inputs": [{"video": [huge_frame] * 64}]}),
@@ -204,6 +206,21 @@ class Sampler(threading.Thread):
             except Exception:  # noqa: BLE001 - the server ended
                 return
             time.sleep(0.02)
+
+
+def server_statuses(port: int) -> dict[tuple[str, int], int]:
+    """``qvl_requests_total`` by (route, status) from the server's /metrics: what clients that left never saw."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("qvl_requests_total{"):
+            labels, value = line[len("qvl_requests_total{"):].split("} ")
+            fields = dict(part.split("=", 1) for part in labels.split(","))
+            out[(fields["route"].strip('"'), int(fields["status"].strip('"')))] = int(float(value))
+    return out
 
 
 def health_loop(port: int, until: float, latencies: list[float], statuses: collections.Counter) -> None:
@@ -278,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.stop.set()
         sampler.join(5)
         alive = server.poll() is None
+        server_side = server_statuses(port) if alive else {}
     finally:
         server.terminate()
         try:
@@ -288,12 +306,18 @@ def main(argv: list[str] | None = None) -> int:
             tmp.cleanup()
 
     bad = {k: n for k, n in statuses.items() if k[1] >= 500 and k[1] != 503}
+    bad.update({("server: " + route, status): n for (route, status), n in server_side.items()
+                if status >= 500 and status != 503})
     print(f"{'request':<24} {'status':>6} {'count':>7}")
     for (kind, status), n in sorted(statuses.items()):
         label = "hung up / closed" if status == 0 else str(status)
         print(f"{kind:<24} {label:>6} {n:>7}")
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = sorted(latencies)[int(0.99 * (len(latencies) - 1))] if latencies else float("nan")
+    by_status: collections.Counter = collections.Counter()
+    for (_, status), n in server_side.items():
+        by_status[status] += n
+    print("\nserver side, requests by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(by_status.items())))
     print(f"\npeak RSS {sampler.peak / MB:.0f} MiB (warm {baseline / MB:.0f} MiB, budget {budget / MB:.0f} MiB)")
     print(f"health p50 {p50 * 1000:.1f} ms, health p99 {p99 * 1000:.1f} ms over {len(latencies)} checks")
     failures = []

@@ -146,6 +146,10 @@ async def read_body(request: Any, slot: _Slot, *, limit: int, timeout: float) ->
         except asyncio.TimeoutError:
             raise BodyError(408, "body_timeout",
                             f"the request body was not received within {timeout:g} s") from None
+        except Exception as exc:
+            if type(exc).__name__ == "ClientDisconnect":  # starlette's: the client left mid-body
+                raise ClientDisconnected() from exc
+            raise
         if not chunk:
             continue
         end = size + len(chunk)

@@ -306,6 +306,18 @@ def test_disconnected_client_work_is_dropped(embedder):
         assert "qvl_inflight_requests 0" in text and "qvl_preprocess_items 0" in text
 
 
+def test_client_gone_mid_body_is_499_not_500(embedder):
+    with serve(ServiceSettings(), embedder) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(post_head("/v1/embed", 1000) + b'{"inputs": ["half')
+            time.sleep(0.2)
+        time.sleep(0.5)
+        text = httpx.get(url + "/metrics").text
+    assert metric(text, "qvl_requests_total", route="/v1/embed", status="499") == 1
+    assert 'status="500"' not in text
+
+
 # ---------------------------------------------------------------------------- the client side
 def test_remote_client_413_not_retried_503_retried(embedder):
     with serve(ServiceSettings(max_text_chars=50), embedder) as url:
