@@ -8,7 +8,7 @@ configured limits, then drives it for ``--duration`` seconds with, all at once:
 * pathological base64 (60 KB and 2 MB of base64 characters and whitespace, then a bad one);
 * huge bodies (a declared 200 MB body, an endless chunked one) and bodies held open;
 * many concurrent ordinary requests (texts and small images), more than ``--max-inflight``;
-* clients that hang up right after sending 48 items;
+* clients that hang up right after sending 48 items, and in the middle of their body;
 * a frame list of one huge (4096 x 4096) frame repeated 64 times;
 * hostile videos (8 frames of 4K, over ``--max-video-pixels``, and of 1080p, within it;
   when PyAV is installed and ``--no-video`` is not given);
@@ -16,8 +16,10 @@ configured limits, then drives it for ``--duration`` seconds with, all at once:
 
 It samples the server's resident memory every 20 ms and prints requests by kind and
 status, peak RSS against the budget (the RSS after warm-up plus ``--budget-mb``) and
-the health check's p50/p99 latency. Exit status 1 if any 5xx other than 503 appears,
-if RSS passes the budget, or if the health check's p99 passes ``--max-health-p99``.
+the health check's p50/p99 latency. Exit status 1 if any 5xx other than 503 appears
+(seen by the clients, or counted in the server's own ``/metrics``, which also holds the
+requests of clients that left), if RSS passes the budget, or if the health check's p99
+passes ``--max-health-p99``.
 
 Usage:
     python benchmarks/soak_service.py                    # 60 s

@@ -124,6 +124,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise OSError(f"cannot resolve --host {host!r}: {exc.strerror}") from exc
+    # IPv4 first unless the host is an IPv6 literal, as uvicorn binds ("localhost": 127.0.0.1).
+    infos.sort(key=lambda info: info[0] != (socket.AF_INET6 if ":" in host else socket.AF_INET))
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
