@@ -368,7 +368,7 @@ def test_cli_port_in_use_fails_before_loading(tiny_embedding_path):
     assert lines == [f"qvl serve: cannot listen on 127.0.0.1:{port}: address already in use (another process "
                      "holds the port; stop it or pick another with --port)"], lines
     assert "serving on" not in out.stderr and "loading" not in out.stderr
-    assert seconds < 15, seconds  # the CLI's imports only: no torch, no weights
+    assert seconds < 5, seconds  # the CLI's imports only: no torch, no weights (0.6 s here)
 
 
 # ---------------------------------------------------------------------------- soak (issue 14 "Done when")
