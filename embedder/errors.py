@@ -5,6 +5,7 @@ any of our errors and nothing else::
 
     QVLError
     ├── InputError               a caller's item is bad (names the item index / row id)
+    │   └── LimitError           ... larger than a configured limit (the service answers 413)
     ├── ModelLoadError           a checkpoint cannot be found, downloaded or loaded
     ├── OverloadedError          a bounded queue is full; try again later
     ├── MissingDependencyError   an optional extra is not installed (names the extra)
@@ -49,6 +50,13 @@ class InputError(QVLError, ValueError):
     def at(self, index: int) -> "InputError":
         """Return a copy of this error attributed to ``index``."""
         return InputError(self.reason, index=index, item_id=self.item_id)
+
+
+class LimitError(InputError):
+    """An item is larger than a configured limit (pixels, frames, characters): refused before the work."""
+
+    def at(self, index: int) -> "LimitError":
+        return LimitError(self.reason, index=index, item_id=self.item_id)
 
 
 class ModelLoadError(QVLError, OSError):

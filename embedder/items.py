@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
+from .errors import InputError, LimitError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -377,7 +377,7 @@ def _check_pixels(size: tuple[int, int], options: LoadOptions) -> None:
     if w <= 0 or h <= 0:
         raise InputError(f"image has no pixels ({w}x{h})")
     if w * h > options.max_source_pixels:
-        raise InputError(
+        raise LimitError(
             f"image of {w}x{h} = {w * h} pixels exceeds the limit of {options.max_source_pixels} pixels "
             "(refused before decoding: possible decompression bomb)")
     ratio = max(w, h) / min(w, h)

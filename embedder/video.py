@@ -36,7 +36,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from .errors import InputError, MissingDependencyError
+from .errors import InputError, LimitError, MissingDependencyError
 from .items import (IMAGE_FACTOR, LoadOptions, _check_pixels, _describe, open_image, probe_image_size,
                     read_source_bytes)
 
@@ -113,7 +113,7 @@ def _resize(frame_chw: Any, size: tuple[int, int]) -> Any:
 def _check_budget(what: str, width: int, height: int, frames: int, options: LoadOptions) -> None:
     total = width * height * frames
     if total > options.max_video_pixels:
-        raise InputError(
+        raise LimitError(
             f"{what} of {width}x{height} pixels x {frames} frames = {total} pixels to decode exceeds the limit "
             f"of {options.max_video_pixels} pixels (max_video_pixels); refused before decoding")
 
@@ -167,7 +167,7 @@ def _load_frame_list(source: list[Any], options: LoadOptions) -> LoadedVideo:
     decoded = sum(w * h for w, h in sizes.values())
     if decoded > options.max_video_pixels:
         w0, h0 = sizes[keys[0]]
-        raise InputError(
+        raise LimitError(
             f"video frame list of {len(distinct)} distinct frames ({w0}x{h0} the first) = {decoded} pixels to decode "
             f"exceeds the limit of {options.max_video_pixels} pixels (max_video_pixels); refused before decoding")
     sized = {}

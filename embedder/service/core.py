@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..embedder import MIN_DIM, mrl
-from ..errors import InputError, MissingDependencyError, OverloadedError
+from ..errors import InputError, LimitError, MissingDependencyError, OverloadedError
 from ..model import as_input_error
 from ..prompts import DEFAULT_RERANK_INSTRUCTION, IMAGE_PAD_ID
 from . import ServiceSettings
@@ -109,6 +109,29 @@ def _with_load_options(model: Any, settings: ServiceSettings) -> Any:
     view = copy.copy(model)
     view.load_options = wanted
     return view
+
+
+def _over_limit(exc: BaseException) -> bool:
+    """True when ``exc`` or what it was raised from is a :class:`~embedder.errors.LimitError`."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, LimitError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _item_failure(exc: BaseException, index: int, *, document: bool = False) -> InputError:
+    """A preprocessing failure as the error of item ``index``: 413 (TooLarge) when a limit refused it."""
+    err = as_input_error(exc, index)
+    message = f"document {index}: {err.reason}" if document else None
+    if _over_limit(exc):
+        bad: InputError = P.TooLarge(err.reason, index=index, code="over_limit")
+    else:
+        bad = InputError(err.reason, index=index)
+    if message is not None:
+        bad.args = (message,)
+    return bad
 
 
 class Service:
@@ -285,9 +308,9 @@ class Service:
                     raise r
                 if not isinstance(r, Exception):
                     raise r
-                err = as_input_error(r, i)
+                err = _item_failure(r, i)
                 if on_error == "raise":
-                    raise err
+                    raise err from r
                 errors.append((i, err.reason))
             else:
                 good.append((i, r))
@@ -314,7 +337,10 @@ class Service:
         if isinstance(q, BaseException):
             if not isinstance(q, Exception) or isinstance(q, MissingDependencyError):
                 raise q
-            raise InputError(f"query: {as_input_error(q, 0).reason}") from q
+            err = _item_failure(q, 0)
+            if isinstance(err, P.TooLarge):
+                raise P.TooLarge(f"query: {err.reason}", code=err.code) from q
+            raise InputError(f"query: {err.reason}") from q
 
         def prepare(doc: Any, index: int) -> Any:
             return rr.prepare_pair(q, rr.prepare_side(doc, index), instr)
@@ -326,11 +352,9 @@ class Service:
             if isinstance(r, BaseException):
                 if not isinstance(r, Exception) or isinstance(r, MissingDependencyError):
                     raise r
-                err = as_input_error(r, i)
+                err = _item_failure(r, i, document=True)
                 if on_error == "raise":
-                    bad = InputError(f"document {i}: {err.reason}")
-                    bad.index, bad.reason = i, err.reason
-                    raise bad from r
+                    raise err from r
                 errors.append((i, err.reason))
             else:
                 good.append((i, r))

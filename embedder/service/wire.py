@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, LimitError
 
 # Applied to a string whose whitespace is already removed: the two parts share no
 # character, so the match is linear (a class with \s on both sides of "=" backtracked
@@ -47,7 +47,7 @@ class Limits:
 NO_LIMITS = Limits(max_items=1 << 62, max_text_chars=1 << 62, max_frames=1 << 62)
 
 
-class TooLarge(InputError):
+class TooLarge(LimitError):
     """The request asks for more work than the service's limits allow (HTTP 413)."""
 
     def __init__(self, reason: str, *, index: int | None = None, code: str = "too_large") -> None:

@@ -128,6 +128,29 @@ def test_limits_refuse_with_413_and_a_reason_before_decoding(embedder):
         assert c.post("/embed", json={"inputs": ["x" * 1000]}).status_code == 200
 
 
+def test_pixel_and_frame_limits_are_413_before_decoding(embedder):
+    """Pixels (an image's header) and a video's pixels x frames, through the embedder's LoadOptions."""
+    from .test_service import png_uri
+    from ..conftest import make_image
+
+    big = png_uri(make_image(200, 200, seed=1))
+    frames = [png_uri(make_image(64, 64, seed=i)) for i in range(5)]  # 5 distinct frames of 64 x 64
+    settings = ServiceSettings(max_image_pixels=150 * 150, max_video_pixels=64 * 64 * 4)
+    with serve(settings, embedder) as url, httpx.Client(base_url=url, timeout=60) as c:
+        resp = c.post("/v1/embed", json={"inputs": ["ok", {"image": big}]})
+        assert resp.status_code == 413, resp.text
+        err = resp.json()["error"]
+        assert err["index"] == 1 and err["code"] == "over_limit"
+        assert "200x200 = 40000 pixels exceeds the limit of 22500" in err["message"]
+        resp = c.post("/v1/embed", json={"inputs": [{"video": frames}]})
+        assert resp.status_code == 413 and "max_video_pixels" in resp.json()["error"]["message"]
+        resp = c.post("/v1/embed", json={"inputs": [{"video": frames[:4]}]})
+        assert resp.status_code == 200, resp.text
+        skipped = c.post("/v1/embed", json={"inputs": ["ok", {"image": big}], "on_error": "skip"}).json()
+        assert skipped["embeddings"][1] is None and "exceeds the limit" in skipped["errors"][0]["message"]
+        assert c.get("/meta").json()["limits"]["max_image_pixels"] == 22500
+
+
 def test_no_video_refuses_video_items(embedder):
     with serve(ServiceSettings(allow_video=False), embedder) as url, httpx.Client(base_url=url, timeout=60) as c:
         resp = c.post("/v1/embed", json={"inputs": ["ok", {"video": "data:video/mp4;base64,AAAA"}]})
