@@ -59,6 +59,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-batch-items", type=int, default=64, help="items per forward pass")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more requests before a partial batch")
     p.add_argument("--max-queue", type=int, default=1024, help="items waiting for the model before 503")
+    from ..items import LoadOptions  # light: no PIL, no torch
+
     d = ServiceSettings()
     p.add_argument("--max-items", type=int, default=d.max_items, help="items (or documents) per request (413 above)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
@@ -68,12 +70,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         f"(413 above; default {d.max_text_chars})")
     p.add_argument("--max-frames", type=int, default=d.max_frames,
                    help=f"frames in one video frame list (413 above; default {d.max_frames})")
+    lib = LoadOptions()
     p.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                    help="refuse images whose header announces more pixels, before decoding "
-                        "(default: the library's limit)")
+                        f"(413; default: the library's, {lib.max_source_pixels})")
     p.add_argument("--max-video-pixels", type=int, default=None, metavar="N",
                    help="refuse videos whose width x height x frames is larger, before decoding "
-                        "(default: the library's limit)")
+                        f"(413; default: the library's, {getattr(lib, 'max_video_pixels', 'none')})")
     p.add_argument("--url-timeout", type=float, default=None, metavar="SECONDS",
                    help="with --allow-urls: total seconds for one URL fetch (default: the library's)")
     p.add_argument("--url-min-rate", type=int, default=None, metavar="BYTES_PER_S",

@@ -547,6 +547,20 @@ def test_cli_parser_defaults_and_env(monkeypatch):
     assert settings.api_key == "from-env" and "from-env" not in repr(settings)
     assert settings.dim_for("clip") == 512 and settings.dim_for("native") is None
     assert callable(args.func)
+    assert settings.allow_video is True and settings.max_body_bytes == 32 * 1024 * 1024
+    limited = settings_from_args(build_parser().parse_args(
+        ["serve", "--model", "m", "--no-video", "--max-text-chars", "10", "--max-frames", "8", "--max-inflight", "3",
+         "--max-inflight-bytes", "1000", "--max-preprocess-queue", "7", "--body-timeout", "2.5",
+         "--max-image-pixels", "4096", "--max-video-pixels", "65536", "--url-timeout", "3", "--url-min-rate", "100"]))
+    assert (limited.allow_video, limited.max_text_chars, limited.max_frames, limited.max_inflight) == (False, 10, 8, 3)
+    assert (limited.max_inflight_bytes, limited.max_preprocess_queue, limited.body_timeout) == (1000, 7, 2.5)
+    assert (limited.max_image_pixels, limited.max_video_pixels, limited.url_timeout) == (4096, 65536, 3.0)
+    from embedder.service.app import load_option_values
+    from embedder.items import LoadOptions
+
+    options = load_option_values(limited, list(LoadOptions.__dataclass_fields__))
+    assert options["allow_video"] is False and options["max_source_pixels"] == 4096
+    assert options["max_video_pixels"] == 65536 and options["url_min_rate"] == 100 and options["max_text_chars"] == 10
 
 
 def test_imports_stay_light():
