@@ -60,45 +60,12 @@ from embedder.errors import (InputError, OverloadedError, RemoteError, SchemaMis
                              UnavailableError)
 
 from .core import Row, embed_rows, normalize_row
+from .pipeline import is_transient
 from .pgvector import KEY_ARRAY_PREPARE, PgVectorStore, TableName, _sql, derived_name, table_columns
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 3600.0
-# httpx's transport errors, matched by name so that this module does not import httpx
-_TRANSIENT_NAMES = frozenset({"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
-                              "TimeoutException", "RemoteProtocolError", "ReadError", "WriteError"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` (or an error it was raised from) says the embedder is away for now,
-    not that the row is bad: a refused or lost connection, a timeout, an overloaded service
-    (:class:`~embedder.errors.OverloadedError`, HTTP 503/429), any HTTP 5xx from ``qvl serve``
-    (:class:`~embedder.errors.RemoteError`), :class:`~embedder.errors.UnavailableError`.
-
-    Example:
-        >>> is_transient(ConnectionRefusedError(111, "Connection refused"))
-        True
-        >>> is_transient(InputError("cannot open image x.png"))
-        False
-    """
-    from .pipeline import is_transient as ingest_transient  # the ingest's retry rule, widened below
-
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, InputError):
-            return False
-        if isinstance(e, (OverloadedError, UnavailableError, ConnectionError, TimeoutError)) or ingest_transient(e):
-            return True
-        if isinstance(e, RemoteError) and ((e.status is not None and (e.status >= 500 or e.status == 429))
-                                           or e.code in ("timeout", "unavailable")):
-            return True
-        if type(e).__name__ in _TRANSIENT_NAMES:
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 class _OutageProbe:

@@ -285,7 +285,7 @@ def count_folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow
     return total
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """A JSON-serialisable version of a table value (bytes -> dropped by the caller)."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
@@ -294,15 +294,15 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
-        return _json_safe(float(value))
+        return json_safe(float(value))
     if isinstance(value, decimal.Decimal):
-        return _json_safe(float(value))
+        return json_safe(float(value))
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return str(value)
 
 
@@ -386,11 +386,11 @@ def record_to_row(record: Mapping[str, Any], columns: Columns, *, base_dir: str 
         if columns.id:
             raise InputError(f"empty id in column {id_col!r}")
     else:
-        rid = _json_safe(rid)
+        rid = json_safe(rid)
         row["id"] = rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else str(rid)
     text = record.get(text_col)
     if not _empty(text):
-        row["text"] = text if isinstance(text, str) else str(_json_safe(text))
+        row["text"] = text if isinstance(text, str) else str(json_safe(text))
     for kind, col in (("image", image_col), ("video", video_col)):
         value = record.get(col)
         if not _empty(value):
@@ -401,7 +401,7 @@ def record_to_row(record: Mapping[str, Any], columns: Columns, *, base_dir: str 
     metadata: dict[str, Any] = {}
     nested = record.get("metadata")
     if isinstance(nested, Mapping) and (columns.meta is None or "metadata" in columns.meta):
-        metadata.update(_json_safe(nested))
+        metadata.update(json_safe(nested))
     mapped = {id_col, text_col, image_col, video_col, "metadata"}
     meta_cols = columns.meta if columns.meta is not None else [c for c in record if c not in mapped]
     for col in meta_cols:
@@ -410,7 +410,7 @@ def record_to_row(record: Mapping[str, Any], columns: Columns, *, base_dir: str 
         value = record.get(col)
         if isinstance(value, (bytes, bytearray, memoryview)):
             continue  # binary cells are not metadata
-        metadata[str(col)] = _json_safe(value)
+        metadata[str(col)] = json_safe(value)
     row["metadata"] = metadata
     return row
 
@@ -422,7 +422,7 @@ def _mapped(location: str, record: Any, columns: Columns, roots: tuple[pathlib.P
         return SourceRow(location, record_to_row(record, columns, base_dir=roots[0], roots=roots))
     except InputError as exc:
         rid = record.get(columns.id or "id")
-        return SourceRow(location, error=exc.reason, id=None if _empty(rid) else str(_json_safe(rid)))
+        return SourceRow(location, error=exc.reason, id=None if _empty(rid) else str(json_safe(rid)))
 
 
 def jsonl_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
@@ -643,16 +643,45 @@ _TRANSIENT_REASON = re.compile(
     r"UNAVAILABLE|DEADLINE_EXCEEDED", re.IGNORECASE)
 
 
+# httpx's transport errors, matched by name so that this module does not import httpx
+_TRANSIENT_NAMES = frozenset({"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
+                              "TimeoutException", "RemoteProtocolError", "ReadError", "WriteError"})
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: connection reset/refused, timeouts, 502/503/504, overload."""
-    if isinstance(exc, (UnavailableError, OverloadedError, ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, RemoteError):
-        return exc.status in (502, 503, 504)
-    if isinstance(exc, QVLError):
-        return False
-    return type(exc).__module__.split(".")[0] in ("pymilvus", "grpc", "httpx", "psycopg", "weaviate") and \
-        bool(_TRANSIENT_REASON.search(f"{type(exc).__name__}: {exc}"))
+    """True when ``exc`` (or an error it was raised from) says a service is away for now, not
+    that the row is bad: a refused or lost connection, a timeout, an overloaded service
+    (:class:`~embedder.errors.OverloadedError`, HTTP 429 or any 5xx from ``qvl serve``, a
+    :class:`~embedder.errors.RemoteError` that could not connect), an unavailable database.
+
+    The one rule for every retry and back-off: ``qvl ingest``'s retries and the Postgres
+    sync worker's outage handling both use it.
+
+    Example:
+        >>> is_transient(ConnectionRefusedError(111, "Connection refused"))
+        True
+        >>> is_transient(InputError("cannot open image x.png"))
+        False
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, InputError):
+            return False
+        if isinstance(e, (UnavailableError, OverloadedError, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(e, RemoteError) and ((e.status is not None and (e.status >= 500 or e.status == 429))
+                                           or e.code in ("timeout", "unavailable")):
+            return True
+        if type(e).__name__ in _TRANSIENT_NAMES:
+            return True
+        if not isinstance(e, QVLError) and type(e).__module__.split(".")[0] in (
+                "pymilvus", "grpc", "httpx", "psycopg", "weaviate") and \
+                _TRANSIENT_REASON.search(f"{type(e).__name__}: {e}"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def transient_reason(reason: str) -> bool:
@@ -760,7 +789,7 @@ def _row_summary(row: Mapping[str, Any]) -> dict[str, Any]:
             value = f"<{len(value)} bytes>"
         elif isinstance(value, str) and key == "text" and len(value) > 500:
             value = value[:500] + "..."
-        out[key] = _json_safe(value)
+        out[key] = json_safe(value)
     return out
 
 
@@ -784,7 +813,7 @@ class IngestState:
 
     def __init__(self, path: str | os.PathLike, *, key: Mapping[str, Any], resume: bool) -> None:
         self.path = pathlib.Path(path)
-        self.key = {str(k): _json_safe(v) for k, v in key.items()}
+        self.key = {str(k): json_safe(v) for k, v in key.items()}
         self.landed: set[str] = set()
         self.resumed = False
         self._lock = threading.Lock()
