@@ -25,8 +25,10 @@ THUMBNAIL_SIZE = 256
 
 
 def hit_record(rank: int, hit: Any) -> dict[str, Any]:
-    """A JSON-ready dict for one hit."""
-    fields = dict(hit.fields or {})
+    """A JSON-ready dict for one hit (a database's numeric, date or bytes values as JSON values)."""
+    from .pipeline import json_safe
+
+    fields = json_safe(dict(hit.fields or {}))
     return {"rank": rank, "id": hit.id, "score": round(float(hit.score), 6),
             "rerank_score": None if hit.rerank_score is None else round(float(hit.rerank_score), 6),
             "text": fields.pop("text", None), "media": fields.pop("media", None),
