@@ -47,10 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command == "serve":  # the other commands quiet it in their model loader, after their fast checks
-        from connectors.ingest import quiet_model_loading
-
-        quiet_model_loading()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

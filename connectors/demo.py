@@ -17,8 +17,10 @@ import sys
 import tempfile
 from typing import Any
 
+from embedder.hub import check_hub_reachable
+
 from .hits import format_table, hit_record, render_html
-from .ingest import (DEFAULT_DIM, add_model_args, api_key_of, check_hub_reachable, close_quietly, format_summary,
+from .ingest import (DEFAULT_DIM, add_model_args, api_key_of, close_quietly, format_summary,
                      load_embedder, load_reranker, model_spec, one_line, open_target_first, print_error,
                      progress_bar, reranker_spec)
 

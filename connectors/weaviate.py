@@ -19,7 +19,7 @@ calls ``qvl serve`` through its ``multi2vec-clip`` / ``text2vec-transformers`` /
 plain Weaviate queries use Qwen3-VL. Videos cannot travel through Weaviate's modules:
 embed them client-side and store them as self-provided vectors.
 
-The Weaviate client is imported lazily (``pip install 'qwen3-vl-search[weaviate]'``).
+The Weaviate client is imported lazily (``pip install -e ".[weaviate]"``).
 """
 from __future__ import annotations
 

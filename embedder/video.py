@@ -3,7 +3,7 @@
 Two kinds of video source (spec point 8):
 
 * a **file** (path, bytes, ``data:`` URI or URL): decoded with PyAV (``pip install
-  'qwen3-vl-search[video]'``). The frames taken are the release's: ``smart_nframes``
+  -e ".[video]"``). The frames taken are the release's: ``smart_nframes``
   of qwen-vl-utils 0.0.14 (``fps`` 1, at most ``max_frames`` 64, at least 4, an even
   count) at the indices ``torch.linspace(0, n - 1, nframes).round()``. Each taken frame
   is converted to RGB as qwen-vl-utils' PyAV-based torchvision reader did

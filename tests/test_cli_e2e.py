@@ -18,6 +18,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,25 @@ def test_demo_offline_without_a_model_fails_fast_in_one_line(tmp_path):
     # the same with HF_HUB_OFFLINE=1, without asking the network at all
     proc = qvl("demo", "--dir", tmp_path / "demo", env=dict(env, HF_HUB_OFFLINE="1"), cwd=tmp_path)
     assert proc.returncode == 1 and "HF_HUB_OFFLINE" in error_lines(proc)[0]
+
+
+def test_serve_and_the_library_without_network_fail_fast_too(tmp_path):
+    """The same one-line answer from `qvl serve` and from Embedder.from_pretrained (the check lives in
+    the model loader, not only in the ingest CLI)."""
+    env = clean_env(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+    start = time.monotonic()
+    proc = qvl("serve", "--model", "Qwen/Qwen3-VL-Embedding-2B", "--port", "0", env=env, cwd=tmp_path, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "hf download Qwen/Qwen3-VL-Embedding-2B" in proc.stderr and "huggingface-cli" not in proc.stderr
+    assert time.monotonic() - start < 15
+    code = "from embedder import Embedder\nEmbedder.from_pretrained('Qwen/Qwen3-VL-Reranker-2B')"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
+    assert proc.returncode != 0 and "ModelLoadError" in proc.stderr
+    assert "the Hugging Face Hub cannot be reached" in proc.stderr and "hf download Qwen/Qwen3-VL-Reranker-2B" in \
+        proc.stderr
+    assert time.monotonic() - start < 15
 
 
 # ============================================================================ --api-key

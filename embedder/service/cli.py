@@ -174,7 +174,7 @@ def _load_and_serve(settings: Any, sock: socket.socket) -> int:
         from ..reranker import Reranker
         from .app import create_app, load_option_values
     except ImportError as exc:
-        print(f"qvl serve needs the 'server' extra: pip install 'qwen3-vl-search[server]' ({exc})", file=sys.stderr)
+        print(f'qvl serve needs the "server" extra: pip install -e ".[server]" in the qvl checkout ({exc})', file=sys.stderr)
         return 2
     from ..items import LoadOptions
 
@@ -186,6 +186,9 @@ def _load_and_serve(settings: Any, sock: socket.socket) -> int:
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"warning: serving on {settings.host} without an API key; anyone who can reach it can use it",
               file=sys.stderr)
+    from ..hub import quiet_model_loading
+
+    quiet_model_loading()
     try:
         print(f"loading {settings.model} ...", file=sys.stderr)
         embedder = Embedder.from_pretrained(settings.model, device=settings.device,
