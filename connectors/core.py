@@ -176,6 +176,19 @@ def media_ref(value: Any) -> str | None:
     return None
 
 
+def utf8_storable(text: str) -> bool:
+    """Whether a string can travel as UTF-8 (no lone surrogates, as from an undecodable file name).
+
+    Databases store UTF-8; a row whose id or text is not is a bad row, and such an id is
+    never looked up (it cannot be stored, so it is not there).
+    """
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_dim(dim: Any, embedder: Any = None) -> int:
     """Check a store's vector dimension before anything is created, and return it as an int.
 

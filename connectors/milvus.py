@@ -47,7 +47,8 @@ from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits
+from .core import (Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits,
+                   utf8_storable)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pymilvus import CollectionSchema, Function, MilvusClient
@@ -588,7 +589,7 @@ class MilvusStore:
 
     def _entity(self, row: Row, vector: np.ndarray) -> dict[str, Any]:
         """The Milvus entity for a row; ValueError names what does not fit."""
-        if not _storable(row.id):
+        if not utf8_storable(row.id):
             raise ValueError(f"id {row.id!r} is not valid Unicode (a lone surrogate, e.g. from an undecodable "
                              "file name); Milvus stores UTF-8 text only")
         if len(row.id.encode()) > ID_MAX_LENGTH:
@@ -644,7 +645,7 @@ class MilvusStore:
         self._check_open()
         if isinstance(ids, (str, int)):
             ids = [ids]  # type: ignore[list-item]
-        ids = [i for i in dict.fromkeys(str(i) for i in ids) if _storable(i)]  # others cannot be stored
+        ids = [i for i in dict.fromkeys(str(i) for i in ids) if utf8_storable(i)]  # others cannot be stored
         if not ids:
             return
         with _translated("delete", collection=self.collection):
@@ -655,7 +656,7 @@ class MilvusStore:
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the collection holds (lets an ingest skip what already landed)."""
         self._check_open()
-        ids = [i for i in map(str, ids) if _storable(i)]  # an id Milvus cannot store is not there
+        ids = [i for i in map(str, ids) if utf8_storable(i)]  # an id Milvus cannot store is not there
         found: set[str] = set()
         for start in range(0, len(ids), IDS_PER_REQUEST):
             found.update(str(r["id"]) for r in self._get(ids[start:start + IDS_PER_REQUEST], ["id"]))
@@ -861,14 +862,6 @@ def _coerce(name: str, value: Any, typ: type) -> Any:
             return value
     raise ValueError(f"field {name!r} must be {typ.__name__} (or None), got {type(value).__name__} {value!r}")
 
-
-def _storable(text: str) -> bool:
-    """Whether Milvus can hold this string (UTF-8 on the wire: no lone surrogates)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_vector(query: Any) -> bool:

@@ -42,7 +42,7 @@ from embedder.errors import (ConnectorError, InputError, MissingDependencyError,
                              SchemaMismatchError, UnavailableError)
 
 from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, pipelined_upsert, query_vector, rerank_hits,
-                   vector_problems)
+                   utf8_storable, vector_problems)
 
 if TYPE_CHECKING:  # pragma: no cover
     import weaviate
@@ -634,7 +634,7 @@ class WeaviateStore:
         from weaviate.classes.query import Filter
 
         self._check_open()
-        uuids = [row_uuid(str(i)) for i in ids if _storable(str(i))]  # others cannot be stored
+        uuids = [row_uuid(str(i)) for i in ids if utf8_storable(str(i))]  # others cannot be stored
         with driver_errors(f"deleting from {self.name}"):
             for start in range(0, len(uuids), _DELETE_CHUNK):
                 chunk = uuids[start:start + _DELETE_CHUNK]
@@ -645,7 +645,7 @@ class WeaviateStore:
         from weaviate.classes.query import Filter
 
         self._check_open()
-        by_uuid = {row_uuid(str(i)): str(i) for i in ids if _storable(str(i))}  # others cannot be stored
+        by_uuid = {row_uuid(str(i)): str(i) for i in ids if utf8_storable(str(i))}  # others cannot be stored
         found: set[str] = set()
         uuids = list(by_uuid)
         with driver_errors(f"looking up ids in {self.name}"):
@@ -691,14 +691,6 @@ class WeaviateStore:
         return f"WeaviateStore({self.name!r}, named_vectors={self.named_vectors})"
 
 
-def _storable(text: str) -> bool:
-    """Whether a string can travel as UTF-8 (no lone surrogates)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
 
 def _unencodable(row: Row) -> str | None:
     """Why a row's strings cannot be sent to Weaviate (UTF-8 only), or None."""
@@ -706,7 +698,7 @@ def _unencodable(row: Row) -> str | None:
                "metadata": json.dumps(row.metadata, ensure_ascii=False, default=str) if row.metadata else None}
     strings.update((k, v) for k, v in row.fields.items() if isinstance(v, str))
     for name, value in strings.items():
-        if value is not None and not _storable(value):
+        if value is not None and not utf8_storable(value):
             return (f"{name} {value!r} is not valid Unicode (a lone surrogate, e.g. from an undecodable file "
                     "name); Weaviate stores UTF-8 text only")
     return None

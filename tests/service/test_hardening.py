@@ -188,23 +188,30 @@ def test_large_body_parsed_off_the_event_loop(embedder):
 
 
 # ---------------------------------------------------------------------------- 14.5: admission control
+def burst(url: str, n: int) -> list[tuple[httpx.Response, float]]:
+    """``n`` embed requests released at once (clients built up front, not timed): (response, seconds) each."""
+    clients = [httpx.Client(base_url=url, timeout=60) for _ in range(n)]
+    go = threading.Barrier(n)
+
+    def call(i):
+        go.wait()
+        t = time.perf_counter()
+        resp = clients[i].post("/v1/embed", json={"inputs": [f"load {i}", f"more {i}"]})
+        return resp, time.perf_counter() - t
+
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(call, range(n)))
+    finally:
+        for c in clients:
+            c.close()
+
+
 def test_overload_is_503_at_once_not_504(embedder):
     """24 concurrent requests on a slow model: the surplus is refused at once with Retry-After."""
     settings = ServiceSettings(max_inflight=4, timeout=20, retry_after=2)
     with serve(settings, slow(embedder, 0.3)) as url:
-        clients = [httpx.Client(base_url=url, timeout=60) for _ in range(24)]  # built up front: not timed
-        go = threading.Barrier(24)
-
-        def call(i):
-            go.wait()
-            t = time.perf_counter()
-            resp = clients[i].post("/v1/embed", json={"inputs": [f"load {i}", f"more {i}"]})
-            return resp, time.perf_counter() - t
-
-        with ThreadPoolExecutor(24) as pool:
-            results = list(pool.map(call, range(24)))
-        for c in clients:
-            c.close()
+        results = burst(url, 24)
     statuses = [r.status_code for r, _ in results]
     assert 504 not in statuses
     refused = [(r, s) for r, s in results if r.status_code == 503]
@@ -222,19 +229,7 @@ def test_work_that_cannot_finish_in_time_is_503_at_once(embedder):
     settings = ServiceSettings(timeout=3, max_batch_items=2, max_wait_ms=0, retry_after=1)
     with serve(settings, slow(embedder, 0.5)) as url:
         assert httpx.post(url + "/v1/embed", json={"inputs": ["warm", "up"]}, timeout=30).status_code == 200
-        clients = [httpx.Client(base_url=url, timeout=60) for _ in range(24)]
-        go = threading.Barrier(24)
-
-        def call(i):
-            go.wait()
-            t = time.perf_counter()
-            resp = clients[i].post("/v1/embed", json={"inputs": [f"load {i}", f"more {i}"]})
-            return resp, time.perf_counter() - t
-
-        with ThreadPoolExecutor(24) as pool:
-            results = list(pool.map(call, range(24)))
-        for c in clients:
-            c.close()
+        results = burst(url, 24)
     statuses = [r.status_code for r, _ in results]
     assert 504 not in statuses, statuses
     refused = [(r, s) for r, s in results if r.status_code == 503]
