@@ -26,7 +26,7 @@ import os
 import pathlib
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from embedder.hub import quiet_model_loading
 
@@ -152,7 +152,8 @@ def _is_url(spec: str) -> bool:
     return spec.lower().startswith(("http://", "https://"))
 
 
-def load_embedder(spec: str, *, device: str = "auto", api_key: str | None = None) -> Any:
+def load_embedder(spec: str, *, device: str = "auto", api_key: str | None = None,
+                  path_roots: Sequence[str] | None = None) -> Any:
     """An ``Embedder`` for a checkpoint path / hub id, or a ``RemoteEmbedder`` for a ``qvl serve`` URL.
 
     The one loader of every ``qvl`` command that takes ``--model``.
@@ -161,6 +162,9 @@ def load_embedder(spec: str, *, device: str = "auto", api_key: str | None = None
         spec: a local checkpoint folder, a Hugging Face id, or ``http(s)://host:port`` of a ``qvl serve``.
         device: torch device for a local model.
         api_key: the service's key (sent as a bearer token; ignored for local models).
+        path_roots: folders local media paths must be in (their real paths, links resolved);
+            a path elsewhere is refused as that item's error (None: any readable file). For
+            media paths that come from a database column (``qvl pg worker --media-root``).
 
     Raises:
         ModelLoadError: the checkpoint cannot be loaded; a hub id that is not cached on a
@@ -170,13 +174,16 @@ def load_embedder(spec: str, *, device: str = "auto", api_key: str | None = None
     if _is_url(spec):
         from embedder.remote import RemoteEmbedder
 
-        remote = RemoteEmbedder(spec, api_key=api_key)
+        remote = RemoteEmbedder(spec, api_key=api_key, path_roots=path_roots)
         _check_remote(remote, spec, api_key)
         return remote
     from embedder import Embedder
+    from embedder.items import LoadOptions
 
     quiet_model_loading()
-    return Embedder.from_pretrained(spec, device=device)
+    if path_roots is None:
+        return Embedder.from_pretrained(spec, device=device)
+    return Embedder.from_pretrained(spec, device=device, load_options=LoadOptions(path_roots=tuple(path_roots)))
 
 
 def load_reranker(spec: str, *, device: str = "auto", api_key: str | None = None) -> Any:

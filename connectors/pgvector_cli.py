@@ -90,6 +90,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="torch device for --model (default: auto)")
         p.add_argument("--batch-size", type=int, default=32, help="rows per batch (default: 32)")
 
+    def media_root(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--media-root", metavar="DIR", action="append",
+                       help="folder that image/video paths in the table must be in (their real paths: links "
+                            "are resolved); repeat to allow several. A row whose file is elsewhere is not read "
+                            "and ends in the failed rows (default: any file the worker can read)")
+
     p_sync = sub.add_parser("sync", help="add embedding storage and triggers, queue rows without embeddings")
     common(p_sync)
     p_sync.add_argument("--no-enqueue", action="store_true", help="do not queue the existing rows")
@@ -97,6 +103,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p_worker = sub.add_parser("worker", help="embed queued rows")
     common(p_worker)
+    media_root(p_worker)
     p_worker.add_argument("--once", action="store_true", help="exit when no queued row is ready")
     p_worker.add_argument("--max-attempts", type=int, default=3, help="failures before a row is set aside (default: 3)")
     p_worker.add_argument("--retry-delay", type=float, default=5.0, help="seconds before the first retry (default: 5)")
@@ -118,13 +125,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _embedder(args: argparse.Namespace) -> Any:
-    """The ``--model`` embedder (a ``qvl serve`` URL gets ``--api-key`` / ``$QVL_API_KEY``), or None."""
+    """The ``--model`` embedder (a ``qvl serve`` URL gets ``--api-key`` / ``$QVL_API_KEY``), or None.
+
+    With ``--media-root`` it reads only media files inside those folders (``LoadOptions.path_roots``).
+    """
     if not args.model:
         return None
     from connectors.ingest import load_embedder
 
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    return load_embedder(args.model, device=args.device, api_key=key)
+    roots = getattr(args, "media_root", None) or None
+    return load_embedder(args.model, device=args.device, api_key=key, path_roots=roots)
 
 
 def _connect(args: argparse.Namespace, *, create: bool) -> Any:

@@ -29,7 +29,7 @@ import os
 import pathlib
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import InputError, LimitError
 
@@ -76,6 +76,11 @@ class LoadOptions:
     Attributes:
         allow_urls: fetch ``http(s)://`` sources (off by default: SSRF).
         allow_paths: read local file paths (on for the library, off in the service).
+        path_roots: when set, a local path (plain or ``file://``) is read only if its real
+            path (symbolic links resolved) lies inside one of these folders' real paths;
+            any other path is refused with :class:`~embedder.errors.InputError`. For media
+            paths that come from data (a database column, a request), e.g. ``qvl pg worker
+            --media-root`` and ``qvl serve --path-root``. None (default): any readable file.
         allow_private_urls: with ``allow_urls``, also fetch from loopback, private and
             link-local addresses (off: keeps internal services out of reach).
         allow_video: accept video items (the service's ``--no-video`` turns it off, so
@@ -119,6 +124,33 @@ class LoadOptions:
     url_min_rate: int = DEFAULT_URL_MIN_RATE
     fps: float = FPS
     max_frames: int = MAX_FRAMES
+    path_roots: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.path_roots is not None:
+            roots = (self.path_roots,) if isinstance(self.path_roots, (str, os.PathLike)) else self.path_roots
+            object.__setattr__(self, "path_roots", tuple(os.fspath(r) for r in roots))
+
+
+def check_path_root(path: str | os.PathLike, roots: Sequence[str | os.PathLike] | None, what: str) -> None:
+    """Refuse ``path`` unless its real path lies inside one of ``roots`` (None: no confinement).
+
+    Both sides are resolved with :func:`os.path.realpath`, so a symbolic link inside a root
+    that points outside it is refused, and ``..`` cannot climb out.
+
+    Raises:
+        InputError: the path is outside every root (the message names the path and the roots).
+    """
+    if roots is None:
+        return
+    real = os.path.realpath(os.path.expanduser(os.fspath(path)))
+    allowed = [os.path.realpath(os.path.expanduser(os.fspath(r))) for r in roots]
+    for root in allowed:
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return
+    where = f" (it resolves to {real!r})" if real != os.path.abspath(os.fspath(path)) else ""
+    raise InputError(f"{what} path {os.fspath(path)!r}{where} is outside the allowed media folders {allowed}; "
+                     "move the file into one of them or allow its folder (--media-root / --path-root)")
 
 
 def with_permissions(options: LoadOptions | None, *, allow_urls: bool | None = None,
@@ -260,6 +292,7 @@ def read_source_bytes(source: Any, options: LoadOptions, what: str) -> bytes | s
         raise InputError(
             f"{what} path {_describe(source)} refused: reading local paths is disabled "
             "(send the content as base64, or start the service with --allow-paths)")
+    check_path_root(path, options.path_roots, what)
     if not os.path.exists(path):
         raise InputError(f"{what} file not found: {path!r}")
     if not os.path.isfile(path):

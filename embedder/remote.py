@@ -43,6 +43,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import InputError, MissingDependencyError, OverloadedError, RemoteError
+from .items import check_path_root
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def _pil_to_uri(img: Any) -> str:
     return _data_uri(buf.getvalue(), "image/tiff")
 
 
-def _read_local(path: str, what: str) -> bytes:
+def _read_local(path: str, what: str, path_roots: Sequence[str] | None = None) -> bytes:
+    check_path_root(path, path_roots, what)
     if not os.path.exists(path):
         raise InputError(f"{what} file not found: {path!r}")
     if not os.path.isfile(path):
@@ -88,7 +90,7 @@ def _read_local(path: str, what: str) -> bytes:
         return fh.read()
 
 
-def _encode_source(source: Any, what: str, *, server_paths: bool) -> str:
+def _encode_source(source: Any, what: str, *, server_paths: bool, path_roots: Sequence[str] | None = None) -> str:
     """One image/video source as something the service accepts (a data URI, URL or server path)."""
     from PIL import Image
 
@@ -111,14 +113,18 @@ def _encode_source(source: Any, what: str, *, server_paths: bool) -> str:
     if server_paths:
         return source
     path = source[7:] if lowered.startswith("file://") else source
-    data = _read_local(path, what)
+    data = _read_local(path, what, path_roots)
     if what == "video":
         return _data_uri(data, _VIDEO_MIME.get(os.path.splitext(path)[1].lower(), "application/octet-stream"))
     return _data_uri(data, _image_mime(data))
 
 
-def encode_item(item: Any, index: int | None = None, *, server_paths: bool = False) -> Any:
+def encode_item(item: Any, index: int | None = None, *, server_paths: bool = False,
+                path_roots: Sequence[str] | None = None) -> Any:
     """A caller's item (as :class:`~embedder.Embedder` takes it) in the service's wire form.
+
+    ``path_roots`` (None: any file) confines the local paths read here, as
+    :attr:`~embedder.items.LoadOptions.path_roots` does for the local embedder.
 
     Raises:
         InputError: the item is malformed or a local file cannot be read (names ``index``).
@@ -130,27 +136,29 @@ def encode_item(item: Any, index: int | None = None, *, server_paths: bool = Fal
             return item
         if isinstance(item, (Image.Image, bytes, bytearray, pathlib.Path)) or (
                 type(item).__module__ == "numpy" and type(item).__name__ == "ndarray"):
-            return {"image": _encode_source(item, "image", server_paths=server_paths)}
+            return {"image": _encode_source(item, "image", server_paths=server_paths, path_roots=path_roots)}
         if isinstance(item, dict):
             out = dict(item)
             image = item.get("image")
             if image is not None:
                 if isinstance(image, (list, tuple)):
-                    out["image"] = [_encode_source(s, "image", server_paths=server_paths) for s in image]
+                    out["image"] = [_encode_source(s, "image", server_paths=server_paths, path_roots=path_roots)
+                                    for s in image]
                 else:
-                    out["image"] = _encode_source(image, "image", server_paths=server_paths)
+                    out["image"] = _encode_source(image, "image", server_paths=server_paths, path_roots=path_roots)
             video = item.get("video")
             if video is not None:
                 if isinstance(video, (list, tuple)):
                     frames = []
                     for j, frame in enumerate(video):
                         try:
-                            frames.append(_encode_source(frame, "image", server_paths=server_paths))
+                            frames.append(_encode_source(frame, "image", server_paths=server_paths,
+                                                         path_roots=path_roots))
                         except InputError as exc:
                             raise InputError(f"video frame {j}: {exc.reason}") from exc
                     out["video"] = frames
                 else:
-                    out["video"] = _encode_source(video, "video", server_paths=server_paths)
+                    out["video"] = _encode_source(video, "video", server_paths=server_paths, path_roots=path_roots)
             if isinstance(out.get("text"), tuple):
                 out["text"] = list(out["text"])
             return out
@@ -283,7 +291,7 @@ class _Remote:
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_items_per_request: int = DEFAULT_MAX_ITEMS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  retries: int = 3, backoff: float = 0.5, concurrency: int = 2, server_paths: bool = False,
-                 transport: Any = None) -> None:
+                 path_roots: Sequence[str | os.PathLike] | None = None, transport: Any = None) -> None:
         if max_items_per_request <= 0:
             raise ValueError(f"max_items_per_request must be positive, got {max_items_per_request}")
         self._http = _Http(url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
@@ -293,6 +301,8 @@ class _Remote:
         self.max_request_bytes = int(max_request_bytes)
         self.concurrency = max(1, int(concurrency))
         self.server_paths = server_paths
+        self.path_roots = None if path_roots is None else tuple(
+            os.fspath(r) for r in ((path_roots,) if isinstance(path_roots, (str, os.PathLike)) else path_roots))
         self._meta: dict | None = None
         self._lock = threading.Lock()
 
@@ -365,6 +375,10 @@ class RemoteEmbedder(_Remote):
         concurrency: requests in flight at once for one large call.
         server_paths: send path strings unread (for ``--allow-paths`` servers)
             instead of reading and uploading the files.
+        path_roots: read only local files whose real path (links resolved) is inside one
+            of these folders; others raise :class:`~embedder.errors.InputError` (None: any
+            file). With ``server_paths`` nothing is read here: the server's
+            ``--path-root`` confines the paths it reads.
         transport: an ``httpx`` transport (tests, proxies).
 
     Example:
@@ -415,7 +429,7 @@ class RemoteEmbedder(_Remote):
         positions: list[int] = []
         for i, item in enumerate(items):
             try:
-                wire.append(encode_item(item, i, server_paths=self.server_paths))
+                wire.append(encode_item(item, i, server_paths=self.server_paths, path_roots=self.path_roots))
                 positions.append(i)
             except InputError as exc:
                 if on_error == "raise":
@@ -485,7 +499,7 @@ class RemoteReranker(_Remote):
         if isinstance(documents, (str, dict)) or not hasattr(documents, "__len__"):
             raise InputError("documents must be a list (wrap a single document in a list)")
         try:
-            wire_query = encode_item(query, server_paths=self.server_paths)
+            wire_query = encode_item(query, server_paths=self.server_paths, path_roots=self.path_roots)
         except InputError as exc:
             raise InputError(f"query: {exc.reason}") from exc
         wire: list[Any] = []
@@ -493,7 +507,7 @@ class RemoteReranker(_Remote):
         errors: list[tuple[int, str]] = []
         for i, doc in enumerate(documents):
             try:
-                wire.append(encode_item(doc, i, server_paths=self.server_paths))
+                wire.append(encode_item(doc, i, server_paths=self.server_paths, path_roots=self.path_roots))
                 positions.append(i)
             except InputError as exc:
                 if on_error == "raise":

@@ -46,6 +46,8 @@ class ServiceSettings:
         allow_private_urls: with ``allow_urls``, also fetch from loopback, private and
             link-local addresses (off: internal services stay out of reach).
         allow_paths: let items name files on the server (off: file disclosure).
+        path_roots: with ``allow_paths``, only files whose real path (links resolved) is
+            inside one of these folders are read (None: any file the server can read).
         default_dim: MRL dimension for requests that give none (None: full size).
         route_dims: per route family (see :data:`ROUTE_NAMES`) default dimension,
             overriding ``default_dim``; e.g. ``{"clip": 512}`` for Weaviate's
@@ -92,6 +94,7 @@ class ServiceSettings:
     allow_urls: bool = False
     allow_private_urls: bool = False
     allow_paths: bool = False
+    path_roots: tuple[str, ...] | None = None
     default_dim: int | None = None
     route_dims: Mapping[str, int] = field(default_factory=dict)
     max_batch_tokens: int | None = None

@@ -50,6 +50,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(off by default: internal services stay out of reach)")
     p.add_argument("--allow-paths", action="store_true",
                    help="let requests name files on the server (file disclosure risk; off by default)")
+    p.add_argument("--path-root", metavar="DIR", action="append", default=[],
+                   help="read only request paths whose real path (links resolved) is inside DIR; repeat to "
+                        "allow several folders. Implies --allow-paths, confined to these folders")
     p.add_argument("--default-dim", type=int, default=None, metavar="N",
                    help="MRL dimension for requests that give none (default: the model's full size)")
     p.add_argument("--route-dim", type=_route_dim, action="append", default=[], metavar="ROUTE=N",
@@ -105,7 +108,8 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
     return ServiceSettings(
         model=args.model, reranker=args.reranker, host=args.host, port=args.port,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        allow_urls=args.allow_urls, allow_private_urls=args.allow_private_urls, allow_paths=args.allow_paths,
+        allow_urls=args.allow_urls, allow_private_urls=args.allow_private_urls, allow_paths=args.allow_paths or bool(args.path_root),
+        path_roots=tuple(args.path_root) or None,
         default_dim=args.default_dim,
         route_dims=dict(args.route_dim), max_batch_tokens=args.max_batch_tokens,
         max_batch_items=args.max_batch_items, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,

@@ -80,7 +80,7 @@ def load_option_values(settings: ServiceSettings, fields: Sequence[str]) -> dict
                               "allow_paths": settings.allow_paths}
     optional = {"max_source_pixels": settings.max_image_pixels, "max_video_pixels": settings.max_video_pixels,
                 "url_timeout": settings.url_timeout, "url_min_rate": settings.url_min_rate,
-                "max_url_bytes": settings.max_url_bytes}
+                "max_url_bytes": settings.max_url_bytes, "path_roots": settings.path_roots}
     for name, value in optional.items():
         if value is None:
             continue
@@ -240,7 +240,8 @@ class Service:
                            "timeout": s.timeout},
                 "default_dim": self.settings.default_dim,
                 "route_dims": dict(self.settings.route_dims),
-                "allow_urls": self.settings.allow_urls, "allow_paths": self.settings.allow_paths}
+                "allow_urls": self.settings.allow_urls, "allow_paths": self.settings.allow_paths,
+                "path_roots": list(self.settings.path_roots) if self.settings.path_roots else None}
 
     # ------------------------------------------------------------------ operations
     def _budget(self, model: Any) -> int:
