@@ -12,6 +12,7 @@ import numpy as np
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 from .core import Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits
+from .filters import matches, parse
 
 
 class MemoryStore:
@@ -95,10 +96,19 @@ class MemoryStore:
             self._fields += [n[2] for n in new]
         return []
 
-    def search(self, query: Any, k: int = 10, *, filter: Callable[[dict], bool] | None = None,
+    def search(self, query: Any, k: int = 10, *, filter: Mapping[str, Any] | Callable[[dict], bool] | None = None,
                rerank: Any = None, candidates: int | None = None, instruction: str | None = None) -> list[Hit]:
-        """Exact search; ``filter`` is a Python predicate over a hit's fields."""
+        """Exact search.
+
+        ``filter`` is the portable filter dict (see :mod:`connectors.filters`; this store is its
+        exact reference), or a Python predicate over a hit's fields (the native form).
+        """
         self._require()
+        if isinstance(filter, Mapping):
+            node = parse(filter, self._declared or {})
+            filter = lambda fields: matches(node, fields)  # noqa: E731
+        elif filter is not None and not callable(filter):
+            raise InputError(f"filter must be a dict (the portable filter) or a callable, got {type(filter).__name__}")
         vec = query_vector(self.embedder, query, self.dim, instruction)
         vec = vec / (np.linalg.norm(vec) or 1.0)
         norms = np.linalg.norm(self._vectors, axis=1)

@@ -49,6 +49,7 @@ from embedder.errors import (ConnectorError, InputError, MissingDependencyError,
 
 from .core import (Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits,
                    utf8_storable)
+from .filters import And, Node, Or, parse
 
 if TYPE_CHECKING:  # pragma: no cover
     from pymilvus import CollectionSchema, Function, MilvusClient
@@ -59,6 +60,7 @@ __all__ = [
     "MilvusStore", "MilvusTarget", "QwenVLEmbeddingFunction", "open_store", "parse_target",
     "text_embedding_function", "add_text_embedding_function",
     "INDEX_TYPES", "METRICS", "FIELD_TYPES", "DEFAULT_MAX_BYTES", "string_literal", "ids_filter",
+    "compile_filter",
 ]
 
 INDEX_TYPES = ("HNSW", "AUTOINDEX", "IVF_FLAT", "FLAT")
@@ -166,6 +168,46 @@ def ids_filter(ids: Sequence[str]) -> str:
         id in ["a", "it's"]
     """
     return "id in [" + ", ".join(string_literal(str(i)) for i in ids) + "]"
+
+
+_MILVUS_OPS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _value_literal(value: Any) -> str:
+    """A filter value as a Milvus literal: strings escaped (:func:`string_literal`), numbers by repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return string_literal(value)
+    return repr(int(value)) if isinstance(value, int) else repr(float(value))
+
+
+def compile_filter(node: Node) -> str:
+    """A portable filter tree (:func:`connectors.filters.parse`) as a Milvus boolean expression.
+
+    Every value is an escaped literal (Milvus Lite has no expression templates) and every
+    metadata key a JSON path ``metadata["key"]`` with the key escaped too; declared fields are
+    checked names. ``$in`` on a metadata key becomes ``==`` joined by ``or`` (Milvus Lite
+    accepts ``in`` on fields only).
+
+    Example:
+        >>> from connectors.filters import parse
+        >>> print(compile_filter(parse({"color": {"$in": ["red", 'a"b']}, "year": {"$gte": 2020}}, {"color": str})))
+        (color in ["red", "a\\"b"]) and (metadata["year"] >= 2020)
+    """
+    if isinstance(node, (And, Or)):
+        if not node.parts:
+            return ""  # {}: no condition
+        joiner = " and " if isinstance(node, And) else " or "
+        return joiner.join(f"({compile_filter(p)})" for p in node.parts)
+    target = f"metadata[{string_literal(node.key)}]" if node.metadata else node.key
+    if not node.metadata and not _NAME_RE.match(node.key):
+        raise InputError(f"filter key {node.key!r} is not a valid Milvus field name")
+    if node.op == "$in":
+        if node.metadata:
+            return " or ".join(f"{target} == {_value_literal(v)}" for v in node.value)
+        return f"{target} in [" + ", ".join(_value_literal(v) for v in node.value) + "]"
+    return f"{target} {_MILVUS_OPS[node.op]} {_value_literal(node.value)}"
 
 
 # ---------------------------------------------------------------------------- errors
@@ -691,7 +733,7 @@ class MilvusStore:
         self._fields = {}
 
     # ------------------------------------------------------------------ search
-    def search(self, query: Any, k: int = 10, *, filter: str | None = None,
+    def search(self, query: Any, k: int = 10, *, filter: str | Mapping[str, Any] | None = None,
                output_fields: Sequence[str] | None = None, rerank: Any = None, candidates: int | None = None,
                instruction: str | None = None, search_params: Mapping[str, Any] | None = None,
                coarse_candidates: int | None = None) -> list[Hit]:
@@ -701,8 +743,10 @@ class MilvusStore:
             query: any item (text, image, video, fused dict), embedded as a query; or a
                 precomputed query vector at the store's dim.
             k: number of hits returned.
-            filter: a Milvus boolean expression, passed through (``'color == "red"'``,
-                ``'metadata["year"] >= 2020'``, ``'id in ["a", "b"]'``).
+            filter: the portable filter dict (``{"color": "red", "year": {"$gte": 2020}}``, see
+                :mod:`connectors.filters`), compiled with every value escaped: the safe form for
+                untrusted input. Or a Milvus boolean expression string, passed through, for
+                trusted input (``'color == "red"'``, ``'metadata["year"] >= 2020'``).
             output_fields: stored fields to return (default: text, media, modality,
                 metadata and the declared fields).
             rerank: a ``Reranker`` (or ``RemoteReranker``): the top ``candidates`` are
@@ -734,8 +778,11 @@ class MilvusStore:
         if candidates is not None and (isinstance(candidates, bool) or not isinstance(candidates, int)
                                        or not k <= candidates <= MAX_TOPK):
             raise InputError(f"candidates must be an integer from k={k} to {MAX_TOPK}, got {candidates!r}")
-        if filter is not None and not isinstance(filter, str):
-            raise InputError(f"filter must be a Milvus expression string, got {type(filter).__name__}")
+        if isinstance(filter, Mapping):
+            filter = compile_filter(parse(filter, self._fields))
+        elif filter is not None and not isinstance(filter, str):
+            raise InputError(f"filter must be a dict (the portable filter) or a Milvus expression string, "
+                             f"got {type(filter).__name__}")
         is_vector = _is_vector(query)
         if rerank is not None and is_vector:
             raise InputError("rerank needs the query item (text, image, video or a dict), not a query vector")

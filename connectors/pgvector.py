@@ -57,6 +57,7 @@ from embedder.errors import (ConnectorError, InputError, MissingDependencyError,
 
 from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, dedupe_rows, document_item,
                    pipelined_upsert, query_vector, rerank_hits, vector_problems)
+from .filters import And, Cond, Node, Or, parse
 
 log = logging.getLogger(__name__)
 
@@ -578,6 +579,52 @@ class _Binder:
             self.values.extend(params)
         else:
             raise InputError(f"params must be a dict (for %(name)s) or a list (for %s), got {type(params).__name__}")
+
+
+_SQL_OPS = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_SQL_SCALAR_TYPES = {"text": str, "bigint": int, "integer": int, "smallint": int, "double precision": float,
+                     "real": float, "numeric": float, "boolean": bool}
+
+
+def _jsonb_value(bind: "_Binder", name: str, value: Any) -> Any:
+    """``to_jsonb(<bound value>::type)``: a filter value as jsonb, typed by its Python kind."""
+    sql = _sql()
+    cast = "boolean" if isinstance(value, bool) else "text" if isinstance(value, str) else "numeric"
+    return sql.SQL("to_jsonb({}::{})").format(bind(name, value), sql.SQL(cast))
+
+
+def compile_filter(node: Node, bind: "_Binder", *, metadata: bool = True, names: Iterator[int] | None = None) -> Any:
+    """A portable filter tree (:func:`connectors.filters.parse`) as an SQL condition on alias ``t``.
+
+    Columns are quoted identifiers and every value (and metadata key) a bound parameter. A
+    metadata key compares ``t.metadata -> key`` as jsonb, checked to be of the value's JSON
+    type first, so a string never equals a number and a range only matches numbers.
+    """
+    sql = _sql()
+    names = names if names is not None else itertools.count()
+    if isinstance(node, (And, Or)):
+        if not node.parts:
+            return sql.SQL("TRUE")
+        joiner = sql.SQL(" AND " if isinstance(node, And) else " OR ")
+        return sql.SQL("({})").format(joiner.join(compile_filter(p, bind, metadata=metadata, names=names)
+                                                  for p in node.parts))
+    if node.op == "$in":
+        return compile_filter(Or(tuple(Cond(node.key, "$eq", v, node.metadata) for v in node.value)), bind,
+                              metadata=metadata, names=names)
+    op = sql.SQL(_SQL_OPS[node.op])
+    if not node.metadata:
+        return sql.SQL("(t.{} {} {})").format(sql.Identifier(node.key), op, bind(f"f{next(names)}", node.value))
+    if not metadata:
+        raise InputError(f"filter key {node.key!r} is not a column of this table and it has no metadata column")
+    key = bind(f"f{next(names)}", node.key)
+    if node.op == "$ne":
+        kinds = sql.SQL("IN ('string', 'number', 'boolean')")
+    else:
+        kinds = sql.SQL("= {}").format(sql.Literal(
+            "boolean" if isinstance(node.value, bool) else "string" if isinstance(node.value, str) else "number"))
+    key2 = bind(f"f{next(names)}", node.key)
+    return sql.SQL("(jsonb_typeof(t.metadata -> {}) {} AND t.metadata -> {} {} {})").format(
+        key, kinds, key2, op, _jsonb_value(bind, f"f{next(names)}", node.value))
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -1259,13 +1306,12 @@ class PgVectorStore:
                 else sql.Identifier(c) for c in lay.columns]
         select_cols = sql.SQL(", ").join(cols)
 
+        node = self._parse_filter(where) if isinstance(where, Mapping) else None
+
         def conditions() -> Any:
             parts = [sql.SQL("{} IS NOT NULL").format(emb)] if lay.mode == "column" else []
-            if isinstance(where, Mapping):
-                for col, value in where.items():
-                    if col not in lay.columns:
-                        raise InputError(f"filter column {col!r} is not one of {list(lay.columns)}")
-                    parts.append(sql.SQL("t.{} = {}").format(sql.Identifier(col), bind(f"f_{col}", value)))
+            if node is not None:
+                parts.append(compile_filter(node, bind, metadata=not lay.attached))
             elif where is not None:
                 if not isinstance(where, str):
                     raise InputError(f"where must be an SQL string or a dict, got {type(where).__name__}")
@@ -1291,6 +1337,33 @@ class PgVectorStore:
             sql.SQL(", ").join(sql.Identifier(c) for c in lay.columns), self.plan.exact_query(bind("q", vec)),
             bind("n", n))
         return head + cond + mid, bind.values, where is not None
+
+    def _parse_filter(self, flt: Mapping[str, Any]) -> Node:
+        """Validate a portable filter against this table's columns (see :mod:`connectors.filters`).
+
+        A native table's keys are its declared fields (then metadata keys); an attached
+        table's keys are its columns (it has no metadata column).
+        """
+        lay = self.layout
+        types = dict(lay.field_types)
+        if lay.attached:
+            fields: dict[str, type | None] = {c: None for c in lay.columns}
+        else:
+            fields = {c: _SQL_SCALAR_TYPES.get(t) for c, t in types.items()}
+        node = parse(flt, fields)
+
+        def check(n: Node) -> None:
+            if isinstance(n, (And, Or)):
+                for p in n.parts:
+                    check(p)
+            elif lay.attached and n.key not in lay.columns:
+                raise InputError(f"filter key {n.key!r} is not one of the table's columns {list(lay.columns)} "
+                                 "(an attached table has no metadata column)")
+            elif not lay.attached and n.key in types and types[n.key] not in _SQL_SCALAR_TYPES:
+                raise InputError(f"filter key {n.key!r}: the column is {types[n.key]}; the portable filter compares "
+                                 "text, numeric and boolean columns (use where= for others)")
+        check(node)
+        return node
 
     def _hit(self, rec: Mapping[str, Any]) -> Hit:
         distance = float(rec.pop("_qvl_distance"))

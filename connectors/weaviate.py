@@ -43,6 +43,7 @@ from embedder.errors import (ConnectorError, InputError, MissingDependencyError,
 
 from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, pipelined_upsert, query_vector, rerank_hits,
                    utf8_storable, vector_problems)
+from .filters import And, Cond, Node, Or, matches, parse
 
 if TYPE_CHECKING:  # pragma: no cover
     import weaviate
@@ -56,6 +57,8 @@ DEFAULT_GRPC_PORT = 50051
 DESCRIPTION_PREFIX = "qvl:"
 _NAME_RE = re.compile(r"^[A-Za-z][_0-9A-Za-z]*$")
 _DELETE_CHUNK = 1000
+MAX_QUERY_RESULTS = 10000  # Weaviate's default QUERY_MAXIMUM_RESULTS: the most objects one search returns
+_SCALAR_TYPES = {"text": str, "int": int, "number": float, "boolean": bool}
 #: ``insert_many``: one synchronous gRPC batch request per byte-budget batch (the fastest
 #: here: no background threads); ``fixed_size`` / ``dynamic``: the client's batchers.
 BATCHING = ("insert_many", "fixed_size", "dynamic")
@@ -536,8 +539,13 @@ class WeaviateStore:
             query: an item (text, image, video, fused dict), embedded as a query; or a
                 precomputed query vector (at ``dim``, or at the target vector's dim).
             k: number of hits.
-            filter: a ``weaviate.classes.query.Filter`` (passed through), or a dict of
-                ``field: value`` equalities (a list value means "any of").
+            filter: the portable filter dict (``{"color": "red", "year": {"$gte": 2020}}``, see
+                :mod:`connectors.filters`), compiled to ``Filter`` objects with the values
+                passed as values; conditions Weaviate cannot evaluate exactly (``metadata``
+                keys, which it stores as JSON text; ``$ne``, which Weaviate lets match a
+                missing value) are checked on the returned objects, fetching more nearest
+                neighbours until ``k`` match (up to 10,000). Or a
+                ``weaviate.classes.query.Filter``, passed through (the native form).
             target_vector: the named vector to search (default: the largest); several
                 names search them together (Weaviate's multi-target search).
             rerank: a ``Reranker`` (or ``RemoteReranker``): the best ``candidates`` by
@@ -560,16 +568,37 @@ class WeaviateStore:
         unknown = [n for n in names if n not in self.named_vectors]
         if unknown:
             raise InputError(f"unknown target vector(s) {unknown}; this store has {sorted(self.named_vectors)}")
+        node = self._parse_filter(filter) if isinstance(filter, Mapping) else None
         vectors = self._query_vectors(query, names, instruction)
         limit = max(k, candidates or 5 * k) if rerank is not None else k
         near: Any = vectors[names[0]] if len(names) == 1 else vectors
-        with driver_errors(f"searching {self.name}"):
-            res = self.collection.query.near_vector(
-                near_vector=near, limit=limit, filters=self._filter(filter),
-                target_vector=names[0] if len(names) == 1 else names,
-                return_metadata=MetadataQuery(distance=True),
-                return_properties=list(return_properties) if return_properties is not None else None)
-        hits = [self._hit(obj) for obj in res.objects]
+        native, exact = self._compile_filter(node) if node is not None else (filter, True)
+        props = list(return_properties) if return_properties is not None else None
+        if not exact and props is not None:  # the post-filter reads these
+            props += [p for p in self._filter_properties(node) if p not in props]  # type: ignore[arg-type]
+        fetch = limit if exact else min(MAX_QUERY_RESULTS, max(4 * limit, 100))
+        while True:
+            with driver_errors(f"searching {self.name}"):
+                res = self.collection.query.near_vector(
+                    near_vector=near, limit=fetch, filters=native,
+                    target_vector=names[0] if len(names) == 1 else names,
+                    return_metadata=MetadataQuery(distance=True), return_properties=props)
+            hits = [self._hit(obj) for obj in res.objects]
+            if exact:
+                break
+            hits = [h for h in hits if matches(node, h.fields)]  # type: ignore[arg-type]
+            if len(hits) >= limit or len(res.objects) < fetch or fetch >= MAX_QUERY_RESULTS:
+                if len(hits) < limit and fetch >= MAX_QUERY_RESULTS:
+                    log.warning("weaviate: only %d of the %d nearest objects match the filter %s", len(hits),
+                                fetch, filter)
+                break
+            fetch = min(MAX_QUERY_RESULTS, fetch * 4)
+        if not exact and return_properties is not None:
+            keep = set(return_properties)
+            for h in hits:
+                for extra in [f for f in h.fields if f not in keep]:
+                    del h.fields[extra]
+        hits = hits[:limit]
         if rerank is None:
             return hits[:k]
         if not _is_item(query):
@@ -599,21 +628,68 @@ class WeaviateStore:
             out[n] = cut.astype(np.float32).tolist()
         return out
 
-    def _filter(self, flt: Any) -> Any:
-        if flt is None or not isinstance(flt, Mapping):
-            return flt
+    def _parse_filter(self, flt: Mapping[str, Any]) -> Node:
+        """Validate a portable filter against the declared properties (see :mod:`connectors.filters`)."""
+        node = parse(flt, {n: _SCALAR_TYPES.get(t) for n, t in self._fields.items()})
+
+        def check(n: Node) -> None:
+            if isinstance(n, (And, Or)):
+                for p in n.parts:
+                    check(p)
+            elif not n.metadata and n.key in self._fields and self._fields[n.key] not in _SCALAR_TYPES:
+                raise InputError(f"filter key {n.key!r}: the property is {self._fields[n.key]}; the portable filter "
+                                 f"compares {list(_SCALAR_TYPES)} properties (pass a Filter for others)")
+        check(node)
+        return node
+
+    @staticmethod
+    def _filter_properties(node: Node) -> set[str]:
+        """The properties a post-filter reads."""
+        if isinstance(node, (And, Or)):
+            return set().union(*(WeaviateStore._filter_properties(p) for p in node.parts))
+        return {"metadata" if node.metadata else node.key}
+
+    def _compile_filter(self, node: Node) -> tuple[Any, bool]:
+        """``(Filter or None, exact)``: a Weaviate filter selecting a superset of ``node``'s
+        matches (None: no constraint), and whether it selects exactly them."""
         from weaviate.classes.query import Filter
 
-        parts = []
-        for key, value in flt.items():
-            prop = Filter.by_property(key)
-            if isinstance(value, (list, tuple, set)):
-                parts.append(prop.contains_any(list(value)))
-            else:
-                parts.append(prop.equal(value))
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else Filter.all_of(parts)
+        if isinstance(node, (And, Or)):
+            compiled = [self._compile_filter(p) for p in node.parts]
+            exact = all(e for _, e in compiled)
+            if isinstance(node, Or):
+                if not compiled or any(f is None for f, _ in compiled):
+                    return None, False
+                return Filter.any_of([f for f, _ in compiled]), exact
+            parts = [f for f, _ in compiled if f is not None]
+            if not parts:
+                return None, exact and not compiled
+            return (parts[0] if len(parts) == 1 else Filter.all_of(parts)), exact
+        if node.metadata:
+            return None, False  # metadata is JSON text (or a nested object): Weaviate cannot filter it
+        ftype = _SCALAR_TYPES.get(self._fields.get(node.key, "text"), str)
+
+        def cast(v: Any) -> Any:
+            if ftype is float:
+                return float(v)
+            if ftype is int:
+                if float(v) != int(v):
+                    raise ValueError(v)
+                return int(v)
+            return v
+
+        try:
+            value = tuple(cast(v) for v in node.value) if node.op == "$in" else cast(node.value)
+        except ValueError:  # a fractional value for an int property: matched on the hits
+            return None, False
+        prop = Filter.by_property(node.key)
+        # user text properties are tokenized as one value (exact); the built-ins by word
+        exact = node.key in self._fields and node.op != "$ne"  # not_equal also matches a missing value
+        if node.op == "$in":
+            return prop.contains_any(list(value)), exact
+        method = {"$eq": prop.equal, "$ne": prop.not_equal, "$gt": prop.greater_than,
+                  "$gte": prop.greater_or_equal, "$lt": prop.less_than, "$lte": prop.less_or_equal}[node.op]
+        return method(value), exact
 
     def _hit(self, obj: Any) -> Hit:
         props = dict(obj.properties or {})

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"price {h.fields['price']}")
 
                 query_image = draw("blue", "circle", workdir / "query.png")
-                hits = store.search({"image": query_image}, k=3, filter={"modality": ["image", "vl"]})
+                hits = store.search({"image": query_image}, k=3, filter={"modality": {"$in": ["image", "vl"]}})
                 print("\nsearch by image (blue circle) on 'full', images and fused rows only:")
                 for h in hits:
                     print(f"  {h.id:18s} cosine {h.score:.3f}  {h.fields['media']}")

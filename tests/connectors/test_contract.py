@@ -198,3 +198,107 @@ def test_a_dim_outside_the_model_range_creates_nothing(backend, tmp_path, reques
     with contextlib.closing(after):
         with pytest.raises(NotFoundError):
             after.count()
+
+
+# ---------------------------------------------------------------------------- the portable filter
+FILTER_FIELDS = {"color": str, "price": int, "weight": float, "flag": bool}
+QUOTED = 'say "hi" \\ it\'s'
+
+
+def _filter_rows() -> list[dict]:
+    rng = np.random.RandomState(7)
+    colors = ["red", "blue", "green", None, QUOTED, "red"]
+    rows = []
+    for i in range(12):
+        row = {"id": f"f{i}", "vector": rng.normal(size=DIM).astype(np.float32), "text": f"row {i}",
+               "price": None if i == 4 else i * 5, "weight": [0.5, 1.5, 2.25, 3.25][i % 4],
+               "flag": None if i == 7 else i % 3 == 0,
+               "metadata": {"year": 2018 + i % 5, "tag": "xyz"[i % 3], "score": i / 8,
+                            "code": 5 if i % 2 else "5", **({"note": QUOTED} if i in (2, 9) else {})}}
+        if colors[i % 6] is not None:
+            row["color"] = colors[i % 6]
+        if i == 11:
+            del row["metadata"]["year"]  # a missing key matches nothing, $ne included
+        rows.append(row)
+    return rows
+
+
+FILTERS = [
+    {"color": "red"},
+    {"color": {"$eq": "blue"}},
+    {"color": {"$in": ["red", "green"]}},
+    {"color": {"$ne": "red"}},  # rows without a color do not match
+    {"price": {"$gt": 10, "$lte": 40}},
+    {"price": {"$gt": 12.5}},  # a float bound on an int field
+    {"price": 15.0},
+    {"weight": {"$gte": 1.5, "$lt": 3.25}},
+    {"weight": 2.25},
+    {"flag": True},
+    {"flag": {"$ne": True}},
+    {"color": "red", "flag": True},
+    {"$and": [{"color": {"$in": ["red", "blue"]}}, {"price": {"$lt": 40}}]},
+    {"$or": [{"color": "green"}, {"year": {"$gte": 2021}}]},
+    {"$or": [{"$and": [{"color": "red"}, {"flag": False}]}, {"tag": {"$in": ["y", "z"]}, "weight": 0.5}]},
+    {"year": 2020},
+    {"year": {"$ne": 2020}},
+    {"year": {"$in": [2018, 2022]}},
+    {"score": {"$lt": 0.5}},
+    {"score": 0.25},
+    {"code": 5},
+    {"code": "5"},
+    {"code": {"$ne": 5}},
+    {"tag": "x", "year": {"$gte": 2019}},
+    {"color": QUOTED},
+    {"note": QUOTED},
+    {"color": 'x" or color != "'},  # a value that would break a spliced expression
+    {"text": "row 3"},
+    {},
+]
+
+
+def test_portable_filters_agree_with_the_exact_store(backend, tmp_path, request):
+    """Every filter of the table gives, on every store, the ids (in order) of the exact memory store."""
+    from connectors.filters import matches, parse
+
+    rows = _filter_rows()
+    query = np.random.RandomState(8).normal(size=DIM).astype(np.float32)
+    oracle = connectors.connect("memory:", dim=DIM)
+    oracle.create(fields=FILTER_FIELDS)
+    assert oracle.upsert(rows).ok
+    with open_store(backend, tmp_path, "filters_" + request.node.name, embedder=None, dim=DIM,
+                    fields=FILTER_FIELDS, **BACKENDS[backend]) as store:
+        assert store.upsert(rows).ok
+        for flt in FILTERS:
+            expected = [h.id for h in oracle.search(query, k=len(rows), filter=flt)]
+            # the oracle is the reference evaluator applied to the rows as given
+            node = parse(flt, FILTER_FIELDS)
+            assert set(expected) == {r["id"] for r in rows if matches(node, {**r, "metadata": r["metadata"]})}
+            got = [h.id for h in store.search(query, k=len(rows), filter=flt)]
+            assert got == expected, f"{backend} filter {flt}"
+            if len(expected) > 1:  # k smaller than the matches: the best k of them
+                assert [h.id for h in store.search(query, k=1, filter=flt)] == expected[:1], f"{backend} {flt}"
+        assert all(len([h for h in oracle.search(query, k=12, filter=f)]) < 12 for f in FILTERS[:-1])
+
+
+BAD_FILTERS = [
+    ({"color": ["red", "blue"]}, r"'color'.*\$in"),
+    ({"color": {"$like": "r%"}}, r"'color'.*unknown operator '\$like'.*\$in"),
+    ({"price": {"$gt": "10"}}, r"'price'.*\$gt takes a number"),
+    ({"price": "ten"}, r"'price'.*the field is int"),
+    ({"color": {"$eq": {"a": 1}}}, r"'color'.*\$eq takes a str, int, float or bool"),
+    ({"year": {"$in": 2020}}, r"'year'.*\$in takes a non-empty list"),
+    ({"year": {"$in": [[2020]]}}, r"'year'.*\$in takes a str"),
+    ({"$or": []}, r"\$or takes a non-empty list"),
+    ({"$nor": [{"color": "red"}]}, r"unknown filter operator '\$nor'"),
+    ({"weight": float("nan")}, r"'weight'.*finite"),
+    ({"id": "f1"}, r"'id' cannot be filtered"),
+]
+
+
+def test_bad_portable_filters_are_input_errors(backend, tmp_path, request):
+    """A bad filter is an InputError naming the key and what is allowed, on every store."""
+    with open_store(backend, tmp_path, "badfilter_" + request.node.name, embedder=None, dim=DIM,
+                    fields=FILTER_FIELDS) as store:
+        for flt, message in BAD_FILTERS:
+            with pytest.raises(InputError, match=message):
+                store.search(np.ones(DIM, dtype=np.float32), k=1, filter=flt)

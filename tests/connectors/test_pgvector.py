@@ -248,8 +248,8 @@ def test_filtered_search_where_params_and_iterative_scan(tmp_path):
             assert store.client.execute("SHOW hnsw.iterative_scan").fetchone()[0] == "relaxed_order"
         exact = [f"p{i}" for i in np.argsort(-(vecs @ q)) if i % 100 == 0]
         assert [h.id for h in hits] == exact
-        with pytest.raises(InputError, match="not one of"):
-            store.search(q, k=1, filter={"nope": 1})
+        with pytest.raises(InputError, match=r"'shop'.*unknown operator '\$like'"):
+            store.search(q, k=1, filter={"shop": {"$like": "r%"}})
         with pytest.raises(InputError, match="either where= or filter="):
             store.search(q, k=1, where="true", filter="true")
 

@@ -137,14 +137,14 @@ def test_upsert_search_filter_delete(store, embedder, image_files):
     assert len(store.search("a red bicycle", k=3)) == 3
     assert store.search(_doc_vector(embedder, rows[1]), k=2, target_vector=["full", "coarse"])[0].id == "t2"
 
-    # filters: native weaviate Filter objects pass through; dicts are equalities
+    # filters: native weaviate Filter objects pass through; a dict is the portable filter
     from weaviate.classes.query import Filter
 
     reds = store.search("anything red", k=10, filter=Filter.by_property("color").equal("red"))
     assert sorted(h.id for h in reds) == ["i1", "t1"]
     cheap = store.search("x", k=10, filter=Filter.by_property("price").less_than(10.0))
     assert sorted(h.id for h in cheap) == ["i1", "t2", "v1"]
-    blue = store.search("x", k=10, filter={"color": "blue", "modality": ["vl", "text"]})
+    blue = store.search("x", k=10, filter={"color": "blue", "modality": {"$in": ["vl", "text"]}})
     assert sorted(h.id for h in blue) == ["f1", "v1"]
 
     store.delete(["t1", "i1", "does-not-exist"])
