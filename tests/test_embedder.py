@@ -315,7 +315,7 @@ def test_missing_directory_is_a_model_load_error():
 def test_hub_id_without_network_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(ModelLoadError, match="download the checkpoint elsewhere"):
+    with pytest.raises(ModelLoadError, match="hf download Qwen/Qwen3-VL-Embedding-2B --local-dir DIR"):
         Embedder.from_pretrained("Qwen/Qwen3-VL-Embedding-2B")
 
 
