@@ -126,8 +126,10 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--image", metavar="FILE", help="query image")
     p.add_argument("--video", metavar="FILE", help="query video")
     p.add_argument("--filter", metavar="EXPR",
-                   help="Milvus expression (metadata[\"color\"] == \"red\"), SQL condition for Postgres, or "
-                        "key=value pairs for Weaviate and memory:")
+                   help="a JSON object, the portable filter on every database ('{\"color\": \"red\", \"year\": "
+                        "{\"$gte\": 2020}}', values bound: safe for any input); or, for trusted input, the "
+                        "database's own form: a Milvus expression, an SQL condition for Postgres, key=value pairs "
+                        "for Weaviate and memory:")
     p.add_argument("--rerank", action="store_true", help="rerank the vector hits with the reranker")
     p.add_argument("--candidates", type=int, help="vector hits to rerank (default: the store's)")
     p.add_argument("--dim", type=int, help="vector dimension (default: the collection's)")
@@ -479,11 +481,24 @@ def _parse_pairs(expr: str) -> dict[str, Any]:
 def filter_kwargs(store: Any, expr: str | None) -> dict[str, Any]:
     """The ``search`` keyword for a ``--filter`` expression on this store.
 
-    Milvus takes the expression as is; Postgres takes it as an SQL condition; Weaviate and
-    the in-memory store take ``key=value`` pairs (matched against fields, then metadata).
+    A JSON object (``{"color": "red"}``) is the portable filter (:mod:`connectors.filters`),
+    the same on every store. Anything else is the store's native form: Milvus takes the
+    expression as is; Postgres takes it as an SQL condition; Weaviate and the in-memory
+    store take ``key=value`` pairs (matched against fields, then metadata).
+
+    Raises:
+        ValueError: text starting with ``{`` that is not a JSON object.
     """
     if not expr:
         return {}
+    if expr.lstrip().startswith("{"):
+        try:
+            portable = json.loads(expr)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--filter {expr!r} starts with '{{' but is not valid JSON: {exc}") from None
+        if not isinstance(portable, dict):
+            raise ValueError(f"--filter {expr!r} must be a JSON object")
+        return {"filter": portable}
     module = type(store).__module__
     if module == "connectors.memory":
         pairs = _parse_pairs(expr)
