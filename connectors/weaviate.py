@@ -574,6 +574,8 @@ class WeaviateStore:
         near: Any = vectors[names[0]] if len(names) == 1 else vectors
         native, exact = self._compile_filter(node) if node is not None else (filter, True)
         props = list(return_properties) if return_properties is not None else None
+        if props is not None and "row_id" not in props:  # the hit's id
+            props.append("row_id")
         if not exact and props is not None:  # the post-filter reads these
             props += [p for p in self._filter_properties(node) if p not in props]  # type: ignore[arg-type]
         fetch = limit if exact else min(MAX_QUERY_RESULTS, max(4 * limit, 100))

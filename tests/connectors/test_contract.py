@@ -214,7 +214,7 @@ def _filter_rows() -> list[dict]:
                "price": None if i == 4 else i * 5, "weight": [0.5, 1.5, 2.25, 3.25][i % 4],
                "flag": None if i == 7 else i % 3 == 0,
                "metadata": {"year": 2018 + i % 5, "tag": "xyz"[i % 3], "score": i / 8,
-                            "code": 5 if i % 2 else "5", **({"note": QUOTED} if i in (2, 9) else {})}}
+                            "code": 5 if i % 2 else "5", **({"note": QUOTED, QUOTED: i} if i in (2, 9) else {})}}
         if colors[i % 6] is not None:
             row["color"] = colors[i % 6]
         if i == 11:
@@ -250,6 +250,7 @@ FILTERS = [
     {"tag": "x", "year": {"$gte": 2019}},
     {"color": QUOTED},
     {"note": QUOTED},
+    {QUOTED: {"$gt": 2}},  # a metadata key with quotes and a backslash
     {"color": 'x" or color != "'},  # a value that would break a spliced expression
     {"text": "row 3"},
     {},
@@ -292,7 +293,12 @@ BAD_FILTERS = [
     ({"$nor": [{"color": "red"}]}, r"unknown filter operator '\$nor'"),
     ({"weight": float("nan")}, r"'weight'.*finite"),
     ({"id": "f1"}, r"'id' cannot be filtered"),
+    ({"color": {"$in": ["red"] * 1001}}, r"'color'.*at most 1000"),
 ]
+_deep: dict = {"color": "red"}
+for _ in range(40):
+    _deep = {"$or": [_deep]}
+BAD_FILTERS.append((_deep, "deeper than 32"))
 
 
 def test_bad_portable_filters_are_input_errors(backend, tmp_path, request):

@@ -286,6 +286,12 @@ def test_attach_existing_table_backfill_and_search(pg_dsn, conn, user_table, emb
         hits = store.search("red product", k=3, where="price >= %s", params=[50])
         assert len(hits) == 3 and all(int(h.id) >= 5 for h in hits)
         assert set(hits[0].fields) == {"pid", "title", "photo", "price"}
+        # the portable filter: an attached table's keys are its columns (it has no metadata)
+        assert [h.id for h in store.search("red product", k=3, filter={"price": {"$gte": 50}})] == [h.id for h in hits]
+        assert {h.id for h in store.search("red product", k=12, filter={"$or": [{"pid": {"$in": [1, 7]}},
+                                                                                 {"title": "nothing"}]})} == {"1", "7"}
+        with pytest.raises(InputError, match="'year' is not one of the table's columns"):
+            store.search("red product", k=3, filter={"year": 2020})
         doc = embedder.embed_documents([{"text": "product number 7 in red"}], dim=64)[0]
         assert store.search(doc, k=1)[0].id == "7"
         conn.execute(f"INSERT INTO {user_table} VALUES (100, 'new green thing', NULL, 5)")

@@ -221,6 +221,27 @@ def test_metadata_as_object(weaviate_server, embedder, request, tmp_path):
         assert hit.id == "a" and hit.fields["metadata"] == {"source": "unit", "n": 3}
 
 
+def test_metadata_filter_reaches_past_the_first_page(weaviate_server, request, tmp_path):
+    """Weaviate cannot filter metadata: the rows that match are found however far they rank."""
+    import connectors
+
+    rng = np.random.RandomState(12)
+    q = rng.normal(size=64).astype(np.float32)
+    vecs = rng.normal(size=(300, 64)).astype(np.float32)
+    vecs[:5] = -q + 0.05 * rng.normal(size=(5, 64))  # the 5 matching rows are the farthest from q
+    rows = [{"id": f"m{i}", "vector": v, "metadata": {"rare": i < 5, "n": i}} for i, v in enumerate(vecs)]
+    oracle = connectors.connect("memory:", dim=64)
+    oracle.create()
+    oracle.upsert(rows)
+    with open_test_store(tmp_path, request.node.name, embedder=None, dim=64, index="flat") as s:
+        assert s.upsert(rows).ok
+        for flt, k in [({"rare": True}, 3), ({"rare": True, "n": {"$gte": 2}}, 10), ({"n": {"$in": [4, 299]}}, 2)]:
+            want = [h.id for h in oracle.search(q, k=k, filter=flt)]
+            assert want and [h.id for h in s.search(q, k=k, filter=flt, return_properties=["text"])] == want
+        hit = s.search(q, k=1, filter={"rare": True}, return_properties=["text"])[0]
+        assert "metadata" not in hit.fields  # read for the filter, not returned
+
+
 def test_missing_binary_reason(monkeypatch, tmp_path):
     from tests.connectors.weaviate_server import ensure_binary
 
