@@ -35,6 +35,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
+import numpy as np
+
 from embedder.errors import InputError
 
 __all__ = ["Cond", "And", "Or", "Node", "parse", "matches", "OPERATORS", "BUILTIN_FIELDS", "kind_of"]
@@ -100,6 +102,8 @@ _TYPE_KIND = {str: "str", int: "num", float: "num", bool: "bool"}
 
 
 def _scalar(key: str, op: str, value: Any, ftype: type | None) -> Scalar:
+    if isinstance(value, np.generic):  # np.int64(3), np.float32(0.5), np.bool_(True)
+        value = value.item()
     kind = kind_of(value)
     if kind is None:
         raise InputError(f"filter key {key!r}: {op} takes a str, int, float or bool, got "
@@ -108,6 +112,8 @@ def _scalar(key: str, op: str, value: Any, ftype: type | None) -> Scalar:
                                                               f"values; allowed: {_ALLOWED})"))
     if kind == "num" and not math.isfinite(value):
         raise InputError(f"filter key {key!r}: {op} takes a finite number, got {value!r}")
+    if isinstance(value, int) and kind == "num" and not -2**63 <= value < 2**63:
+        raise InputError(f"filter key {key!r}: {op} takes a 64-bit integer, got {value!r} (a float for larger numbers)")
     if op in RANGES and kind != "num":
         raise InputError(f"filter key {key!r}: {op} takes a number, got {type(value).__name__} {value!r}")
     want = _TYPE_KIND.get(ftype) if ftype is not None else None  # type: ignore[arg-type]

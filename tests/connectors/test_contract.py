@@ -294,6 +294,7 @@ BAD_FILTERS = [
     ({"weight": float("nan")}, r"'weight'.*finite"),
     ({"id": "f1"}, r"'id' cannot be filtered"),
     ({"color": {"$in": ["red"] * 1001}}, r"'color'.*at most 1000"),
+    ({"price": {"$lt": 2**64}}, r"'price'.*64-bit integer"),
 ]
 _deep: dict = {"color": "red"}
 for _ in range(40):
