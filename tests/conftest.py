@@ -56,6 +56,18 @@ def make_image(width: int = 96, height: int = 64, seed: int = 0, mode: str = "RG
 
 
 @pytest.fixture()
+def media_layout(tmp_path):
+    """A media root and a folder outside it: ``media/in.png``, ``media/link.png`` -> ``elsewhere/out.png``."""
+    root, outside = tmp_path / "media", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    make_image(64, 64, seed=1).save(root / "in.png")
+    make_image(64, 64, seed=2).save(outside / "out.png")
+    os.symlink(outside / "out.png", root / "link.png")
+    return root, outside
+
+
+@pytest.fixture()
 def image_files(tmp_path):
     """A few small PNG/JPEG files on disk."""
     paths = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -20,20 +19,8 @@ from embedder.items import LoadOptions, check_path_root
 from .conftest import make_image
 
 
-@pytest.fixture()
-def layout(tmp_path):
-    """``root/in.png``, ``root/link.png`` -> ``outside/out.png``, and ``outside/out.png``."""
-    root, outside = tmp_path / "media", tmp_path / "elsewhere"
-    root.mkdir()
-    outside.mkdir()
-    make_image(64, 64, seed=1).save(root / "in.png")
-    make_image(64, 64, seed=2).save(outside / "out.png")
-    os.symlink(outside / "out.png", root / "link.png")
-    return root, outside
-
-
-def test_check_path_root_resolves_links_and_dots(layout):
-    root, outside = layout
+def test_check_path_root_resolves_links_and_dots(media_layout):
+    root, outside = media_layout
     check_path_root(root / "in.png", [root], "image")
     check_path_root(f"{root}/sub/../in.png", [str(root)], "image")
     check_path_root(outside / "out.png", None, "image")  # None: no confinement
@@ -52,8 +39,8 @@ def test_check_path_root_resolves_links_and_dots(layout):
         check_path_root(root.parent / "media2" / "x.png", [root], "image")
 
 
-def test_embedder_with_path_roots_reads_only_inside(embedder, layout):
-    root, outside = layout
+def test_embedder_with_path_roots_reads_only_inside(embedder, media_layout):
+    root, outside = media_layout
     confined = dataclasses.replace(embedder.load_options, path_roots=(str(root),))
     view = copy.copy(embedder)  # the same model and lock, other load options (as the service does)
     view.load_options = confined
@@ -79,7 +66,7 @@ def test_load_options_path_roots_normalised():
     assert LoadOptions().path_roots is None
 
 
-def test_remote_embedder_and_served_path_root(embedder, layout):
+def test_remote_embedder_and_served_path_root(embedder, media_layout):
     """RemoteEmbedder(path_roots=...) refuses before uploading; ``qvl serve --path-root``
     (ServiceSettings.path_roots) refuses paths a client names on the server."""
     pytest.importorskip("fastapi")
@@ -89,7 +76,7 @@ def test_remote_embedder_and_served_path_root(embedder, layout):
 
     from .service.test_service import serve
 
-    root, outside = layout
+    root, outside = media_layout
     inside, out, link = str(root / "in.png"), str(outside / "out.png"), str(root / "link.png")
     want = embedder.embed([{"image": inside}])
     with serve(ServiceSettings(allow_paths=True, path_roots=(str(root),)), embedder) as url:

@@ -14,7 +14,6 @@ import os
 
 import pytest
 
-from tests.conftest import make_image
 from tests.connectors.postgres_server import pg_dsn, pg_server  # noqa: F401 - fixtures
 
 pytest.importorskip("psycopg")
@@ -29,22 +28,10 @@ def conn(pg_dsn):
 
 
 @pytest.fixture()
-def media(tmp_path):
-    """``media/in.png``, ``media/link.png`` -> ``elsewhere/out.png``."""
-    root, outside = tmp_path / "media", tmp_path / "elsewhere"
-    root.mkdir()
-    outside.mkdir()
-    make_image(64, 64, seed=1).save(root / "in.png")
-    make_image(64, 64, seed=2).save(outside / "out.png")
-    os.symlink(outside / "out.png", root / "link.png")
-    return root, outside
-
-
-@pytest.fixture()
-def photos(conn, request, media):
+def photos(conn, request, media_layout):
     """A table of 6 rows: 0 a photo inside the root, 1 one outside, 2 a link leading out,
     3 ``/etc/hostname``-like system file, 4-5 text only."""
-    root, outside = media
+    root, outside = media_layout
     name = "mr_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
 
     def drop() -> None:
@@ -70,11 +57,11 @@ def _confined(embedder, root):
     return view
 
 
-def test_worker_reads_only_inside_the_media_root(pg_dsn, photos, media, embedder):
+def test_worker_reads_only_inside_the_media_root(pg_dsn, photos, media_layout, embedder):
     from connectors.pgvector import attach
     from connectors.pgvector_sync import Worker, failed_rows, install_sync, sync_status
 
-    root, _ = media
+    root, _ = media_layout
     with attach(pg_dsn, table=photos, text_column="title", image_column="photo", embedder=_confined(embedder, root),
                 dim=64, backfill=False) as store:
         install_sync(store)
@@ -89,10 +76,10 @@ def test_worker_reads_only_inside_the_media_root(pg_dsn, photos, media, embedder
         assert (st.embedded, st.queued, st.failed) == (3, 0, 3)
 
 
-def test_backfill_reads_only_inside_the_media_root(pg_dsn, photos, media, embedder):
+def test_backfill_reads_only_inside_the_media_root(pg_dsn, photos, media_layout, embedder):
     from connectors.pgvector import attach
 
-    root, _ = media
+    root, _ = media_layout
     with attach(pg_dsn, table=photos, text_column="title", image_column="photo", embedder=_confined(embedder, root),
                 dim=64) as store:
         report = store.backfill_report
@@ -102,10 +89,10 @@ def test_backfill_reads_only_inside_the_media_root(pg_dsn, photos, media, embedd
         assert all("outside the allowed media folders" in r for r in failed.values())
 
 
-def test_cli_worker_media_root(pg_dsn, photos, media, tiny_embedding_path, capsys):
+def test_cli_worker_media_root(pg_dsn, photos, media_layout, tiny_embedding_path, capsys):
     from connectors.cli import main
 
-    root, _ = media
+    root, _ = media_layout
     base = ["--dsn", pg_dsn, "--table", photos, "--pk", "id", "--text-col", "title", "--image-col", "photo"]
     assert main(["pg", "sync", *base, "--dim", "64"]) == 0
     capsys.readouterr()
@@ -113,5 +100,5 @@ def test_cli_worker_media_root(pg_dsn, photos, media, tiny_embedding_path, capsy
                  "--max-attempts", "1", "--no-progress", "--media-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "3 embedded" in out and "3 failed" in out, out
-    assert f"failed 1: image path {str(media[1] / 'out.png')!r}" in out
+    assert f"failed 1: image path {str(media_layout[1] / 'out.png')!r}" in out
     assert "outside the allowed media folders" in out
