@@ -48,7 +48,8 @@ class Row:
         modality: ``text``, ``image``, ``video`` or ``vl`` (fused).
         vector: a precomputed vector at the store's dim (stored as is, not re-embedded).
         metadata: JSON-serialisable dict stored with the row.
-        fields: user-declared scalar fields (top-level keys other than the above).
+        fields: the store's declared fields (other top-level keys go into ``metadata``, see
+            :func:`normalize_row`).
     """
 
     id: str
@@ -240,8 +241,14 @@ def bad_vector_reason(vector: np.ndarray) -> str | None:
 
 
 def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
-                  declared_fields: Iterable[str] = ()) -> Row:
-    """Validate a caller's row dict; raise :class:`InputError` naming the index/id."""
+                  declared_fields: Iterable[str] | None = None) -> Row:
+    """Validate a caller's row dict; raise :class:`InputError` naming the index/id.
+
+    ``declared_fields`` are the store's typed fields: they stay in ``Row.fields``, and every
+    other top-level key goes into ``Row.metadata`` (an InputError when metadata already has
+    that key). ``None`` (a caller that does not know the store) keeps every extra key in
+    ``Row.fields`` as given.
+    """
     if not isinstance(obj, (dict, Mapping)):
         raise InputError(f"row must be a dict, got {type(obj).__name__}", index=index)
     rid = obj.get("id")
@@ -276,19 +283,32 @@ def normalize_row(obj: Mapping[str, Any], index: int, *, dim: int | None = None,
         except (TypeError, ValueError) as exc:
             raise InputError(f"metadata is not JSON-serialisable: {exc}", index=index, item_id=rid) from exc
     extra = {} if obj.keys() <= ROW_KEYS else {k: v for k, v in obj.items() if k not in ROW_KEYS}
-    if extra:
+    metadata = dict(metadata)
+    if extra and declared_fields is not None:
+        # The field policy of every store: declared fields are typed columns/properties,
+        # every other top-level key goes into metadata.
         declared = declared_fields if isinstance(declared_fields, (set, frozenset)) else set(declared_fields)
-        unknown = set(extra) - declared
-        if declared and unknown:
-            raise InputError(f"unknown field(s) {sorted(unknown)}; declared fields are {sorted(declared)}",
-                             index=index, item_id=rid)
+        undeclared = [k for k in extra if k not in declared]
+        if undeclared:
+            clash = sorted((str(k) for k in undeclared if k in metadata))
+            if clash:
+                raise InputError(f"undeclared field(s) {clash} go into metadata, which already has "
+                                 f"{'this key' if len(clash) == 1 else 'these keys'}; declared fields are "
+                                 f"{sorted(declared)}", index=index, item_id=rid)
+            moved = {k: extra.pop(k) for k in undeclared}
+            try:
+                json.dumps(moved)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"undeclared field(s) {sorted(map(str, moved))} go into metadata and are not "
+                                 f"JSON-serialisable: {exc}", index=index, item_id=rid) from exc
+            metadata.update(moved)
     raw_text = obj.get("text")
     kinds = (raw_text is not None) + (image is not None) + (video is not None)
     modality = ("vl" if kinds > 1 else "text" if raw_text is not None else "image" if image is not None
                 else "video" if video is not None else "vector")
     media = media_ref(video) if video is not None else media_ref(image) if image is not None else None
     return Row(id=rid, text=text, image=image, video=video, media=media, modality=modality, vector=vector,
-               metadata=dict(metadata), fields=extra, instruction=obj.get("instruction"))
+               metadata=metadata, fields=extra, instruction=obj.get("instruction"))
 
 
 def document_item(fields: Mapping[str, Any], *, text_field: str = "text", media_field: str = "media",
@@ -544,12 +564,57 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
 
 
 # ---------------------------------------------------------------------------- search
-def query_vector(embedder: Any, query: Any, dim: int, instruction: str | None = None) -> np.ndarray:
-    """A query item embedded with a query instruction, or a precomputed vector checked for size."""
+RERANK_NEEDS_ITEM = ("rerank needs the query item (text/image/video), not a vector: the reranker reads the query")
+
+
+def default_rerank_candidates(k: int) -> int:
+    """How many vector hits every store reranks when ``candidates`` is not given."""
+    return max(4 * k, 20)
+
+
+def rerank_candidates(k: int, candidates: int | None, *, limit: int | None = None) -> int:
+    """The number of vector hits to fetch for reranking: ``candidates``, checked, or the default.
+
+    One policy for every store: the default is :func:`default_rerank_candidates` (capped at
+    the database's ``limit``); a given ``candidates`` must be an integer from ``k`` to ``limit``.
+
+    Raises:
+        InputError: ``candidates`` is not an integer, is below ``k`` or above ``limit``.
+    """
+    if candidates is None:
+        n = max(k, default_rerank_candidates(k))
+        return min(n, limit) if limit is not None else n
+    if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)):
+        raise InputError(f"candidates must be an integer from k={k}"
+                         f"{f' to {limit}' if limit is not None else ' up'}, got {candidates!r}")
+    if candidates < k or (limit is not None and candidates > limit):
+        raise InputError(f"candidates must be an integer from k={k}"
+                         f"{f' to {limit}' if limit is not None else ' up'}, got {candidates!r}")
+    return int(candidates)
+
+
+def is_query_vector(query: Any) -> bool:
+    """True for a precomputed query vector: a non-empty list, tuple or 1-d array of numbers (or a
+    ``(1, dim)`` array). An image given as a pixel array is an item, not a vector."""
     if isinstance(query, np.ndarray) and query.ndim == 2 and query.shape[0] == 1:
         query = query[0]
-    if isinstance(query, (list, tuple, np.ndarray)) and len(query) and isinstance(
-            query[0], (int, float, np.integer, np.floating)) and not isinstance(query[0], bool):
+    return (isinstance(query, (list, tuple, np.ndarray)) and len(query) > 0
+            and isinstance(query[0], (int, float, np.integer, np.floating)) and not isinstance(query[0], bool))
+
+
+def check_rerank_query(query: Any, rerank: Any) -> None:
+    """Refuse a precomputed-vector query with ``rerank``, before any search (every store).
+
+    Raises:
+        InputError: ``rerank`` is given and ``query`` is a vector.
+    """
+    if rerank is not None and is_query_vector(query):
+        raise InputError(RERANK_NEEDS_ITEM)
+
+
+def query_vector(embedder: Any, query: Any, dim: int, instruction: str | None = None) -> np.ndarray:
+    """A query item embedded with a query instruction, or a precomputed vector checked for size."""
+    if is_query_vector(query):
         vec = np.asarray(query, dtype=np.float32).reshape(-1)
         if vec.shape[0] != dim:
             raise InputError(f"query vector has {vec.shape[0]} dims, the store has {dim}")

@@ -11,7 +11,8 @@ import numpy as np
 
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
-from .core import Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits
+from .core import (Hit, Row, UpsertReport, check_dim, check_rerank_query, pipelined_upsert, query_vector,
+                   rerank_candidates, rerank_hits)
 from .filters import matches, parse
 
 
@@ -102,8 +103,18 @@ class MemoryStore:
 
         ``filter`` is the portable filter dict (see :mod:`connectors.filters`; this store is its
         exact reference), or a Python predicate over a hit's fields (the native form).
+        With ``rerank``, the best ``candidates`` vector hits (default ``max(4k, 20)``, the
+        same on every store) are reranked; the query must then be an item, not a vector.
+
+        Raises:
+            InputError: ``candidates`` below ``k``, ``rerank`` with a query vector, a bad filter.
         """
         self._require()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        fetch = rerank_candidates(k, candidates)  # one policy, in core; checks a given value
+        n = fetch if rerank is not None else k
+        check_rerank_query(query, rerank)
         if isinstance(filter, Mapping):
             node = parse(filter, self._declared or {})
             filter = lambda fields: matches(node, fields)  # noqa: E731
@@ -115,7 +126,6 @@ class MemoryStore:
         norms[norms == 0] = 1.0
         scores = (self._vectors @ vec) / norms
         order = np.argsort(-scores, kind="stable")
-        n = max(k, candidates or 0) if rerank is not None else k
         hits = []
         for i in order:
             if filter is not None and not filter(self._fields[i]):

@@ -47,8 +47,8 @@ from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import (Hit, Row, UpsertReport, check_dim, pipelined_upsert, query_vector, rerank_hits,
-                   utf8_storable)
+from .core import (Hit, Row, UpsertReport, check_dim, check_rerank_query, pipelined_upsert, query_vector,
+                   rerank_candidates, rerank_hits, utf8_storable)
 from .filters import And, Node, Or, parse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -753,7 +753,7 @@ class MilvusStore:
                 reranked and the best ``k`` returned with ``rerank_score`` set. A candidate
                 whose document cannot be loaded keeps its vector rank after the reranked
                 ones, with ``rerank_score=None`` (logged as a warning).
-            candidates: how many vector hits to rerank (default ``max(3 * k, 20)``).
+            candidates: how many vector hits to rerank (default ``max(4 * k, 20)``, as on every store).
             instruction: the query instruction (default: a generic retrieval one).
             search_params: Milvus index search params (default ``ef``/``nprobe`` from the size).
             coarse_candidates: with a coarse field, how many rows the coarse pass
@@ -775,19 +775,15 @@ class MilvusStore:
         self._check_open()
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOPK:
             raise InputError(f"k must be an integer from 1 to {MAX_TOPK}, got {k!r}")
-        if candidates is not None and (isinstance(candidates, bool) or not isinstance(candidates, int)
-                                       or not k <= candidates <= MAX_TOPK):
-            raise InputError(f"candidates must be an integer from k={k} to {MAX_TOPK}, got {candidates!r}")
+        fetch = rerank_candidates(k, candidates, limit=MAX_TOPK)  # one policy, in core; checks a given value
+        n = fetch if rerank is not None else k
+        check_rerank_query(query, rerank)
         if isinstance(filter, Mapping):
             filter = compile_filter(parse(filter, self._fields))
         elif filter is not None and not isinstance(filter, str):
             raise InputError(f"filter must be a dict (the portable filter) or a Milvus expression string, "
                              f"got {type(filter).__name__}")
-        is_vector = _is_vector(query)
-        if rerank is not None and is_vector:
-            raise InputError("rerank needs the query item (text, image, video or a dict), not a query vector")
         qvec = query_vector(self._embedder, query, self.dim, instruction)
-        n = (candidates or min(MAX_TOPK, max(3 * k, 20))) if rerank is not None else k
         fields = self._output_fields(output_fields, need_content=rerank is not None)
         if self.coarse_dim is not None:
             hits = self._two_step(qvec, n, filter=filter, fields=fields, coarse_candidates=coarse_candidates,
@@ -909,11 +905,6 @@ def _coerce(name: str, value: Any, typ: type) -> Any:
             return value
     raise ValueError(f"field {name!r} must be {typ.__name__} (or None), got {type(value).__name__} {value!r}")
 
-
-
-def _is_vector(query: Any) -> bool:
-    return (isinstance(query, (list, tuple, np.ndarray)) and len(query) > 0
-            and isinstance(query[0], (int, float, np.floating, np.integer)))
 
 
 def open_store(target: str | pathlib.Path, *, collection: str, embedder: Any = None, dim: int | None = None,

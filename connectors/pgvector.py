@@ -55,8 +55,8 @@ import numpy as np
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, dedupe_rows, document_item,
-                   pipelined_upsert, query_vector, rerank_hits, vector_problems)
+from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, check_rerank_query, dedupe_rows,
+                   document_item, pipelined_upsert, query_vector, rerank_candidates, rerank_hits, vector_problems)
 from .filters import And, Cond, Node, Or, parse
 
 log = logging.getLogger(__name__)
@@ -1221,7 +1221,8 @@ class PgVectorStore:
             filter: alias of ``where``; a dict ``{column: value}`` means equality on each,
                 with the values bound (the safe choice for untrusted input).
             rerank: a :class:`~embedder.Reranker` to rerank ``candidates`` vector hits.
-            candidates: vector hits fetched before reranking (default ``max(4k, 20)``).
+            candidates: vector hits fetched before reranking (default ``max(4k, 20)``, as on every
+                store; at least ``k``). A query vector with ``rerank`` is an InputError.
             instruction: query instruction for the embedder.
             ef_search: HNSW search breadth (default: enough for the requested rows).
 
@@ -1238,8 +1239,10 @@ class PgVectorStore:
             raise InputError(f"k must be a positive integer, got {k!r}")
         if where is not None and filter is not None:
             raise InputError("pass either where= or filter= (its alias), not both")
+        fetch = rerank_candidates(k, candidates)  # one policy, in core; checks a given value
+        n = fetch if rerank is not None else k
+        check_rerank_query(query, rerank)
         vec = query_vector(self.embedder, query, self.dim, instruction)
-        n = max(k, int(candidates or max(4 * k, 20))) if rerank is not None else k
         stmt, values, filtered = self._search_sql(vec, n, where if where is not None else filter, params)
         psycopg = _psycopg()
         from psycopg.rows import dict_row

@@ -41,8 +41,8 @@ from embedder.embedder import mrl
 from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError,
                              SchemaMismatchError, UnavailableError)
 
-from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, pipelined_upsert, query_vector, rerank_hits,
-                   utf8_storable, vector_problems)
+from .core import (Hit, Row, UpsertReport, bad_vector_reason, check_dim, check_rerank_query, pipelined_upsert,
+                   query_vector, rerank_candidates, rerank_hits, utf8_storable, vector_problems)
 from .filters import And, Cond, Node, Or, matches, parse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -550,7 +550,8 @@ class WeaviateStore:
                 names search them together (Weaviate's multi-target search).
             rerank: a ``Reranker`` (or ``RemoteReranker``): the best ``candidates`` by
                 vector are rescored and the best ``k`` returned with both scores.
-            candidates: how many vector hits to rerank (default ``5 * k``).
+            candidates: how many vector hits to rerank (default ``max(4 * k, 20)``, as on every
+                store; at least ``k``).
             instruction: the query instruction for the embedder.
             rerank_instruction: the reranker's instruction (default: its own).
             return_properties: properties to return (default: all).
@@ -568,9 +569,11 @@ class WeaviateStore:
         unknown = [n for n in names if n not in self.named_vectors]
         if unknown:
             raise InputError(f"unknown target vector(s) {unknown}; this store has {sorted(self.named_vectors)}")
+        fetch = rerank_candidates(k, candidates)  # one policy, in core; checks a given value
+        limit = fetch if rerank is not None else k
+        check_rerank_query(query, rerank)
         node = self._parse_filter(filter) if isinstance(filter, Mapping) else None
         vectors = self._query_vectors(query, names, instruction)
-        limit = max(k, candidates or 5 * k) if rerank is not None else k
         near: Any = vectors[names[0]] if len(names) == 1 else vectors
         native, exact = self._compile_filter(node) if node is not None else (filter, True)
         props = list(return_properties) if return_properties is not None else None
@@ -603,8 +606,6 @@ class WeaviateStore:
         hits = hits[:limit]
         if rerank is None:
             return hits[:k]
-        if not _is_item(query):
-            raise InputError("rerank needs the query item, not a vector")
         outcome = rerank_hits(rerank, query, hits, k=k, instruction=rerank_instruction)
         return outcome.hits
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 
 import numpy as np
 import pytest
 
 import connectors
-from connectors.core import NONFINITE_VECTOR, ZERO_VECTOR
+from connectors.core import NONFINITE_VECTOR, RERANK_NEEDS_ITEM, ZERO_VECTOR
 from embedder.errors import InputError, NotFoundError
 
 
@@ -101,6 +102,70 @@ def test_search_then_rerank_gives_both_scores(store, reranker):
     plain = {h.id: h.score for h in store.search("red car", k=6)}
     for h in hits:
         assert h.score == pytest.approx(plain[h.id], abs=1e-3)
+
+
+class CountingReranker:
+    """The session reranker, recording how many documents each call asked it to score."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.asked: list[int] = []
+
+    def score(self, query, documents, **kwargs):
+        self.asked.append(len(documents))
+        return self.inner.score(query, documents, **kwargs)
+
+
+def _vector_rows(n: int, seed: int = 5) -> list[dict]:
+    rng = np.random.RandomState(seed)
+    return [{"id": f"v{i}", "vector": rng.normal(size=DIM).astype(np.float32), "text": f"row {i}", "color": "c"}
+            for i in range(n)]
+
+
+def test_one_default_number_of_rerank_candidates(store, reranker):
+    """Without ``candidates``, every store reranks max(4k, 20) vector hits."""
+    assert store.upsert(_vector_rows(30)).ok
+    counting = CountingReranker(reranker)
+    assert len(store.search("row 3", k=2, rerank=counting)) == 2
+    assert len(store.search("row 3", k=6, rerank=counting)) == 6
+    assert len(store.search("row 3", k=3, rerank=counting, candidates=7)) == 3
+    assert counting.asked == [20, 24, 7]
+
+
+def test_rerank_misuse_is_an_input_error_before_any_search(store, reranker):
+    """``candidates`` below k, or a precomputed query vector with ``rerank``: InputError on every store."""
+    assert store.upsert(_vector_rows(3)).ok
+    counting = CountingReranker(reranker)
+    for bad in (4, 2.5, "9"):
+        with pytest.raises(InputError, match=rf"candidates must be an integer from k=5.*got {bad!r}"):
+            store.search("row 1", k=5, rerank=counting, candidates=bad)
+    # an all-zero vector is refused too, later: the rerank check comes first, before any search
+    for vector in (np.zeros(DIM, dtype=np.float32), [0.0] * DIM, np.ones((1, DIM))):
+        with pytest.raises(InputError, match=re.escape(RERANK_NEEDS_ITEM)):
+            store.search(vector, k=1, rerank=counting)
+    assert counting.asked == []
+    assert [h.id for h in store.search("row 1", k=3, rerank=counting, candidates=3)]  # the store still works
+
+
+@pytest.mark.parametrize("declared", [{"color": str}, None], ids=["declared", "none"])
+def test_undeclared_top_level_keys_go_to_metadata(backend, tmp_path, request, declared):
+    """One field policy: declared fields are fields; every other top-level key lands in metadata."""
+    vec = np.random.RandomState(3).normal(size=DIM).astype(np.float32)
+    rows = [{"id": "p", "vector": vec, "text": "x", "color": "red", "size": 3, "metadata": {"year": 2020}},
+            {"id": "clash", "vector": -vec, "text": "y", "size": 4, "metadata": {"size": 5}}]
+    with open_store(backend, tmp_path, "fields_" + request.node.name, embedder=None, dim=DIM,
+                    fields=declared) as store:
+        report = store.upsert(rows)
+        assert report.written == ["p"] and [rid for rid, _ in report.failed] == ["clash"]
+        assert "undeclared field(s) ['size'] go into metadata, which already has this key" in report.failed[0][1]
+        hit = store.search(vec, k=1)[0]
+        assert hit.id == "p" and "size" not in hit.fields
+        if declared:
+            assert hit.fields["color"] == "red" and hit.fields["metadata"] == {"year": 2020, "size": 3}
+        else:
+            assert "color" not in hit.fields
+            assert hit.fields["metadata"] == {"year": 2020, "size": 3, "color": "red"}
+        assert hit.fields["text"] == "x"
 
 
 def test_delete_and_count(store):

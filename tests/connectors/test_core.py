@@ -7,7 +7,7 @@ import pytest
 
 import connectors
 from connectors.core import (Hit, bad_vector_reason, byte_batches, check_dim, content_id, document_item,
-                             normalize_row, rerank_hits, row_bytes, vector_problems)
+                             normalize_row, rerank_candidates, rerank_hits, row_bytes, vector_problems)
 from embedder import InputError
 from embedder.errors import NotFoundError, SchemaMismatchError
 
@@ -28,12 +28,48 @@ def test_content_id_is_stable_and_content_based(tmp_path):
     ({"id": "a", "text": 3}, "text must be a string"),
     ({"id": "a", "vector": [1.0, 2.0]}, "vector has 2 dims, the store has 4"),
     ({"id": "a", "text": "x", "metadata": {"f": object()}}, "not JSON-serialisable"),
-    ({"id": "a", "text": "x", "colour": "red"}, r"unknown field\(s\) \['colour'\]"),
+    ({"id": "a", "text": "x", "colour": "red", "metadata": {"colour": "blue"}},
+     r"undeclared field\(s\) \['colour'\] go into metadata, which already has this key; declared fields are "
+     r"\['price'\]"),
+    ({"id": "a", "text": "x", "colour": object()}, r"\['colour'\] go into metadata and are not JSON-serialisable"),
 ])
 def test_bad_rows_are_named(row, message):
     with pytest.raises(InputError, match=message) as info:
         normalize_row(row, 7, dim=4, declared_fields=["price"])
     assert info.value.index == 7
+
+
+@pytest.mark.parametrize("declared", [["price"], []])
+def test_undeclared_top_level_keys_go_to_metadata(declared):
+    """The one field policy: declared fields stay fields, every other top-level key joins metadata."""
+    row = normalize_row({"id": "a", "text": "x", "price": 3, "colour": "red", "metadata": {"year": 2020}}, 0,
+                        declared_fields=declared)
+    if declared:
+        assert row.fields == {"price": 3} and row.metadata == {"year": 2020, "colour": "red"}
+    else:
+        assert row.fields == {} and row.metadata == {"year": 2020, "colour": "red", "price": 3}
+    with pytest.raises(InputError, match=r"\['colour'\] go into metadata, which already has") as info:
+        normalize_row({"id": "r9", "text": "x", "colour": "red", "metadata": {"colour": "blue"}}, 4,
+                      declared_fields=declared)
+    assert (info.value.index, info.value.item_id) == (4, "r9")
+    # a caller that does not know the store's fields keeps the extras as given
+    assert normalize_row({"id": "a", "text": "x", "colour": "red"}, 0).fields == {"colour": "red"}
+
+
+@pytest.mark.parametrize("k, candidates, expected", [(1, None, 20), (5, None, 20), (10, None, 40), (3, 3, 3),
+                                                     (3, 50, 50)])
+def test_rerank_candidates_one_default(k, candidates, expected):
+    assert rerank_candidates(k, candidates) == expected
+
+
+@pytest.mark.parametrize("candidates, message", [(2, r"candidates must be an integer from k=3 up, got 2"),
+                                                 (4.0, r"got 4\.0"), (True, "got True"), ("9", "got '9'")])
+def test_bad_rerank_candidates_are_input_errors(candidates, message):
+    with pytest.raises(InputError, match=message):
+        rerank_candidates(3, candidates)
+    assert rerank_candidates(3, None, limit=10) == 10
+    with pytest.raises(InputError, match="from k=3 to 10, got 11"):
+        rerank_candidates(3, 11, limit=10)
 
 
 def test_non_finite_vectors_fail_alone(store):

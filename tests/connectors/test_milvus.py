@@ -197,7 +197,7 @@ def test_upsert_mixed_rows_reports_bad_ones(store_factory, embedder, media, tmp_
         {"id": "v0", "vector": np.ones(DIM, np.float32), "color": "red"},
         {"id": "missing", "image": str(tmp_path / "nope.png"), "color": "red"},
         {"id": "wrongdim", "vector": np.ones(7, np.float32)},
-        {"id": "badfield", "text": "x", "colour": "red"},
+        {"id": "badfield", "text": "x", "colour": "red", "metadata": {"colour": "blue"}},  # undeclared: metadata's
         {"id": "badtype", "text": "x", "color": 3},
     ]
     report = store.upsert(rows)

@@ -158,14 +158,14 @@ def test_bad_rows_are_reported_with_id_and_reason(store, embedder):
         {"id": "empty"},                                       # client side: nothing to embed
         {"id": "short", "vector": np.ones(10)},                # client side: wrong dim
         {"id": "badtype", "text": "x", "price": "not a number"},  # Weaviate's failed_objects
-        {"id": "unknown", "text": "y", "size": 3},             # undeclared field
+        {"id": "clash", "text": "y", "size": 3, "metadata": {"size": 4}},  # undeclared, and in metadata
         {"id": "good2", "text": "also fine", "price": 2.0},
     ]
     report = store.upsert(rows)
     assert sorted(report.written) == ["good", "good2"]
     failed = dict(report.failed)
-    assert set(failed) == {"empty", "short", "badtype", "unknown"}
-    assert "no text" in failed["empty"] and "dims" in failed["short"] and "size" in failed["unknown"]
+    assert set(failed) == {"empty", "short", "badtype", "clash"}
+    assert "no text" in failed["empty"] and "dims" in failed["short"] and "['size']" in failed["clash"]
     assert "price" in failed["badtype"]  # Weaviate's own message names the property
     assert store.count() == 2
 
