@@ -564,7 +564,7 @@ class MilvusStore:
         Each row is a dict with ``id`` (optional: a stable content hash otherwise), ``text``,
         ``image``, ``video`` (any combination; several give one fused vector) or a
         precomputed ``vector`` at the store's dim, ``metadata`` (a JSON dict) and the
-        declared fields. Embedding of one batch overlaps the write of the previous one; each
+        declared fields (any other top-level key goes into ``metadata``, as on every store). Embedding of one batch overlaps the write of the previous one; each
         write request stays under ``max_bytes``. Duplicate ids in one batch are merged
         (the last one wins).
 

@@ -830,8 +830,8 @@ class PgVectorStore:
         """Embed and write rows; returns which ids landed and which failed (with reasons).
 
         Rows are dicts with ``id?``, ``text?``, ``image?``, ``video?``, ``vector?``,
-        ``metadata?`` and declared fields (undeclared extra keys of a store without declared
-        fields go into ``metadata``). Rows that carry their vector are streamed in binary COPY
+        ``metadata?`` and declared fields (any other top-level key goes into ``metadata``, as on
+        every store). Rows that carry their vector are streamed in binary COPY
         straight into a store's own table, validated as they are sent (:meth:`write_stream`).
         Other batches are embedded (the next one while this one is written), COPied into a
         temporary table and merged with ``INSERT ... ON CONFLICT DO UPDATE``, or COPied straight

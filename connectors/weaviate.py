@@ -443,7 +443,8 @@ class WeaviateStore:
 
         Rows are dicts with ``id``, ``text``, ``image``, ``video``, ``vector`` (precomputed,
         at ``dim``; smaller named vectors get its MRL truncation), ``metadata`` and user
-        fields. Each row's object UUID is ``uuid5`` of its id (:func:`row_uuid`).
+        fields (any other top-level key goes into ``metadata``, as on every store). Each row's
+        object UUID is ``uuid5`` of its id (:func:`row_uuid`).
 
         Returns:
             an :class:`UpsertReport`: every row is in ``written`` or in ``failed`` with the
