@@ -13,13 +13,16 @@ from .errors import (ConnectorError, InputError, MissingDependencyError, ModelLo
 
 __all__ = [
     "Embedder", "EmbedResult", "Reranker", "ScoreResult", "RemoteEmbedder", "RemoteReranker",
+    "EmbedderLike", "RerankerLike", "fingerprint_conflicts",
     "QVLError", "InputError", "ModelLoadError", "OverloadedError", "MissingDependencyError", "RemoteError",
     "ConnectorError", "UnavailableError", "NotFoundError", "SchemaMismatchError", "PartialUpsertError",
 ]
 
 _LAZY = {
-    "Embedder": ".embedder", "EmbedResult": ".embedder",
-    "Reranker": ".reranker", "ScoreResult": ".reranker",
+    "Embedder": ".embedder", "EmbedResult": ".contracts",
+    "Reranker": ".reranker", "ScoreResult": ".contracts",
+    "EmbedderLike": ".contracts", "RerankerLike": ".contracts",
+    "fingerprint_conflicts": ".fingerprint",
     "RemoteEmbedder": ".remote", "RemoteReranker": ".remote",
 }
 

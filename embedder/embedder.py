@@ -3,40 +3,25 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .batching import token_budget_batches
+from .contracts import (DEFAULT_QUERY_INSTRUCTION, MIN_DIM, EmbedCall, EmbedderFront, EmbedResult, as_input_error)
 from .errors import InputError
 from .items import LoadOptions, bounded_text, normalize_item, with_permissions
-from .model import (Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
-                    last_hidden_state, load_model)
+from .model import (Prepared, collate, default_max_batch_tokens, default_min_fill, encode_media, last_hidden_state,
+                    load_model)
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
                       tokenize_embed_prompt, user_content)
+
+__all__ = ["Embedder", "EmbedResult", "mrl", "MIN_DIM", "MAX_LENGTH", "DEFAULT_QUERY_INSTRUCTION"]
 
 log = logging.getLogger(__name__)
 
 MAX_LENGTH = 8192
-MIN_DIM = 64
-DEFAULT_QUERY_INSTRUCTION = "Retrieve images, videos or texts relevant to the user's query."
 CHUNK_ITEMS = 128  # items prepared ahead of the model, bounding memory
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    """Result of ``embed(..., on_error="skip")``.
-
-    Attributes:
-        vectors: float32 array (number of good items, dim), L2-normalised.
-        indices: input index of each row of ``vectors``.
-        errors: ``(index, reason)`` for each item that failed.
-    """
-
-    vectors: np.ndarray
-    indices: list[int] = field(default_factory=list)
-    errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 def mrl(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -50,7 +35,7 @@ def mrl(vectors: np.ndarray, dim: int) -> np.ndarray:
     return out / norms
 
 
-class Embedder:
+class Embedder(EmbedderFront):
     """Turn texts, images, videos and fused items into vectors in one space.
 
     Build one with :meth:`from_pretrained`. One model per process; calls are thread-safe
@@ -83,6 +68,7 @@ class Embedder:
         self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="qvl-prep")
         self._lock = threading.Lock()
         self._closed = False
+        self._identity: tuple[str | None, str | None] | None = None  # (revision, weights digest), found once
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
@@ -121,6 +107,35 @@ class Embedder:
         """Full embedding dimension (the text model's hidden size)."""
         return int(self.model.config.text_config.hidden_size)
 
+    def fingerprint(self, *, document_instruction: str | None = None) -> dict[str, Any]:
+        """How this embedder makes vectors, as a JSON-able dict (see :mod:`embedder.fingerprint`).
+
+        The model id as given, its hub revision and a digest of its weight files (names,
+        sizes and a few sampled bytes; the weights are not read in full), the kind, full
+        dim, precision, instructions, the image/video sizing settings and the prompt
+        format version. Stores keep it and compare it with
+        :func:`~embedder.fingerprint.fingerprint_conflicts`.
+
+        Args:
+            document_instruction: the instruction documents are embedded with, when not
+                the prompt's default (None).
+        """
+        from .fingerprint import (checkpoint_folder, checkpoint_revision, make_fingerprint, sizing_settings,
+                                  weights_digest)
+
+        if self._identity is None:
+            config = getattr(self.model, "config", None)
+            folder = checkpoint_folder(self.name, config) if self.name else None
+            self._identity = (checkpoint_revision(self.name, config, folder) if self.name else None,
+                              weights_digest(folder) if folder else None)
+        revision, weights = self._identity
+        dtype = getattr(self.model, "dtype", None)
+        return make_fingerprint(model=self.name, dim=self.dim, precision=str(dtype).replace("torch.", "") if dtype
+                                is not None else None, revision=revision, weights=weights,
+                                document_instruction=document_instruction,
+                                query_instruction=DEFAULT_QUERY_INSTRUCTION,
+                                sizing=sizing_settings(self.load_options, max_length=self.max_length))
+
     # ------------------------------------------------------------------ preparation
     def prepare(self, item: Any, *, instruction: str | None = None, index: int | None = None) -> Prepared:
         """Normalise, load and tokenise one item (thread-safe; no model call)."""
@@ -145,60 +160,17 @@ class Embedder:
         return Prepared(tok.input_ids, [media])
 
     # ------------------------------------------------------------------ embedding
-    def embed(self, items: Sequence[Any], *, dim: int | None = None, instruction: str | None = None,
-              batch_size: int | None = None, show_progress: bool = False,
-              on_error: str = "raise") -> Any:
-        """Embed items; one L2-normalised float32 vector per item, in the caller's order.
-
-        Args:
-            items: texts, PIL images, or dicts of ``text`` / ``image`` / ``video`` /
-                ``instruction`` (several parts give one fused vector).
-            dim: Matryoshka dimension, 64..``self.dim`` (default: full).
-            instruction: task instruction for items that carry none (default
-                ``Represent the user's input.``).
-            batch_size: optional cap on items per forward pass (the token budget applies too).
-            show_progress: show a progress bar with rate and ETA.
-            on_error: ``"raise"`` raises :class:`InputError` naming the first bad item's index;
-                ``"skip"`` returns an :class:`EmbedResult` with the good vectors, their input
-                indices and the errors.
-
-        Returns:
-            ``numpy.ndarray`` of shape ``(len(items), dim)``, or an :class:`EmbedResult`.
-
-        Raises:
-            InputError: bad ``dim``, bad ``on_error``, or (``on_error="raise"``) a bad item.
-        """
-        dim = self._check_dim(dim)
-        if on_error not in ("raise", "skip"):
-            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if isinstance(items, (str, dict)) or not hasattr(items, "__len__"):
-            raise InputError("items must be a list (wrap a single item in a list)")
-        full = np.zeros((len(items), self.dim), dtype=np.float32)
-        ok = np.zeros(len(items), dtype=bool)
+    # embed / embed_queries / embed_documents (arguments checked, result shaped) come from
+    # EmbedderFront; this is the model's half.
+    def _embed(self, call: EmbedCall) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+        full = np.zeros((len(call.items), self.dim), dtype=np.float32)
+        ok = np.zeros(len(call.items), dtype=bool)
         errors: list[tuple[int, str]] = []
-        for idx, vecs in self._run(items, instruction, batch_size, show_progress, on_error, errors):
+        for idx, vecs in self._run(call.items, call.instruction, call.batch_size, call.show_progress, call.on_error,
+                                   errors):
             full[idx] = vecs
             ok[idx] = True
-        if on_error == "skip":
-            good = np.flatnonzero(ok)
-            return EmbedResult(vectors=mrl(full[good], dim), indices=good.tolist(), errors=sorted(errors))
-        return mrl(full, dim)
-
-    def embed_queries(self, items: Sequence[Any], *, instruction: str | None = None, dim: int | None = None,
-                      **kwargs: Any) -> Any:
-        """Embed search queries with a task instruction (default: a generic retrieval one)."""
-        return self.embed(items, dim=dim, instruction=instruction or DEFAULT_QUERY_INSTRUCTION, **kwargs)
-
-    def embed_documents(self, items: Sequence[Any], *, dim: int | None = None, **kwargs: Any) -> Any:
-        """Embed documents with the default instruction, as the release does."""
-        return self.embed(items, dim=dim, **kwargs)
-
-    def _check_dim(self, dim: int | None) -> int:
-        if dim is None:
-            return self.dim
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not MIN_DIM <= dim <= self.dim:
-            raise InputError(f"dim must be an integer from {MIN_DIM} to {self.dim}, got {dim!r}")
-        return int(dim)
+        return mrl(full, call.dim), ok, errors
 
     def _run(self, items: Sequence[Any], instruction: str | None, batch_size: int | None, show_progress: bool,
              on_error: str, errors: list) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -262,12 +234,6 @@ class Embedder:
         if not self._closed:
             self._closed = True
             self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def __enter__(self) -> "Embedder":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Embedder({self.name!r}, dim={self.dim}, device={self.device})"

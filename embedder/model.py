@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import InputError, MissingDependencyError, ModelLoadError
+from .contracts import as_input_error  # noqa: F401 - re-exported (embedder.service.core)
+from .errors import ModelLoadError
 from .hub import check_hub_reachable
 from .items import Item, LoadOptions, load_image
 from .prompts import IMAGE_PAD_ID, VIDEO_PAD_ID, image_placeholder, video_placeholder
@@ -288,28 +289,3 @@ def rope_positions(backbone, prepared: Prepared, *, device) -> Any:
     types[ids == VIDEO_PAD_ID] = 2
     positions, _ = backbone.get_rope_index(ids, mm_token_type_ids=types, **grids)
     return positions[:, 0]
-
-
-def require(package: str, extra: str, purpose: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        raise MissingDependencyError(package, extra, purpose)
-
-
-def as_input_error(exc: BaseException, index: int) -> InputError:
-    """Attribute any preprocessing failure to the caller's item index.
-
-    An unexpected exception keeps its type and message; one without a message (a bare
-    ``AssertionError``) is described by where it was raised, never as an empty reason.
-    """
-    if isinstance(exc, InputError):
-        return exc.at(index)
-    message = str(exc).strip()
-    if not message:
-        import traceback
-
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
-        message = f"internal error while preparing the item (raised at {where}, no message)"
-    return InputError(f"{type(exc).__name__}: {message}", index=index)

@@ -10,6 +10,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
+# Version of the prompt layout below (templates, default instructions, placeholders, truncation).
+# Bump it whenever a change here changes any vector or score: stores keep it in their
+# embedding fingerprint (embedder.fingerprint) and refuse vectors made with another.
+PROMPT_FORMAT = 1
+
 DEFAULT_EMBED_INSTRUCTION = "Represent the user's input."
 DEFAULT_RERANK_INSTRUCTION = "Given a search query, retrieve relevant candidates that answer the query."
 RERANK_SYSTEM = ('Judge whether the Document meets the requirements based on the Query and the Instruct '

@@ -42,6 +42,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .contracts import (EmbedCall, EmbedderFront, RerankerFront, ScoreCall, document_error, query_error)
 from .errors import InputError, MissingDependencyError, OverloadedError, RemoteError
 from .items import check_path_root
 
@@ -201,7 +202,7 @@ class _Http:
         try:
             import httpx
         except ImportError as exc:
-            raise MissingDependencyError("httpx", "server", "RemoteEmbedder / RemoteReranker") from exc
+            raise MissingDependencyError("httpx", "", "RemoteEmbedder / RemoteReranker") from exc
         self._httpx = httpx
         self.url = url.rstrip("/")
         for suffix in ("/v1/embed", "/v1/rerank", "/v1"):
@@ -275,18 +276,6 @@ def _translate(resp: Any, method: str, path: str) -> Exception:
     return RemoteError(f"{method} {path} -> HTTP {status}: {message}", status=status, code=code, index=index)
 
 
-def _shift(exc: InputError, offset: int, *, document: bool = False) -> InputError:
-    """Re-attribute a server-side item error from a chunk to the caller's whole list."""
-    if exc.index is None:
-        return exc
-    i = exc.index + offset
-    if document:
-        bad = InputError(f"document {i}: {exc.reason}")
-        bad.index, bad.reason = i, exc.reason
-        return bad
-    return InputError(exc.reason, index=i)
-
-
 class _Remote:
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_items_per_request: int = DEFAULT_MAX_ITEMS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -346,21 +335,43 @@ class _Remote:
                     for fut in futures:
                         fut.cancel()
 
+    def _encode_all(self, items: Sequence[Any], on_error: str, *,
+                    documents: bool = False) -> tuple[list[Any], list[int], list[tuple[int, str]]]:
+        """Items in wire form, with their positions in the caller's list and the items that failed."""
+        wire: list[Any] = []
+        positions: list[int] = []
+        errors: list[tuple[int, str]] = []
+        for i, item in enumerate(items):
+            try:
+                wire.append(encode_item(item, i, server_paths=self.server_paths, path_roots=self.path_roots))
+                positions.append(i)
+            except InputError as exc:
+                if on_error == "raise":
+                    if documents:
+                        raise document_error(i, exc.reason) from exc
+                    raise
+                errors.append((i, exc.reason))
+        return wire, positions, errors
+
+    def _post(self, path: str, body: dict, chunk: range, positions: Sequence[int], *, documents: bool = False) -> dict:
+        """POST one chunk; a bad item named by the service is re-attributed to its index in the caller's list."""
+        try:
+            return self._http.request("POST", path, body)
+        except InputError as exc:
+            if exc.index is None:
+                raise exc from None
+            i = positions[chunk.start + exc.index]
+            raise (document_error(i, exc.reason) if documents else exc.at(i)) from None
+
     def close(self) -> None:
         """Close the HTTP connection pool. Idempotent."""
         self._http.close()
-
-    def __enter__(self) -> "_Remote":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
 
-class RemoteEmbedder(_Remote):
+class RemoteEmbedder(_Remote, EmbedderFront):
     """An :class:`~embedder.Embedder` whose model runs in ``qvl serve``.
 
     Args:
@@ -397,84 +408,49 @@ class RemoteEmbedder(_Remote):
         """The served model's name."""
         return str((self.meta().get("model") or {}).get("name", ""))
 
-    def embed(self, items: Sequence[Any], *, dim: int | None = None, instruction: str | None = None,
-              batch_size: int | None = None, show_progress: bool = False, on_error: str = "raise") -> Any:
-        """Embed items on the service; same arguments, results and errors as :meth:`Embedder.embed`.
+    def fingerprint(self, *, document_instruction: str | None = None) -> dict[str, Any]:
+        """How the served model makes vectors: the service's ``/meta`` ``fingerprint``.
 
-        ``batch_size`` caps the items per HTTP request (the service batches across requests itself).
-
-        Returns:
-            ``numpy.ndarray`` of shape ``(len(items), dim)``, or an :class:`~embedder.EmbedResult`
-            for ``on_error="skip"``.
-
-        Raises:
-            InputError: bad ``dim`` / ``on_error``, or a bad item (its index in ``items``).
-            OverloadedError: the service stayed overloaded through every retry.
-            RemoteError: any other failure of the service.
+        A service that does not state one gives a fingerprint built from the rest of its
+        ``/meta`` (model name and dim; the other fields None, which
+        :func:`~embedder.fingerprint.fingerprint_conflicts` does not compare). Same
+        ``document_instruction`` argument as :meth:`embedder.Embedder.fingerprint`.
         """
-        from .embedder import MIN_DIM, EmbedResult
+        from .fingerprint import fingerprint_from_meta, make_fingerprint
 
-        if on_error not in ("raise", "skip"):
-            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if isinstance(items, (str, dict)) or not hasattr(items, "__len__"):
-            raise InputError("items must be a list (wrap a single item in a list)")
-        full = self.dim
-        if dim is None:
-            dim = full
-        elif isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not MIN_DIM <= dim <= full:
-            raise InputError(f"dim must be an integer from {MIN_DIM} to {full}, got {dim!r}")
-        dim = int(dim)
-        wire: list[Any] = []
-        errors: list[tuple[int, str]] = []
-        positions: list[int] = []
-        for i, item in enumerate(items):
-            try:
-                wire.append(encode_item(item, i, server_paths=self.server_paths, path_roots=self.path_roots))
-                positions.append(i)
-            except InputError as exc:
-                if on_error == "raise":
-                    raise
-                errors.append((i, exc.reason))
-        vectors = np.zeros((len(items), dim), dtype=np.float32)
-        ok = np.zeros(len(items), dtype=bool)
-        chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(batch_size),
+        out = fingerprint_from_meta(self.meta())
+        if document_instruction is not None:
+            out["document_instruction"] = make_fingerprint(model="", dim=0, precision=None,
+                                                           document_instruction=document_instruction)[
+                "document_instruction"]
+        return out
+
+    # embed / embed_queries / embed_documents (arguments checked, result shaped) come from
+    # EmbedderFront, with the same errors as Embedder's; ``batch_size`` caps the items per
+    # HTTP request (the service batches across requests itself).
+    def _embed(self, call: EmbedCall) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+        wire, positions, errors = self._encode_all(call.items, call.on_error)
+        vectors = np.zeros((len(call.items), call.dim), dtype=np.float32)
+        ok = np.zeros(len(call.items), dtype=bool)
+        chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(call.batch_size),
                          max_bytes=self._max_bytes())
 
         def send(chunk: range) -> tuple[range, dict]:
-            body = {"inputs": [wire[j] for j in chunk], "dimension": dim, "instruction": instruction,
-                    "encoding_format": "base64", "on_error": on_error}
-            try:
-                return chunk, self._http.request("POST", "/v1/embed", body)
-            except InputError as exc:
-                if exc.index is not None:
-                    exc = InputError(exc.reason, index=positions[chunk.start + exc.index])
-                raise exc from None
+            body = {"inputs": [wire[j] for j in chunk], "dimension": call.dim, "instruction": call.instruction,
+                    "encoding_format": "base64", "on_error": call.on_error}
+            return chunk, self._post("/v1/embed", body, chunk, positions)
 
-        for chunk, answer in self._map(send, chunks, show_progress, "embedding"):
+        for chunk, answer in self._map(send, chunks, call.show_progress, "embedding"):
             for j, row in zip(chunk, answer["embeddings"]):
                 if row is not None:
                     vectors[positions[j]] = np.frombuffer(base64.b64decode(row), dtype="<f4")
                     ok[positions[j]] = True
             for e in answer.get("errors", ()):
                 errors.append((positions[chunk.start + int(e["index"])], str(e["message"])))
-        if on_error == "skip":
-            good = np.flatnonzero(ok)
-            return EmbedResult(vectors=vectors[good], indices=good.tolist(), errors=sorted(errors))
-        return vectors
-
-    def embed_queries(self, items: Sequence[Any], *, instruction: str | None = None, dim: int | None = None,
-                      **kwargs: Any) -> Any:
-        """Embed search queries with a task instruction (default: the same generic one as :class:`Embedder`)."""
-        from .embedder import DEFAULT_QUERY_INSTRUCTION
-
-        return self.embed(items, dim=dim, instruction=instruction or DEFAULT_QUERY_INSTRUCTION, **kwargs)
-
-    def embed_documents(self, items: Sequence[Any], *, dim: int | None = None, **kwargs: Any) -> Any:
-        """Embed documents with the default instruction."""
-        return self.embed(items, dim=dim, **kwargs)
+        return vectors, ok, errors
 
 
-class RemoteReranker(_Remote):
+class RemoteReranker(_Remote, RerankerFront):
     """A :class:`~embedder.Reranker` whose model runs in ``qvl serve`` (started with ``--reranker``).
 
     Takes the same arguments as :class:`RemoteEmbedder`.
@@ -485,65 +461,31 @@ class RemoteReranker(_Remote):
         [(0, 0.93)]
     """
 
-    def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None = None,
-              batch_size: int | None = None, on_error: str = "raise", show_progress: bool = False) -> Any:
-        """Relevance of each document to the query; same results and errors as :meth:`Reranker.score`.
+    @property
+    def name(self) -> str:
+        """The served reranker's name ("" when the service has none)."""
+        return str((self.meta().get("reranker") or {}).get("name", ""))
 
-        Returns:
-            float32 array of scores, or a :class:`~embedder.ScoreResult` for ``on_error="skip"``.
-        """
-        from .reranker import ScoreResult
-
-        if on_error not in ("raise", "skip"):
-            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if isinstance(documents, (str, dict)) or not hasattr(documents, "__len__"):
-            raise InputError("documents must be a list (wrap a single document in a list)")
+    # score / rerank (arguments checked, result shaped) come from RerankerFront, with the
+    # same errors as Reranker's.
+    def _score(self, call: ScoreCall) -> tuple[np.ndarray, list[tuple[int, str]]]:
         try:
-            wire_query = encode_item(query, server_paths=self.server_paths, path_roots=self.path_roots)
+            wire_query = encode_item(call.query, server_paths=self.server_paths, path_roots=self.path_roots)
         except InputError as exc:
-            raise InputError(f"query: {exc.reason}") from exc
-        wire: list[Any] = []
-        positions: list[int] = []
-        errors: list[tuple[int, str]] = []
-        for i, doc in enumerate(documents):
-            try:
-                wire.append(encode_item(doc, i, server_paths=self.server_paths, path_roots=self.path_roots))
-                positions.append(i)
-            except InputError as exc:
-                if on_error == "raise":
-                    bad = InputError(f"document {i}: {exc.reason}")
-                    bad.index, bad.reason = i, exc.reason
-                    raise bad from exc
-                errors.append((i, exc.reason))
-        scores = np.full(len(documents), np.nan, dtype=np.float32)
+            raise query_error(exc.reason) from exc
+        wire, positions, errors = self._encode_all(call.documents, call.on_error, documents=True)
+        scores = np.full(len(call.documents), np.nan, dtype=np.float32)
         budget = max(1, self._max_bytes() - _wire_size(wire_query))
-        chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(batch_size), max_bytes=budget)
+        chunks = _chunks([_wire_size(w) for w in wire], max_items=self._limit(call.batch_size), max_bytes=budget)
 
         def send(chunk: range) -> tuple[range, dict]:
-            body = {"query": wire_query, "documents": [wire[j] for j in chunk], "instruction": instruction,
-                    "on_error": on_error}
-            try:
-                return chunk, self._http.request("POST", "/v1/rerank", body)
-            except InputError as exc:
-                if exc.index is None:
-                    raise exc from None
-                i = positions[chunk.start + exc.index]
-                bad = InputError(f"document {i}: {exc.reason}")
-                bad.index, bad.reason = i, exc.reason
-                raise bad from None
+            body = {"query": wire_query, "documents": [wire[j] for j in chunk], "instruction": call.instruction,
+                    "on_error": call.on_error}
+            return chunk, self._post("/v1/rerank", body, chunk, positions, documents=True)
 
-        for chunk, answer in self._map(send, chunks, show_progress, "reranking"):
+        for chunk, answer in self._map(send, chunks, call.show_progress, "reranking"):
             for r in answer["results"]:
                 scores[positions[chunk.start + int(r["index"])]] = float(r["score"])
             for e in answer.get("errors", ()):
                 errors.append((positions[chunk.start + int(e["index"])], str(e["message"])))
-        if on_error == "skip":
-            return ScoreResult(scores=scores, errors=sorted(errors))
-        return scores
-
-    def rerank(self, query: Any, documents: Sequence[Any], *, top_k: int | None = None,
-               instruction: str | None = None, **kwargs: Any) -> list[tuple[int, float]]:
-        """``(document index, score)`` pairs, best first, at most ``top_k`` of them."""
-        from .reranker import ranked
-
-        return ranked(self.score(query, documents, instruction=instruction, **kwargs), top_k=top_k)
+        return scores, errors

@@ -3,31 +3,26 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from .batching import token_budget_batches
+from .contracts import (RerankerFront, ScoreCall, ScoreResult, as_input_error, document_error, query_error,
+                        ranked)
 from .errors import InputError
 from .items import LoadOptions, bounded_text, normalize_item, with_permissions
-from .model import (Media, Prepared, as_input_error, collate, default_max_batch_tokens, default_min_fill, encode_media,
+from .model import (Media, Prepared, collate, default_max_batch_tokens, default_min_fill, encode_media,
                     last_hidden_state, load_model, rope_positions, run_backbone)
 from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID,
                       VISION_START, VISION_START_ID, YES_ID, rerank_prompt_parts, truncate_middle)
+
+__all__ = ["Reranker", "ScoreResult", "ranked", "shared_prefix_length", "MAX_LENGTH"]
 
 log = logging.getLogger(__name__)
 
 MAX_LENGTH = 10240
 MIN_SHARED_PREFIX = 16  # below this, reusing the prompt head's cache is not worth its copies
-
-
-def ranked(scores: Any, *, top_k: int | None = None) -> list[tuple[int, float]]:
-    """``(index, score)`` best first (stable for ties), failed (NaN) documents left out."""
-    if isinstance(scores, ScoreResult):
-        scores = scores.scores
-    order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if not np.isnan(scores[i])]
-    return [(int(i), float(scores[i])) for i in order[:top_k]]
 
 
 def shared_prefix_length(sequences: Sequence[Sequence[int]], *, query_blocks: int) -> int:
@@ -52,20 +47,7 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]], *, query_blocks: in
     return max(n, 0)
 
 
-@dataclass(frozen=True)
-class ScoreResult:
-    """Result of ``score(..., on_error="skip")``.
-
-    Attributes:
-        scores: float32 array with one score per document; NaN for a failed one.
-        errors: ``(document index, reason)`` for each document that failed.
-    """
-
-    scores: np.ndarray
-    errors: list[tuple[int, str]] = field(default_factory=list)
-
-
-class Reranker:
+class Reranker(RerankerFront):
     """Score (query, document) pairs in [0, 1] with Qwen3-VL-Reranker.
 
     Example:
@@ -134,34 +116,16 @@ class Reranker:
         return Prepared(ids, [query[1], document[1]])
 
     # ------------------------------------------------------------------ scoring
-    def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None = None,
-              batch_size: int | None = None, on_error: str = "raise", show_progress: bool = False) -> Any:
-        """Relevance of each document to the query, in [0, 1].
-
-        Args:
-            query: an item (text, image, video or fused dict).
-            documents: items.
-            instruction: task instruction (default: the release's retrieval instruction).
-            batch_size: optional cap on pairs per forward pass.
-            on_error: ``"raise"``: :class:`InputError` naming the bad document index (the
-                query is reported as ``query``); ``"skip"``: a :class:`ScoreResult` whose
-                failed documents score NaN and are listed in ``errors``.
-            show_progress: progress bar with rate and ETA.
-
-        Returns:
-            float32 array of scores, or a :class:`ScoreResult` for ``on_error="skip"``.
-        """
-        if on_error not in ("raise", "skip"):
-            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if isinstance(documents, (str, dict)) or not hasattr(documents, "__len__"):
-            raise InputError("documents must be a list (wrap a single document in a list)")
+    # score / rerank (arguments checked, result shaped) come from RerankerFront; this is the model's half.
+    def _score(self, call: ScoreCall) -> tuple[np.ndarray, list[tuple[int, str]]]:
         if self._closed:
             raise RuntimeError("Reranker is closed")
+        instruction, documents, on_error, batch_size = call.instruction, call.documents, call.on_error, call.batch_size
         instr = instruction.strip() if instruction and instruction.strip() else DEFAULT_RERANK_INSTRUCTION
         try:
-            q = self.prepare_side(query)
+            q = self.prepare_side(call.query)
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"query: {as_input_error(exc, 0).reason}") from exc
+            raise query_error(as_input_error(exc, 0).reason) from exc
         futures = [self._pool.submit(self._prepare_doc, q, d, instr, i) for i, d in enumerate(documents)]
         ready: list[tuple[int, Prepared]] = []
         errors: list[tuple[int, str]] = []
@@ -173,15 +137,13 @@ class Reranker:
                 if on_error == "raise":
                     for f in futures:
                         f.cancel()
-                    bad = InputError(f"document {i}: {err.reason}")
-                    bad.index, bad.reason = i, err.reason
-                    raise bad from exc
+                    raise document_error(i, err.reason) from exc
                 errors.append((i, err.reason))
         scores = np.full(len(documents), np.nan, dtype=np.float32)
         from tqdm.auto import tqdm
 
         prefix = shared_prefix_length([p.input_ids for _, p in ready], query_blocks=q[0].count(VISION_START))
-        with tqdm(total=len(ready), unit="pair", disable=not show_progress, desc="reranking") as bar:
+        with tqdm(total=len(ready), unit="pair", disable=not call.show_progress, desc="reranking") as bar:
             if len(ready) > 1 and prefix >= MIN_SHARED_PREFIX:
                 # The prompt head (system, instruction, query) is the same for every pair:
                 # run it once and reuse its key/value cache for each document.
@@ -197,17 +159,10 @@ class Reranker:
                                                   min_fill=self.min_fill):
                     scores[[ready[j][0] for j in batch]] = self.forward([ready[j][1] for j in batch])
                     bar.update(len(batch))
-        if on_error == "skip":
-            return ScoreResult(scores=scores, errors=errors)
-        return scores
+        return scores, errors
 
     def _prepare_doc(self, q: tuple[str, Media], doc: Any, instruction: str, index: int) -> Prepared:
         return self.prepare_pair(q, self.prepare_side(doc, index), instruction)
-
-    def rerank(self, query: Any, documents: Sequence[Any], *, top_k: int | None = None,
-               instruction: str | None = None, **kwargs: Any) -> list[tuple[int, float]]:
-        """``(document index, score)`` pairs, best first, at most ``top_k`` of them."""
-        return ranked(self.score(query, documents, instruction=instruction, **kwargs), top_k=top_k)
 
     def forward(self, prepared: Sequence[Prepared]) -> np.ndarray:
         """Scores of one batch of prepared pairs: sigmoid(w . h_last), left padded."""
@@ -267,12 +222,6 @@ class Reranker:
         if not self._closed:
             self._closed = True
             self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def __enter__(self) -> "Reranker":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Reranker({self.name!r}, device={self.device})"
