@@ -5,18 +5,18 @@ A connector module holds only what is specific to its database and composes thes
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import pathlib
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from embedder.errors import InputError
+from embedder.errors import InputError, OverloadedError, QVLError, RemoteError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +94,101 @@ class Hit:
     fields: dict = field(default_factory=dict)
 
 
+class Failure(tuple):
+    """One row that did not land: a value, never an exception half-way through a batch.
+
+    It is the pair ``(id, reason)`` (so ``for rid, reason in report.failed`` and comparisons
+    with pairs work) with two more attributes:
+
+    Attributes:
+        id: the row's id, or ``"#index"`` when it had none and could not be read.
+        reason: why, in words that name the cause (``file not found: ...``).
+        stage: ``validate`` (the row itself is bad), ``embed`` or ``write``.
+        transient: True when trying again later may succeed (the database or the embedding
+            service was away, timed out or was overloaded), set from the error itself by
+            :func:`is_transient` (and the store's error translator), never parsed from text.
+
+    Example:
+        >>> f = Failure("a", "vector is all zeros", stage="validate")
+        >>> rid, reason = f
+        >>> (rid, f.stage, f.transient, f == ("a", "vector is all zeros"))
+        ('a', 'validate', False, True)
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, id: str, reason: str, stage: str = "write", transient: bool = False) -> "Failure":
+        obj = super().__new__(cls, (id, reason, stage, bool(transient)))
+        return obj
+
+    # The tuple holds four values, but iterates, compares and prints as the (id, reason) pair.
+    def __iter__(self) -> Iterator[Any]:
+        return iter((tuple.__getitem__(self, 0), tuple.__getitem__(self, 1)))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: Any) -> Any:
+        return (tuple.__getitem__(self, 0), tuple.__getitem__(self, 1))[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Failure):
+            return tuple.__eq__(self, other)
+        if isinstance(other, tuple):
+            return len(other) == 2 and (self.id, self.reason) == other
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return f"Failure({self.id!r}, {self.reason!r}, stage={self.stage!r}, transient={self.transient})"
+
+    def __reduce__(self) -> Any:
+        return (Failure, (self.id, self.reason, self.stage, self.transient))
+
+    @property
+    def id(self) -> str:
+        return tuple.__getitem__(self, 0)
+
+    @property
+    def reason(self) -> str:
+        return tuple.__getitem__(self, 1)
+
+    @property
+    def stage(self) -> str:
+        return tuple.__getitem__(self, 2)
+
+    @property
+    def transient(self) -> bool:
+        return tuple.__getitem__(self, 3)
+
+
+def as_failures(pairs: Iterable[Any], *, stage: str, transient: bool = False) -> list[Failure]:
+    """Failure values from ``(id, reason)`` pairs (Failures are kept as they are)."""
+    return [p if isinstance(p, Failure) else Failure(str(p[0]), str(p[1]), stage, transient) for p in pairs]
+
+
 @dataclass(frozen=True)
 class UpsertReport:
     """What an upsert did.
 
     Attributes:
         written: ids that landed.
-        failed: ``(id or "#index", reason)`` for rows that did not.
+        failed: :class:`Failure` values (``(id or "#index", reason)`` pairs with ``stage`` and
+            ``transient``) for rows that did not.
     """
 
     written: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    @property
+    def transient(self) -> list[Failure]:
+        """The failures worth retrying later (the database or the embedder was away)."""
+        return [f for f in self.failed if getattr(f, "transient", False)]
 
     @property
     def ok(self) -> bool:
@@ -135,6 +219,55 @@ class Store(Protocol):
     def drop(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------- transient errors
+_TRANSIENT_TEXT = re.compile(
+    r"ConnectionError|ConnectionReset|ConnectionRefused|ConnectionAborted|BrokenPipe|TimeoutError|timed? ?out|"
+    r"\b50[234]\b|connection reset|temporarily unavailable|service unavailable|UNAVAILABLE|DEADLINE_EXCEEDED",
+    re.IGNORECASE)
+# httpx's transport errors, matched by name so that this module does not import httpx
+_TRANSIENT_NAMES = frozenset({"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
+                              "TimeoutException", "RemoteProtocolError", "ReadError", "WriteError"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` (or an error it was raised from) says a service is away for now, not
+    that the row is bad: a refused or lost connection, a timeout, an overloaded service
+    (:class:`~embedder.errors.OverloadedError`, HTTP 429 or any 5xx from ``qvl serve``, a
+    :class:`~embedder.errors.RemoteError` that could not connect), an unavailable database
+    (each store's error translator raises :class:`~embedder.errors.UnavailableError` for it).
+
+    The one rule behind :attr:`Failure.transient` and every retry: ``Store.upsert``,
+    ``qvl ingest`` and the Postgres sync worker all use it. A database driver's own error
+    counts when the driver's text names a lost connection or a timeout (gRPC's
+    ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``).
+
+    Example:
+        >>> is_transient(ConnectionRefusedError(111, "Connection refused"))
+        True
+        >>> is_transient(InputError("cannot open image x.png"))
+        False
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, InputError):
+            return False
+        if isinstance(e, (UnavailableError, OverloadedError, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(e, RemoteError) and ((e.status is not None and (e.status >= 500 or e.status == 429))
+                                           or e.code in ("timeout", "unavailable")):
+            return True
+        if type(e).__name__ in _TRANSIENT_NAMES:
+            return True
+        if not isinstance(e, QVLError) and type(e).__module__.split(".")[0] in (
+                "pymilvus", "grpc", "httpx", "psycopg", "weaviate") and \
+                _TRANSIENT_TEXT.search(f"{type(e).__name__}: {e}"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 # ---------------------------------------------------------------------------- ids and rows
@@ -380,22 +513,24 @@ def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row],
             ok[given] = ~vector_problems(vectors[given])
         if embedder is None:
             ok[todo] = False
-            failed += [(rows[i].id, NO_EMBEDDER) for i in todo]
+            failed += [Failure(rows[i].id, NO_EMBEDDER, "embed") for i in todo]
         else:
             try:
                 result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
             except Exception as exc:  # noqa: BLE001 - a failed call fails the rows it embeds, not the others
                 log.warning("embedding %d rows failed: %s", len(todo), exc)
                 ok[todo] = False
-                failed += [(rows[i].id, f"embedding failed: {type(exc).__name__}: {exc}") for i in todo]
+                transient = is_transient(exc)
+                failed += [Failure(rows[i].id, f"embedding failed: {type(exc).__name__}: {exc}", "embed", transient)
+                           for i in todo]
             else:
                 vectors[[todo[j] for j in result.indices]] = result.vectors
                 for j, reason in result.errors:
                     ok[todo[j]] = False
-                    failed.append((rows[todo[j]].id, reason))
+                    failed.append(Failure(rows[todo[j]].id, reason, "embed"))
     for i in np.flatnonzero(~ok):
         if rows[i].vector is not None:
-            failed.append((rows[i].id, bad_vector_reason(rows[i].vector) or NONFINITE_VECTOR))
+            failed.append(Failure(rows[i].id, bad_vector_reason(rows[i].vector) or NONFINITE_VECTOR, "validate"))
     if ok.all():
         return list(rows), vectors, failed
     good = np.flatnonzero(ok)
@@ -462,7 +597,7 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
             try:
                 row = normalize_row(obj, i, dim=dim, declared_fields=declared)
             except InputError as exc:
-                failed.append((_raw_id(obj, i), exc.reason))
+                failed.append(Failure(_raw_id(obj, i), exc.reason, "validate"))
                 bar.update(1)
                 continue
             batch.append(row)
@@ -482,9 +617,10 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
         for idx in byte_batches(batch_rows_, dim, max_bytes=max_bytes):
             part = batch_rows_[idx[0]:idx[-1] + 1]  # byte_batches yields consecutive runs: views, not copies
             try:
-                errs = write(part, vecs[idx[0]:idx[-1] + 1])
+                errs = as_failures(write(part, vecs[idx[0]:idx[-1] + 1]), stage="write")
             except Exception as exc:  # noqa: BLE001 - reported per row, never lost
-                errs = [(r.id, f"{type(exc).__name__}: {exc}") for r in part]
+                transient = is_transient(exc)
+                errs = [Failure(r.id, f"{type(exc).__name__}: {exc}", "write", transient) for r in part]
             bad_ids = {e[0] for e in errs}
             ok_ids += [r.id for r in part if r.id not in bad_ids]
             bad += errs
@@ -501,22 +637,23 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
                     row = normalize_row(obj, i, dim=dim, declared_fields=declared)
                 except Exception as exc:  # noqa: BLE001 - a generator that raised would drop the rest
                     reason = exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-                    bad.append((_raw_id(obj, i), reason))
+                    bad.append(Failure(_raw_id(obj, i), reason, "validate"))
                     continue
                 reason = bad_vector_reason(row.vector)
                 if reason is not None:
-                    bad.append((row.id, reason))
+                    bad.append(Failure(row.id, reason, "validate"))
                     continue
                 seen.append(row.id)
                 yield row
 
         rows_iter = validated()
         try:
-            errs = write_stream(rows_iter)
+            errs = as_failures(write_stream(rows_iter), stage="write")
         except Exception as exc:  # noqa: BLE001 - reported per row, never lost
             for _ in rows_iter:  # validate what the store did not read, so each row is reported once
                 pass
-            errs = [(rid, f"{type(exc).__name__}: {exc}") for rid in dict.fromkeys(seen)]
+            transient = is_transient(exc)
+            errs = [Failure(rid, f"{type(exc).__name__}: {exc}", "write", transient) for rid in dict.fromkeys(seen)]
         bad_ids = {e[0] for e in errs}
         return [rid for rid in seen if rid not in bad_ids], bad + errs
 
@@ -547,7 +684,9 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
                     good, vecs, errs = embed_rows(embedder, unique, dim)
                 except Exception as exc:  # noqa: BLE001 - a crashed embedder fails this batch, not the run
                     good, vecs = [], np.zeros((0, dim), dtype=np.float32)
-                    errs = [(r.id, f"embedding failed: {type(exc).__name__}: {exc}") for r in unique]
+                    transient = is_transient(exc)
+                    errs = [Failure(r.id, f"embedding failed: {type(exc).__name__}: {exc}", "embed", transient)
+                            for r in unique]
                 failed.extend(errs)
                 settle()
                 pending = pool.submit(do_write, good, vecs) if good else None
@@ -673,6 +812,3 @@ def rerank_hits(reranker: Any, query: Any, candidates: Sequence[Hit], *, k: int,
         log.warning("rerank: candidate %s kept at its vector rank: %s", cid, reason)
     return RerankOutcome(hits, failed)
 
-
-def encode_bytes(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -1,27 +1,28 @@
-"""A brute-force, in-process numpy store with the common store API.
+"""A brute-force, in-process numpy store, written on the store skeleton.
 
-It is exact (no index), so it serves as the oracle of the congruence tests, and as a
-store for notebooks and small corpora: ``connect("memory:", embedder=emb, dim=256)``.
+It is exact (no index), so it serves as the oracle of the contract suite, and as a store
+for notebooks and small corpora: ``connect("memory:", embedder=emb, dim=256)``. It is also
+the shortest example of a database module: the primitives of :class:`connectors.base.BaseStore`
+and nothing else.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+import bisect
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from embedder.errors import InputError, NotFoundError, SchemaMismatchError
+from embedder.errors import InputError
 
-from .core import (Hit, Row, UpsertReport, check_dim, check_rerank_query, pipelined_upsert, query_vector,
-                   rerank_candidates, rerank_hits)
-from .filters import matches, parse
+from .base import BaseStore, Schema, StoredRow, check_field_types
+from .core import Hit, Row
+from .filters import Node, matches
 
 
-class MemoryStore:
+class MemoryStore(BaseStore):
     """Exact cosine search over vectors held in memory.
 
-    Args:
-        embedder: an Embedder or RemoteEmbedder (optional when rows and queries carry vectors).
-        dim: vector dimension (default: the embedder's full dimension).
+    The native filter (the escape hatch) is a Python predicate over a hit's fields.
 
     Example:
         >>> store = MemoryStore(dim=64)
@@ -31,146 +32,106 @@ class MemoryStore:
         ['a']
     """
 
-    def __init__(self, *, embedder: Any = None, dim: int | None = None, collection: str = "default") -> None:
-        if dim is None:
-            if embedder is None:
-                raise InputError("give dim, or an embedder to take the full dimension from")
-            dim = int(embedder.dim)
-        self.embedder = embedder
-        self.dim = int(dim)
-        self.collection = collection
-        self._ids: list[str] = []
-        self._pos: dict[str, int] = {}
-        self._vectors = np.zeros((0, self.dim), dtype=np.float32)
-        self._fields: list[dict] = []
-        self._declared: dict[str, type] | None = None
+    backend = "memory"
+    native_filter = "a callable over a hit's fields"
 
-    @property
-    def client(self) -> "MemoryStore":
-        return self
+    def __init__(self, *, embedder: Any = None, dim: int | None = None, collection: str = "default",
+                 allow_mismatch: bool = False) -> None:
+        if dim is None and embedder is None:
+            raise InputError("give dim, or an embedder to take the full dimension from")
+        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
+        self._schema: Schema | None = None
+        self._drop()
 
-    def create(self, fields: Mapping[str, type] | None = None, *, exist_ok: bool = False) -> None:
-        """Declare user fields; ``exist_ok`` checks that they match an existing declaration.
+    def close(self) -> None:
+        """Nothing to release: the data lives as long as this object, which stays usable."""
 
-        Raises:
-            InputError: the dim is outside 64..the embedder's full dim (nothing is created).
-            SchemaMismatchError: the collection exists (without ``exist_ok``) or has other fields.
-        """
-        declared = dict(fields or {})
-        if self._declared is not None:
-            if not exist_ok:
-                raise SchemaMismatchError(f"collection {self.collection!r} already exists (pass exist_ok=True)")
-            if declared != self._declared:
-                raise SchemaMismatchError(f"collection {self.collection!r} has fields {self._declared}, "
-                                          f"not {declared}")
-            return
-        check_dim(self.dim, self.embedder)
-        self._declared = declared
+    # ------------------------------------------------------------------ primitives
+    def _exists(self) -> bool:
+        return self._schema is not None
 
-    def _require(self) -> None:
-        if self._declared is None:
-            raise NotFoundError(f"collection {self.collection!r} does not exist: call create() first")
+    def _describe(self) -> Schema:
+        assert self._schema is not None
+        return self._schema
 
-    def upsert(self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = 256,
-               show_progress: bool = False) -> UpsertReport:
-        """Embed and store rows; see :func:`connectors.core.pipelined_upsert`."""
-        self._require()
-        return pipelined_upsert(rows, embedder=self.embedder, dim=self.dim, write=self._write,
-                                batch_rows=batch_size, declared_fields=self._declared or (),
-                                show_progress=show_progress, desc=f"upsert {self.collection}")
+    def _create(self, schema: Schema) -> None:
+        self._schema = schema
+        self._vectors = np.zeros((0, schema.dim), dtype=np.float32)
+
+    def _check_fields(self, fields: Mapping[str, Any] | None) -> dict[str, type]:
+        return check_field_types(fields, reserved=("id", "text", "media", "modality", "metadata", "vector"))
 
     def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
         new = []
         for row, vec in zip(rows, vectors):
             fields = {"text": row.text, "media": row.media, "modality": row.modality,
                       "metadata": dict(row.metadata), **row.fields}
-            if row.id in self._pos:
-                i = self._pos[row.id]
+            i = self._pos.get(row.id)
+            if i is not None:
                 self._vectors[i] = vec
-                self._fields[i] = fields
+                self._fields_of[i] = fields
             else:
                 self._pos[row.id] = len(self._ids) + len(new)
                 new.append((row.id, vec, fields))
         if new:
             self._ids += [n[0] for n in new]
             self._vectors = np.vstack([self._vectors, np.stack([n[1] for n in new])])
-            self._fields += [n[2] for n in new]
+            self._fields_of += [n[2] for n in new]
         return []
 
-    def search(self, query: Any, k: int = 10, *, filter: Mapping[str, Any] | Callable[[dict], bool] | None = None,
-               rerank: Any = None, candidates: int | None = None, instruction: str | None = None) -> list[Hit]:
-        """Exact search.
+    def _compile(self, node: Node) -> Callable[[dict], bool]:
+        return lambda fields: matches(node, fields)
 
-        ``filter`` is the portable filter dict (see :mod:`connectors.filters`; this store is its
-        exact reference), or a Python predicate over a hit's fields (the native form).
-        With ``rerank``, the best ``candidates`` vector hits (default ``max(4k, 20)``, the
-        same on every store) are reranked; the query must then be an item, not a vector.
+    def _native_filter(self, flt: Any) -> Callable[[dict], bool]:
+        if not callable(flt):
+            return super()._native_filter(flt)
+        return flt
 
-        Raises:
-            InputError: ``candidates`` below ``k``, ``rerank`` with a query vector, a bad filter.
-        """
-        self._require()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InputError(f"k must be a positive integer, got {k!r}")
-        fetch = rerank_candidates(k, candidates)  # one policy, in core; checks a given value
-        n = fetch if rerank is not None else k
-        check_rerank_query(query, rerank)
-        if isinstance(filter, Mapping):
-            node = parse(filter, self._declared or {})
-            filter = lambda fields: matches(node, fields)  # noqa: E731
-        elif filter is not None and not callable(filter):
-            raise InputError(f"filter must be a dict (the portable filter) or a callable, got {type(filter).__name__}")
-        vec = query_vector(self.embedder, query, self.dim, instruction)
-        vec = vec / (np.linalg.norm(vec) or 1.0)
+    def _nearest(self, vector: np.ndarray, n: int, where: Any, *, content: bool) -> list[Hit]:
+        vec = vector / (np.linalg.norm(vector) or 1.0)
         norms = np.linalg.norm(self._vectors, axis=1)
         norms[norms == 0] = 1.0
         scores = (self._vectors @ vec) / norms
-        order = np.argsort(-scores, kind="stable")
         hits = []
-        for i in order:
-            if filter is not None and not filter(self._fields[i]):
+        for i in np.argsort(-scores, kind="stable"):
+            if where is not None and not where(self._fields_of[i]):
                 continue
-            hits.append(Hit(id=self._ids[i], score=float(scores[i]), fields=dict(self._fields[i])))
+            hits.append(Hit(id=self._ids[i], score=float(scores[i]), fields=dict(self._fields_of[i])))
             if len(hits) >= n:
                 break
-        if rerank is not None:
-            return rerank_hits(rerank, query, hits, k=k, instruction=None).hits
         return hits
 
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` the store holds."""
-        return {str(i) for i in ids if str(i) in self._pos}
+    def _existing(self, ids: list[str]) -> Iterable[str]:
+        return [i for i in ids if i in self._pos]
 
-    def delete(self, ids: Sequence[str]) -> None:
-        keep = [i for i, rid in enumerate(self._ids) if rid not in set(map(str, ids))]
+    def _delete(self, ids: list[str]) -> None:
+        gone = set(ids)
+        keep = [i for i, rid in enumerate(self._ids) if rid not in gone]
         self._ids = [self._ids[i] for i in keep]
         self._vectors = self._vectors[keep]
-        self._fields = [self._fields[i] for i in keep]
+        self._fields_of = [self._fields_of[i] for i in keep]
         self._pos = {rid: i for i, rid in enumerate(self._ids)}
 
-    def count(self) -> int:
-        """The number of rows.
-
-        Raises:
-            NotFoundError: the collection was never created (or was dropped), as on every store.
-        """
-        self._require()
+    def _count(self) -> int:
         return len(self._ids)
 
-    def drop(self) -> None:
-        self.__init__(embedder=self.embedder, dim=self.dim, collection=self.collection)  # type: ignore[misc]
+    def _drop(self) -> None:
+        self._schema = None
+        self._ids: list[str] = []
+        self._pos: dict[str, int] = {}
+        self._vectors = np.zeros((0, self._dim or 0), dtype=np.float32)
+        self._fields_of: list[dict] = []
 
-    def close(self) -> None:
-        """Nothing to release; idempotent."""
-
-    def __enter__(self) -> "MemoryStore":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def _page(self, cursor: str | None, limit: int) -> tuple[list[StoredRow], str | None]:
+        order = sorted(self._ids)
+        start = bisect.bisect_right(order, cursor) if cursor is not None else 0
+        page = order[start:start + limit]
+        rows = [StoredRow(rid, self._vectors[self._pos[rid]].copy(), dict(self._fields_of[self._pos[rid]]))
+                for rid in page]
+        return rows, (page[-1] if start + limit < len(order) else None)
 
 
 def open_store(target: str = "memory:", *, collection: str = "default", embedder: Any = None,
-               dim: int | None = None, **_: Any) -> MemoryStore:
+               dim: int | None = None, allow_mismatch: bool = False, **_: Any) -> MemoryStore:
     """``connect("memory:", ...)`` entry point."""
-    return MemoryStore(embedder=embedder, dim=dim, collection=collection)
+    return MemoryStore(embedder=embedder, dim=dim, collection=collection, allow_mismatch=allow_mismatch)

@@ -299,7 +299,7 @@ def test_folder_with_bad_files(tmp_path, capsys, stores, tiny_embedding_path):
     assert all(d["reason"] and d["stage"] in ("read", "embed") for d in letters)
     store = stores.stores["f/c"]
     assert store.count() == 6
-    kinds = sorted(f["modality"] for f in store._fields)
+    kinds = sorted(r.fields["modality"] for page, _ in store.scan() for r in page)
     assert kinds == ["image", "image", "text", "text", "vl", "vl"]
     assert str(dead) in out
 
@@ -324,7 +324,7 @@ def test_table_sources_with_mapping(tmp_path, capsys, stores, tiny_embedding_pat
     assert "image file not found" in reasons and "no text, image or video" in reasons
     assert any(d["location"] == f"items{suffix}:6" or d["location"].endswith("row 5") for d in bad.values())
     store = stores.stores["t/items"]
-    got = {rid: store._fields[i] for rid, i in store._pos.items()}
+    got = {r.id: r.fields for page, _ in store.scan() for r in page}
     assert sorted(got) == ["A1", "A2", "A3", "A4"]
     assert got["A1"]["metadata"] == {"price": 10.5, "color": "red"} or got["A1"]["metadata"] == {
         "price": "10.5", "color": "red"}  # CSV cells are strings
@@ -568,11 +568,11 @@ def test_links_out_of_the_folder_are_reported_not_read(tmp_path, capsys, stores,
     assert set(reasons) == {"passwd.txt", "gone.txt", "linked"}
     assert str(secret) in reasons["passwd.txt"] and "--follow-links" in reasons["passwd.txt"]
     assert "broken" in reasons["gone.txt"] and "--follow-links" in reasons["linked"]
-    stored = [f["text"] for f in stores.stores["l/qvl"]._fields]
+    stored = [r.fields["text"] for page, _ in stores.stores["l/qvl"].scan() for r in page]
     assert stored == ["an ordinary text"]
     # --follow-links: the user asked for it
     code, out, _ = run(capsys, *args, "--follow-links")
-    stored = {f["text"] for f in stores.stores["l/qvl"]._fields}
+    stored = {r.fields["text"] for page, _ in stores.stores["l/qvl"].scan() for r in page}
     assert {"a secret that must not be stored", "another secret"} <= stored
     assert [d["location"] for d in dead_letters(tmp_path / "dead.jsonl")] == ["gone.txt"]
 

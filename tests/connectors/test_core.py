@@ -201,7 +201,7 @@ def test_search_validates_query_vectors(store):
 
 def test_store_must_exist_and_schema_must_match(embedder):
     s = connectors.connect("memory:", embedder=embedder, dim=64)
-    with pytest.raises(NotFoundError, match="call create"):
+    with pytest.raises(NotFoundError, match="call store.create"):
         s.upsert([{"text": "x"}])
     s.create(fields={"a": int})
     with pytest.raises(SchemaMismatchError):
