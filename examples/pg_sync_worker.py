@@ -26,7 +26,7 @@ TABLE = "qvl_example_notes"
 
 def wait_until_drained(store: object, timeout: float = 60.0) -> None:
     """Poll ``sync_status`` until nothing is queued (or raise TimeoutError naming the counts)."""
-    from connectors.pgvector_sync import sync_status
+    from connectors.pgvector.sync import sync_status
 
     deadline = time.monotonic() + timeout
     while (st := sync_status(store)).queued:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
 
     from connectors.pgvector import attach
-    from connectors.pgvector_sync import Worker, failed_rows, install_sync, sync_status
+    from connectors.pgvector.sync import Worker, failed_rows, install_sync, sync_status
 
     with database(args.dsn) as dsn, load_embedder(args) as emb, psycopg.connect(dsn, autocommit=True) as app:
         app.execute(f"DROP TABLE IF EXISTS {TABLE}_embeddings, {TABLE}_qvl_queue, {TABLE}_qvl_failed, {TABLE} CASCADE")

@@ -59,7 +59,7 @@ def _confined(embedder, root):
 
 def test_worker_reads_only_inside_the_media_root(pg_dsn, photos, media_layout, embedder):
     from connectors.pgvector import attach
-    from connectors.pgvector_sync import Worker, failed_rows, install_sync, sync_status
+    from connectors.pgvector.sync import Worker, failed_rows, install_sync, sync_status
 
     root, _ = media_layout
     with attach(pg_dsn, table=photos, text_column="title", image_column="photo", embedder=_confined(embedder, root),

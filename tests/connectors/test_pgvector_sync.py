@@ -75,7 +75,7 @@ def _vector(conn, table, key, mode):
 
 @pytest.mark.parametrize("mode", ["column", "side_table"])
 def test_triggers_queue_changes_and_worker_applies_them(pg_dsn, conn, articles, embedder, mode):
-    from connectors.pgvector_sync import Worker, install_sync, sync_status
+    from connectors.pgvector.sync import Worker, install_sync, sync_status
 
     with _attach(pg_dsn, articles, embedder, mode) as store:
         assert install_sync(store) == 10
@@ -111,7 +111,7 @@ def test_triggers_queue_changes_and_worker_applies_them(pg_dsn, conn, articles, 
 
 
 def test_poison_row_goes_to_failed_table(pg_dsn, conn, articles, embedder, tmp_path):
-    from connectors.pgvector_sync import Worker, failed_rows, install_sync, retry_failed, sync_status
+    from connectors.pgvector.sync import Worker, failed_rows, install_sync, retry_failed, sync_status
 
     conn.execute(f"UPDATE {articles} SET photo = %s WHERE id = 2", (str(tmp_path / "missing.png"),))
     with _attach(pg_dsn, articles, embedder) as store:
@@ -134,7 +134,7 @@ def test_poison_row_goes_to_failed_table(pg_dsn, conn, articles, embedder, tmp_p
 
 
 def test_two_workers_share_the_queue_with_skip_locked(pg_dsn, conn, articles, embedder):
-    from connectors.pgvector_sync import Worker, install_sync, sync_status
+    from connectors.pgvector.sync import Worker, install_sync, sync_status
 
     gated = GatedEmbedder(embedder)
     with _attach(pg_dsn, articles, gated, "side_table") as store_a, _attach(pg_dsn, articles, embedder,
@@ -156,7 +156,7 @@ def test_two_workers_share_the_queue_with_skip_locked(pg_dsn, conn, articles, em
 
 
 def test_worker_killed_mid_batch_loses_and_duplicates_nothing(pg_dsn, conn, articles, embedder):
-    from connectors.pgvector_sync import Worker, install_sync, sync_status
+    from connectors.pgvector.sync import Worker, install_sync, sync_status
 
     gated = GatedEmbedder(embedder)
     with _attach(pg_dsn, articles, gated, "side_table") as store_a:
@@ -204,7 +204,7 @@ def crash_worker_main(argv: list[str]) -> int:
     import signal
 
     from connectors.pgvector import attach
-    from connectors.pgvector_sync import Worker
+    from connectors.pgvector.sync import Worker
     from embedder import Embedder
 
     dsn, table, model, lease = argv
@@ -230,7 +230,7 @@ def test_row_that_kills_its_worker_ends_in_failed_table(pg_dsn, conn, articles, 
     import sys
     import time
 
-    from connectors.pgvector_sync import failed_rows, install_sync, sync_status
+    from connectors.pgvector.sync import failed_rows, install_sync, sync_status
 
     conn.execute(f"UPDATE {articles} SET title = %s WHERE id = 5", (POISON,))
     lease = 1.5
@@ -280,7 +280,7 @@ def test_status_is_read_only(pg_dsn, conn, articles, embedder, capsys):
     """``qvl pg status`` and ``attach(create=False)`` run no DDL: a role with SELECT only can use them."""
     from connectors.cli import main
     from connectors.pgvector import attach
-    from connectors.pgvector_sync import install_sync
+    from connectors.pgvector.sync import install_sync
     from embedder.errors import NotFoundError
 
     role = f"{articles}_reader"
@@ -350,7 +350,7 @@ def test_app_role_writes_under_another_search_path_without_queue_rights(pg_dsn, 
     import psycopg
 
     from connectors.pgvector import attach
-    from connectors.pgvector_sync import Worker, install_sync, sync_grants, sync_status
+    from connectors.pgvector.sync import Worker, install_sync, sync_grants, sync_status
 
     tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:10]
     schema, role, worker = f"shop_{tag}", f"app_{tag}", f"worker_{tag}"
@@ -418,7 +418,7 @@ def test_embedder_outage_costs_no_attempts_and_batches_resume(pg_dsn, conn, arti
     embedder is back the rows land in batches of normal size."""
     import time
 
-    from connectors.pgvector_sync import Worker, failed_rows, install_sync, is_transient, sync_status
+    from connectors.pgvector.sync import Worker, failed_rows, install_sync, is_transient, sync_status
     from embedder.errors import InputError, OverloadedError, RemoteError
 
     assert is_transient(RemoteError("POST /v1/embed failed: ConnectError", code="unavailable"))
@@ -441,7 +441,7 @@ def test_embedder_outage_costs_no_attempts_and_batches_resume(pg_dsn, conn, arti
 
 
 def test_outage_gives_the_batch_back_with_its_attempts(pg_dsn, conn, articles, embedder):
-    from connectors.pgvector_sync import Worker, install_sync
+    from connectors.pgvector.sync import Worker, install_sync
 
     with _attach(pg_dsn, articles, FlakyEmbedder(embedder, down=1)) as store:
         install_sync(store)
@@ -556,7 +556,7 @@ def test_worker_rides_out_a_qvl_serve_outage(pg_dsn, conn, articles, tiny_embedd
     import time
 
     from connectors.pgvector import attach
-    from connectors.pgvector_sync import Worker, failed_rows, install_sync, sync_status
+    from connectors.pgvector.sync import Worker, failed_rows, install_sync, sync_status
     from embedder import RemoteEmbedder
 
     port = _free_port()
@@ -602,7 +602,7 @@ def psycopg_connect(dsn: str):
 
 def _status(dsn: str, table: str):
     from connectors.pgvector import attach
-    from connectors.pgvector_sync import sync_status
+    from connectors.pgvector.sync import sync_status
 
     with attach(dsn, table=table, create=False) as store:
         return sync_status(store)

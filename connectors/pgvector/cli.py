@@ -131,7 +131,7 @@ def _embedder(args: argparse.Namespace) -> Any:
     """
     if not args.model:
         return None
-    from connectors.ingest import load_embedder
+    from connectors.cli.common import load_embedder
 
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     roots = getattr(args, "media_root", None) or None
@@ -140,8 +140,9 @@ def _embedder(args: argparse.Namespace) -> Any:
 
 def _connect(args: argparse.Namespace, *, create: bool) -> Any:
     """The connection to ``--dsn``, opened before any model is loaded (a wrong DSN fails at once)."""
-    from connectors.pgvector import connect_pg
     from embedder.errors import InputError
+
+    from .wire import connect_pg
 
     if not args.dsn:
         raise InputError("pass --dsn (or set DATABASE_URL)")
@@ -151,7 +152,7 @@ def _connect(args: argparse.Namespace, *, create: bool) -> Any:
 
 def _attach(args: argparse.Namespace, conn: Any, embedder: Any, *, create: bool) -> Any:
     """The attached store for ``args`` on ``conn``; ``create=False`` runs no DDL (worker, status)."""
-    from connectors.pgvector import attach
+    from .factories import attach
 
     return attach(conn, table=args.table, primary_key=args.pk, text_column=args.text_col,
                   image_column=args.image_col, video_column=args.video_col, embedder=embedder, dim=args.dim,
@@ -178,7 +179,7 @@ def _print_note(store: Any) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     """``qvl pg sync``: prepare storage and triggers, queue the backlog, print a summary."""
     def body() -> int:
-        from connectors.pgvector_sync import install_sync, sync_grants, sync_status
+        from .sync import install_sync, sync_grants, sync_status
 
         conn = _connect(args, create=True)
         emb = None
@@ -208,8 +209,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """``qvl pg worker``: embed queued rows; print a summary."""
     def body() -> int:
-        from connectors.pgvector_sync import Worker, sync_status
         from embedder.errors import InputError
+
+        from .sync import Worker, sync_status
 
         if not args.model:
             raise InputError("pass --model (a model directory, hub id, or http(s):// URL of qvl serve)")
@@ -241,7 +243,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """``qvl pg status``: print counts (and the failed rows with ``--show-failed``)."""
     def body() -> int:
-        from connectors.pgvector_sync import failed_rows, sync_status
+        from .sync import failed_rows, sync_status
 
         conn = _connect(args, create=False)
         try:
