@@ -97,7 +97,7 @@ def test_remote_embedder_and_served_path_root(embedder, media_layout):
 def test_serve_cli_path_root_flag():
     import argparse
 
-    from embedder.service.cli import add_parser, settings_from_args
+    from connectors.cli.serve import add_parser, settings_from_args
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

@@ -537,7 +537,7 @@ def test_remote_unavailable_and_no_reranker(embedder):
 # ---------------------------------------------------------------------------- CLI and imports
 def test_cli_parser_defaults_and_env(monkeypatch):
     from connectors.cli import build_parser
-    from embedder.service.cli import settings_from_args
+    from connectors.cli.serve import settings_from_args
 
     args = build_parser().parse_args(["serve", "--model", "some/model", "--route-dim", "clip=512"])
     monkeypatch.setenv("QVL_API_KEY", "from-env")
@@ -564,7 +564,7 @@ def test_cli_parser_defaults_and_env(monkeypatch):
 
 
 def test_imports_stay_light():
-    code = ("import sys, embedder, embedder.service, embedder.service.cli; embedder.RemoteEmbedder; "
+    code = ("import sys, embedder, embedder.service, connectors.cli.serve; embedder.RemoteEmbedder; "
             "heavy = [m for m in ('fastapi', 'uvicorn', 'httpx', 'torch', 'transformers') if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

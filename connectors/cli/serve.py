@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from . import ROUTE_NAMES, ServiceSettings
+from embedder.service import ROUTE_NAMES, ServiceSettings
 
 API_KEY_ENV = "QVL_API_KEY"
 
@@ -62,7 +62,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-batch-items", type=int, default=64, help="items per forward pass")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more requests before a partial batch")
     p.add_argument("--max-queue", type=int, default=1024, help="items waiting for the model before 503")
-    from ..items import LoadOptions  # light: no PIL, no torch
+    from embedder.items import LoadOptions  # light: no PIL, no torch
 
     d = ServiceSettings()
     p.add_argument("--max-items", type=int, default=d.max_items, help="items (or documents) per request (413 above)")
@@ -169,18 +169,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_and_serve(settings: Any, sock: socket.socket) -> int:
-    from ..errors import QVLError
+    from embedder.errors import QVLError
 
     try:
         import uvicorn
 
-        from ..embedder import Embedder
-        from ..reranker import Reranker
-        from .app import create_app, load_option_values
+        from embedder.embedder import Embedder
+        from embedder.reranker import Reranker
+        from embedder.service.app import create_app, load_option_values
     except ImportError as exc:
         print(f'qvl serve needs the "server" extra: pip install -e ".[server]" in the qvl checkout ({exc})', file=sys.stderr)
         return 2
-    from ..items import LoadOptions
+    from embedder.items import LoadOptions
 
     try:
         load_option_values(settings, [f for f in LoadOptions.__dataclass_fields__])
@@ -190,7 +190,7 @@ def _load_and_serve(settings: Any, sock: socket.socket) -> int:
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"warning: serving on {settings.host} without an API key; anyone who can reach it can use it",
               file=sys.stderr)
-    from ..hub import quiet_model_loading
+    from embedder.hub import quiet_model_loading
 
     quiet_model_loading()
     try:

@@ -19,10 +19,11 @@ from typing import Any
 
 from embedder.hub import check_hub_reachable
 
-from .hits import format_table, hit_record, render_html
-from .ingest import (DEFAULT_DIM, add_model_args, api_key_of, close_quietly, format_summary,
-                     load_embedder, load_reranker, model_spec, one_line, open_target_first, print_error,
-                     progress_bar, reranker_spec)
+from connectors.hits import format_table, hit_record, render_html
+
+from .common import (DEFAULT_DIM, add_model_args, api_key_of, close_quietly, format_summary, load_embedder,
+                     load_reranker, model_spec, one_line, open_target_first, print_error, progress_bar,
+                     reranker_spec)
 
 DEMO_COLLECTION = "qvl_demo"
 
@@ -180,7 +181,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import connectors
     from embedder.errors import MissingDependencyError, QVLError
 
-    from . import pipeline as pl
+    from connectors import pipeline as pl
 
     # absolute, so that the "search it yourself" line works from any folder
     folder = pathlib.Path(args.dir).expanduser() if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="qvl-demo-"))
