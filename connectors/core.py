@@ -270,6 +270,28 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The one retry policy: exponential backoff for transient failures (see :func:`is_transient`).
+
+    Used by ``qvl ingest``, the Postgres sync worker and ``migrate``; a layer that retries
+    does so with this policy, and the layers under it do not retry again.
+
+    Attributes:
+        attempts: tries in all (1 = no retry).
+        backoff: first wait in seconds; doubled after each failed try.
+        max_backoff: longest wait.
+    """
+
+    attempts: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number ``attempt`` (0-based)."""
+        return min(self.max_backoff, self.backoff * (2 ** attempt))
+
+
 # ---------------------------------------------------------------------------- ids and rows
 def content_id(row: Mapping[str, Any]) -> str:
     """A stable id from a row's content (text, image, video): re-running an ingest is idempotent."""

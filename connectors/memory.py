@@ -19,10 +19,28 @@ from .core import Hit, Row
 from .filters import Node, matches
 
 
+class _Collection:
+    """One collection's data: ids in insertion order, their vectors and fields."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.ids: list[str] = []
+        self.pos: dict[str, int] = {}
+        self.vectors = np.zeros((0, schema.dim), dtype=np.float32)
+        self.fields: list[dict] = []
+
+
+# ``memory://NAME`` spaces: collections shared by every store opened on that name in this process.
+_SPACES: dict[str, dict[str, _Collection]] = {}
+
+
 class MemoryStore(BaseStore):
     """Exact cosine search over vectors held in memory.
 
-    The native filter (the escape hatch) is a Python predicate over a hit's fields.
+    ``connect("memory:")`` gives a private space (the data lives as long as the store object);
+    ``connect("memory://NAME")`` a space shared by every store opened on that name in this
+    process, so a collection can be opened again, as on a database. The native filter (the
+    escape hatch) is a Python predicate over a hit's fields.
 
     Example:
         >>> store = MemoryStore(dim=64)
@@ -36,47 +54,51 @@ class MemoryStore(BaseStore):
     native_filter = "a callable over a hit's fields"
 
     def __init__(self, *, embedder: Any = None, dim: int | None = None, collection: str = "default",
-                 allow_mismatch: bool = False) -> None:
+                 allow_mismatch: bool = False, space: dict[str, _Collection] | None = None) -> None:
+        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
+        self._space = space if space is not None else {}
+        if self.open_existing():
+            return
         if dim is None and embedder is None:
             raise InputError("give dim, or an embedder to take the full dimension from")
-        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
-        self._schema: Schema | None = None
-        self._drop()
 
     def close(self) -> None:
-        """Nothing to release: the data lives as long as this object, which stays usable."""
+        """Nothing to release: the data lives as long as its space, and this object stays usable."""
+
+    @property
+    def _c(self) -> _Collection:
+        return self._space[self.collection]
 
     # ------------------------------------------------------------------ primitives
     def _exists(self) -> bool:
-        return self._schema is not None
+        return self.collection in self._space
 
     def _describe(self) -> Schema:
-        assert self._schema is not None
-        return self._schema
+        return self._c.schema
 
     def _create(self, schema: Schema) -> None:
-        self._schema = schema
-        self._vectors = np.zeros((0, schema.dim), dtype=np.float32)
+        self._space[self.collection] = _Collection(schema)
 
     def _check_fields(self, fields: Mapping[str, Any] | None) -> dict[str, type]:
         return check_field_types(fields, reserved=("id", "text", "media", "modality", "metadata", "vector"))
 
     def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
+        c = self._c
         new = []
         for row, vec in zip(rows, vectors):
             fields = {"text": row.text, "media": row.media, "modality": row.modality,
                       "metadata": dict(row.metadata), **row.fields}
-            i = self._pos.get(row.id)
+            i = c.pos.get(row.id)
             if i is not None:
-                self._vectors[i] = vec
-                self._fields_of[i] = fields
+                c.vectors[i] = vec
+                c.fields[i] = fields
             else:
-                self._pos[row.id] = len(self._ids) + len(new)
+                c.pos[row.id] = len(c.ids) + len(new)
                 new.append((row.id, vec, fields))
         if new:
-            self._ids += [n[0] for n in new]
-            self._vectors = np.vstack([self._vectors, np.stack([n[1] for n in new])])
-            self._fields_of += [n[2] for n in new]
+            c.ids += [n[0] for n in new]
+            c.vectors = np.vstack([c.vectors, np.stack([n[1] for n in new])])
+            c.fields += [n[2] for n in new]
         return []
 
     def _compile(self, node: Node) -> Callable[[dict], bool]:
@@ -88,50 +110,50 @@ class MemoryStore(BaseStore):
         return flt
 
     def _nearest(self, vector: np.ndarray, n: int, where: Any, *, content: bool) -> list[Hit]:
+        c = self._c
         vec = vector / (np.linalg.norm(vector) or 1.0)
-        norms = np.linalg.norm(self._vectors, axis=1)
+        norms = np.linalg.norm(c.vectors, axis=1)
         norms[norms == 0] = 1.0
-        scores = (self._vectors @ vec) / norms
+        scores = (c.vectors @ vec) / norms
         hits = []
         for i in np.argsort(-scores, kind="stable"):
-            if where is not None and not where(self._fields_of[i]):
+            if where is not None and not where(c.fields[i]):
                 continue
-            hits.append(Hit(id=self._ids[i], score=float(scores[i]), fields=dict(self._fields_of[i])))
+            hits.append(Hit(id=c.ids[i], score=float(scores[i]), fields=dict(c.fields[i])))
             if len(hits) >= n:
                 break
         return hits
 
     def _existing(self, ids: list[str]) -> Iterable[str]:
-        return [i for i in ids if i in self._pos]
+        return [i for i in ids if i in self._c.pos]
 
     def _delete(self, ids: list[str]) -> None:
-        gone = set(ids)
-        keep = [i for i, rid in enumerate(self._ids) if rid not in gone]
-        self._ids = [self._ids[i] for i in keep]
-        self._vectors = self._vectors[keep]
-        self._fields_of = [self._fields_of[i] for i in keep]
-        self._pos = {rid: i for i, rid in enumerate(self._ids)}
+        c, gone = self._c, set(ids)
+        keep = [i for i, rid in enumerate(c.ids) if rid not in gone]
+        c.ids = [c.ids[i] for i in keep]
+        c.vectors = c.vectors[keep]
+        c.fields = [c.fields[i] for i in keep]
+        c.pos = {rid: i for i, rid in enumerate(c.ids)}
 
     def _count(self) -> int:
-        return len(self._ids)
+        return len(self._c.ids)
 
     def _drop(self) -> None:
-        self._schema = None
-        self._ids: list[str] = []
-        self._pos: dict[str, int] = {}
-        self._vectors = np.zeros((0, self._dim or 0), dtype=np.float32)
-        self._fields_of: list[dict] = []
+        self._space.pop(self.collection, None)
 
     def _page(self, cursor: str | None, limit: int) -> tuple[list[StoredRow], str | None]:
-        order = sorted(self._ids)
+        c = self._c
+        order = sorted(c.ids)
         start = bisect.bisect_right(order, cursor) if cursor is not None else 0
         page = order[start:start + limit]
-        rows = [StoredRow(rid, self._vectors[self._pos[rid]].copy(), dict(self._fields_of[self._pos[rid]]))
-                for rid in page]
+        rows = [StoredRow(rid, c.vectors[c.pos[rid]].copy(), dict(c.fields[c.pos[rid]])) for rid in page]
         return rows, (page[-1] if start + limit < len(order) else None)
 
 
 def open_store(target: str = "memory:", *, collection: str = "default", embedder: Any = None,
                dim: int | None = None, allow_mismatch: bool = False, **_: Any) -> MemoryStore:
-    """``connect("memory:", ...)`` entry point."""
-    return MemoryStore(embedder=embedder, dim=dim, collection=collection, allow_mismatch=allow_mismatch)
+    """``connect("memory:", ...)`` (a private space) or ``connect("memory://NAME", ...)`` (shared by name)."""
+    name = target[len("memory://"):] if target.startswith("memory://") else None
+    space = _SPACES.setdefault(name, {}) if name else None
+    return MemoryStore(embedder=embedder, dim=dim, collection=collection, allow_mismatch=allow_mismatch,
+                       space=space)

@@ -15,7 +15,7 @@ import pytest
 
 import connectors
 from connectors.core import NONFINITE_VECTOR, RERANK_NEEDS_ITEM, ZERO_VECTOR
-from embedder.errors import InputError, NotFoundError
+from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 
 # backend -> open_store kwargs that make its index exact for the congruence test
@@ -26,12 +26,14 @@ BACKENDS = {
     "weaviate": {},
 }
 DIM = 64
+MEMORY_SPACE = "memory://contract"  # a named space: a collection can be opened again, as on a database
 
 
 @contextlib.contextmanager
 def open_store(backend: str, tmp_path, name: str, *, embedder, dim: int, **kwargs):
     if backend == "memory":
-        store = connectors.connect("memory:", collection=name, embedder=embedder, dim=dim)
+        store = connectors.connect(MEMORY_SPACE, collection=name, embedder=embedder, dim=dim)
+        store.drop()
         store.create(fields=kwargs.get("fields"))
         yield store
         store.drop()
@@ -226,25 +228,25 @@ def test_zero_and_nonfinite_vectors_are_bad_rows(store):
         store.search(np.zeros(DIM, dtype=np.float32), k=1)
 
 
-def _new_store(backend: str, tmp_path, name: str, *, embedder, dim: int):
+def _new_store(backend: str, tmp_path, name: str, *, embedder, dim: int | None, **kwargs):
     """A store object for a collection (table) that does not exist yet, on the backend's server."""
     if backend == "memory":
-        return connectors.connect("memory:", collection=name, embedder=embedder, dim=dim)
+        return connectors.connect(MEMORY_SPACE, collection=name, embedder=embedder, dim=dim, **kwargs)
     if backend == "milvus":
         from tests.connectors.backend_milvus import collection_name, target_for
 
         return connectors.connect(target_for(tmp_path), collection=collection_name(name), embedder=embedder,
-                                  dim=dim)
+                                  dim=dim, **kwargs)
     if backend == "weaviate":
         from tests.connectors.backend_weaviate import test_collection_name, test_server
 
         return connectors.connect(test_server().target, collection=test_collection_name(name),
-                                  embedder=embedder, dim=dim)
+                                  embedder=embedder, dim=dim, **kwargs)
     from tests.connectors.backend_pgvector import table_name
     from tests.connectors.postgres_server import basetemp_of, test_server
 
     return connectors.connect(test_server(basetemp_of(tmp_path)).dsn, table=table_name(name),
-                              embedder=embedder, dim=dim)
+                              embedder=embedder, dim=dim, **kwargs)
 
 
 @pytest.mark.parametrize("dim", [10, 63, 256])  # the tiny checkpoint's full dim is 128
@@ -374,3 +376,185 @@ def test_bad_portable_filters_are_input_errors(backend, tmp_path, request):
         for flt, message in BAD_FILTERS:
             with pytest.raises(InputError, match=message):
                 store.search(np.ones(DIM, dtype=np.float32), k=1, filter=flt)
+
+
+# ---------------------------------------------------------------------------- ids, vectors
+def test_ids_that_collide_within_a_batch_keep_the_last_row(store):
+    rng = np.random.RandomState(21)
+    first, last = rng.normal(size=(2, DIM)).astype(np.float32)
+    report = store.upsert([{"id": "same", "vector": first, "text": "first", "color": "a"},
+                           {"id": "other", "vector": -first, "text": "o", "color": "b"},
+                           {"id": "same", "vector": last, "text": "last", "color": "c"}])
+    assert sorted(report.written) == ["other", "same"] and report.ok
+    assert store.count() == 2
+    hit = store.search(last, k=1)[0]
+    assert hit.id == "same" and hit.fields["text"] == "last" and hit.fields["color"] == "c"
+    assert hit.score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_vector_of_another_dim_is_a_bad_row(store):
+    rng = np.random.RandomState(22)
+    report = store.upsert([{"id": "short", "vector": rng.rand(DIM - 1), "text": "x", "color": "c"},
+                           {"id": "ok", "vector": rng.rand(DIM), "text": "y", "color": "c"}])
+    assert report.written == ["ok"]
+    assert report.failed == [("short", f"vector has {DIM - 1} dims, the store has {DIM}")]
+    assert report.failed[0].stage == "validate" and not report.failed[0].transient
+
+
+# ---------------------------------------------------------------------------- a collection remembers its vectors
+@pytest.fixture(scope="session")
+def other_embedder(tmp_path_factory):
+    """Another tiny checkpoint (other weights): its vectors must not join the session embedder's."""
+    from embedder import Embedder
+    from embedder.testing import build_tiny_checkpoint
+
+    path = build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-embedding-other"), kind="embedding", seed=7)
+    with Embedder.from_pretrained(path, device="cpu") as emb:
+        yield emb
+
+
+def test_the_fingerprint_is_stored_and_read_back(store, backend, tmp_path, request, embedder):
+    assert store.fingerprint == embedder.fingerprint()
+    with contextlib.closing(_new_store(backend, tmp_path, "contract_" + request.node.name, embedder=embedder,
+                                       dim=None)) as again:
+        assert again.fingerprint == embedder.fingerprint() and again.dim == DIM
+        assert again.fields == {"color": str} and again.count() == 0
+
+
+def test_reopening_at_another_dim_is_a_schema_mismatch(store, backend, tmp_path, request, embedder):
+    with pytest.raises(SchemaMismatchError, match=rf"dim {DIM}.*dim=128"):
+        with contextlib.closing(_new_store(backend, tmp_path, "contract_" + request.node.name, embedder=embedder,
+                                           dim=128)) as again:
+            again.count()
+
+
+def test_another_model_is_a_schema_mismatch_unless_allowed(store, backend, tmp_path, request, other_embedder,
+                                                            embedder):
+    assert store.upsert([{"id": "a", "text": "a red car", "color": "red"}]).ok
+    name = "contract_" + request.node.name
+    with pytest.raises(SchemaMismatchError) as err:
+        with contextlib.closing(_new_store(backend, tmp_path, name, embedder=other_embedder, dim=DIM)) as again:
+            again.upsert([{"id": "b", "text": "a blue car", "color": "blue"}])
+    # the message names both sides
+    assert "weights" in str(err.value) and embedder.fingerprint()["weights"] in str(err.value)
+    assert other_embedder.fingerprint()["weights"] in str(err.value)
+    assert store.count() == 1  # nothing was written
+    with contextlib.closing(_new_store(backend, tmp_path, name, embedder=other_embedder, dim=DIM,
+                                       allow_mismatch=True)) as allowed:
+        assert allowed.count() == 1
+
+
+def test_a_vector_only_collection_records_no_fingerprint(backend, tmp_path, request, embedder):
+    with open_store(backend, tmp_path, "nofp_" + request.node.name, embedder=None, dim=DIM) as store:
+        assert store.fingerprint is None
+        with contextlib.closing(_new_store(backend, tmp_path, "nofp_" + request.node.name, embedder=embedder,
+                                           dim=DIM)) as again:
+            assert again.fingerprint is None and again.count() == 0
+
+
+def test_a_missing_collection_is_not_found(backend, tmp_path, request):
+    with contextlib.closing(_new_store(backend, tmp_path, "missing_" + request.node.name, embedder=None,
+                                       dim=DIM)) as missing:
+        for call in (missing.count, lambda: missing.search(np.ones(DIM), k=1),
+                     lambda: missing.upsert([{"id": "a", "vector": np.ones(DIM)}]),
+                     lambda: list(missing.scan())):
+            with pytest.raises(NotFoundError, match="does not exist"):
+                call()
+
+
+# ---------------------------------------------------------------------------- scan and migrate
+def _stored_rows(n: int) -> list[dict]:
+    rng = np.random.RandomState(31)
+    rows = []
+    for i in range(n):
+        row = {"id": f"m{i:03d}", "vector": rng.normal(size=DIM).astype(np.float32), "color": "rgb"[i % 3],
+               "metadata": {"i": i, "tag": "t" if i % 2 else "u"}}
+        if i % 4 != 1:
+            row["text"] = f"row {i}"
+        if i % 4 in (1, 2):
+            row["image"] = f"/photos/{i}.jpg"
+        if i % 4 == 3:
+            row["video"] = f"/clips/{i}.mp4"
+        rows.append(row)
+    return rows
+
+
+def _everything(store) -> dict:
+    out = {}
+    for page, _ in store.scan(page_size=7):
+        for r in page:
+            assert r.id not in out
+            out[r.id] = r
+    return out
+
+
+def test_scan_gives_every_row_with_its_vector_page_by_page(store):
+    rows = _stored_rows(17)
+    assert store.upsert(rows).ok
+    pages = list(store.scan(page_size=7))
+    assert [len(p) for p, _ in pages] == [7, 7, 3] and pages[-1][1] is None
+    seen = _everything(store)
+    assert sorted(seen) == [r["id"] for r in rows]
+    for row in rows:
+        got = seen[row["id"]]
+        assert np.allclose(got.vector, row["vector"], atol=1e-6)
+        assert got.fields["color"] == row["color"] and got.fields["metadata"] == row["metadata"]
+        assert got.fields.get("text") == row.get("text")
+        assert got.fields["media"] == (row.get("image") or row.get("video"))
+    rest = [r.id for p, _ in store.scan(page_size=7, cursor=pages[0][1]) for r in p]
+    assert sorted(rest) == sorted(set(seen) - {r.id for r in pages[0][0]})
+
+
+@pytest.mark.parametrize("target", list(BACKENDS))
+def test_migrate_copies_a_collection_without_re_embedding(backend, target, tmp_path, request, embedder):
+    from connectors.migrate import migrate
+
+    rows = _stored_rows(23)
+    name = request.node.name
+    with open_store(backend, tmp_path, "src_" + name, embedder=embedder, dim=DIM, fields={"color": str}) as src:
+        assert src.upsert(rows).ok
+        dst = _new_store(target, tmp_path, "dst_" + name, embedder=None, dim=DIM)
+        try:
+            dst.drop()
+            report = migrate(src, dst, page_size=10)
+            assert sorted(report.written) == [r["id"] for r in rows] and report.ok
+            assert dst.count() == 23 and dst.fields == {"color": str}
+            assert dst.fingerprint == src.fingerprint == embedder.fingerprint()
+            a, b = _everything(src), _everything(dst)
+            assert sorted(a) == sorted(b)
+            for rid in a:
+                assert np.allclose(a[rid].vector, b[rid].vector, atol=1e-6)
+                assert {k: v for k, v in a[rid].fields.items() if v is not None} == \
+                    {k: v for k, v in b[rid].fields.items() if v is not None}
+            q = rows[5]["vector"]
+            assert [h.id for h in dst.search(q, k=5)] == [h.id for h in src.search(q, k=5)]
+        finally:
+            dst.drop()
+            dst.close()
+
+
+def test_migrate_resumes_after_the_last_page_that_landed(backend, tmp_path, request, embedder):
+    from connectors.migrate import migrate
+
+    rows = _stored_rows(25)
+    state = tmp_path / "copy.json"
+    with open_store("memory", tmp_path, "resume_src_" + request.node.name, embedder=embedder, dim=DIM,
+                    fields={"color": str}) as src:
+        assert src.upsert(rows).ok
+        dst = _new_store(backend, tmp_path, "resume_dst_" + request.node.name, embedder=None, dim=DIM)
+        try:
+            dst.drop()
+
+            def interrupt(progress):
+                if progress.pages == 2:
+                    raise KeyboardInterrupt
+
+            with pytest.raises(KeyboardInterrupt):
+                migrate(src, dst, page_size=10, state=state, on_progress=interrupt)
+            assert dst.count() == 20
+            report = migrate(src, dst, page_size=10, state=state)
+            assert sorted(report.written) == [r["id"] for r in rows[20:]] and dst.count() == 25
+            assert migrate(src, dst, page_size=10, state=state).written == []  # done: nothing left
+        finally:
+            dst.drop()
+            dst.close()
