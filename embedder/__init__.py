@@ -13,7 +13,7 @@ from .errors import (ConnectorError, InputError, MissingDependencyError, ModelLo
 
 __all__ = [
     "Embedder", "EmbedResult", "Reranker", "ScoreResult", "RemoteEmbedder", "RemoteReranker",
-    "EmbedderLike", "RerankerLike", "fingerprint_conflicts",
+    "EmbedderLike", "RerankerLike", "fingerprint_conflicts", "load_embedder", "load_reranker",
     "QVLError", "InputError", "ModelLoadError", "OverloadedError", "MissingDependencyError", "RemoteError",
     "ConnectorError", "UnavailableError", "NotFoundError", "SchemaMismatchError", "PartialUpsertError",
 ]
@@ -23,6 +23,7 @@ _LAZY = {
     "Reranker": ".reranker", "ScoreResult": ".contracts",
     "EmbedderLike": ".contracts", "RerankerLike": ".contracts",
     "fingerprint_conflicts": ".fingerprint",
+    "load_embedder": ".factory", "load_reranker": ".factory",
     "RemoteEmbedder": ".remote", "RemoteReranker": ".remote",
 }
 

@@ -72,15 +72,20 @@ class OverloadedError(QVLError, RuntimeError):
 
 
 class MissingDependencyError(QVLError, ImportError):
-    """A dependency is missing; the message names the extra to install (``extra=""``: the core install)."""
+    """A dependency is missing; the message names the extra to install (``extra=""``: the core install).
+
+    Example message: ``Running a model in this process needs the Python package 'torch', which is
+    not installed. Install it with: pip install "qwen3-vl-search[local]" (from a checkout:
+    pip install -e ".[local]")``.
+    """
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         self.package = package
         self.extra = extra
-        target = f".[{extra}]" if extra else "."
+        dist, target = (f"qwen3-vl-search[{extra}]", f".[{extra}]") if extra else ("qwen3-vl-search", ".")
         super().__init__(
             f"{purpose} needs the Python package {package!r}, which is not installed. "
-            f"Install it from the qvl checkout with: pip install -e \"{target}\""
+            f"Install it with: pip install \"{dist}\" (from a checkout: pip install -e \"{target}\")"
         )
 
 

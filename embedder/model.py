@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .contracts import as_input_error  # noqa: F401 - re-exported (embedder.service.core)
-from .errors import ModelLoadError
+from .errors import MissingDependencyError, ModelLoadError
 from .hub import check_hub_reachable
 from .items import Item, LoadOptions, load_image
 from .prompts import IMAGE_PAD_ID, VIDEO_PAD_ID, image_placeholder, video_placeholder
@@ -77,6 +77,28 @@ def resolve_attention(attn_implementation: str | None, device) -> str:
     return "sdpa"
 
 
+LOCAL_PACKAGES = (("torch", "torch"), ("torchvision", "torchvision"), ("transformers", "transformers"),
+                  ("safetensors", "safetensors"))
+
+
+def import_local_stack(purpose: str) -> None:
+    """Import what running a model needs, or raise one clear error naming the ``local`` extra.
+
+    A light install (without ``[local]``) has none of these packages: it talks to a
+    ``qvl serve`` through :class:`~embedder.RemoteEmbedder` only.
+
+    Raises:
+        MissingDependencyError: the first missing package, with the install command.
+    """
+    import importlib
+
+    for module, package in LOCAL_PACKAGES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingDependencyError(package, "local", purpose) from exc
+
+
 # Keys that a checkpoint in the Qwen3VLForConditionalGeneration layout legitimately has
 # beyond a bare Qwen3VLModel.
 _IGNORABLE_UNEXPECTED = ("lm_head.weight",)
@@ -90,7 +112,12 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
     instead of silently leaving random weights (a known transformers 4.57 trap).
 
     Returns ``(model, tokenizer, image_processor, video_processor, device)``.
+
+    Raises:
+        MissingDependencyError: torch, torchvision or transformers is not installed (the
+            ``local`` extra; a light install only talks to a ``qvl serve``).
     """
+    import_local_stack(f"Loading {os.fspath(path_or_id)!r} to run in this process (a qvl serve URL would not)")
     from transformers import AutoImageProcessor, AutoTokenizer
 
     try:

@@ -66,6 +66,9 @@ def build_tiny_checkpoint(path: str | os.PathLike, kind: str = "embedding", *, s
         init_std: weight scale, large enough that different inputs give clearly different vectors.
         bf16: store bfloat16 weights (like the released checkpoints) instead of float32.
     """
+    from .model import import_local_stack
+
+    import_local_stack("Building the offline test checkpoint")
     import torch
     from safetensors.torch import save_file
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
