@@ -10,7 +10,7 @@ any of our errors and nothing else::
     ├── OverloadedError          a bounded queue is full; try again later
     ├── MissingDependencyError   an optional extra is not installed (names the extra)
     ├── RemoteError              the embedding service answered with an error
-    └── ConnectorError           database side (see :mod:`connectors.errors`)
+    └── ConnectorError           database side (raised by :mod:`connectors`)
         ├── UnavailableError     the database cannot be reached
         ├── NotFoundError        collection / table does not exist
         ├── SchemaMismatchError  existing schema differs from the requested one

@@ -15,7 +15,7 @@ URLs are refused unless ``allow_urls=True`` (fetched by :mod:`embedder.urls`); l
 paths are refused when ``allow_paths=False`` (the HTTP service's default). Untrusted
 image bytes are opened only in the formats of :data:`ALLOWED_IMAGE_FORMATS`.
 
-Sizing follows the release exactly (``../shared/qwen3-vl-spec.md``, points 7 and 8): the
+Sizing follows the release exactly (spec points 7 and 8, see :mod:`embedder.prompts`): the
 steps of qwen-vl-utils' ``fetch_image`` (its ``to_rgb`` and ``smart_resize``, PIL's
 bicubic resize) on already-opened images; videos are decoded and sized in
 :mod:`embedder.video`.

@@ -1,4 +1,12 @@
-"""Prompt rendering and tokenisation, exactly as ``../shared/qwen3-vl-spec.md`` says.
+"""Prompt rendering and tokenisation, exactly as the released code does.
+
+"The release" throughout ``embedder`` is the official Qwen3-VL-Embedding / -Reranker code
+(github.com/QwenLM/Qwen3-VL-Embedding, Jan 2026) with qwen-vl-utils 0.0.14; where its
+technical report (arXiv 2601.04720) differs, the code is followed. "Spec point N" in
+docstrings numbers the steps of that algorithm: embedder points 1-12 (backbone, item,
+instruction, conversation, prompt text, ``<|endoftext|>``, image sizing, video sampling,
+tokenising, pooling, Matryoshka dims, precision) and reranker points 1-5 (score head,
+prompt, truncation, left padding, pixel limits).
 
 The prompt is rendered as text with the visual placeholders already expanded to the
 right number of pad tokens (and, for videos, the transformers 4.57.x per-frame-pair
