@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -10,9 +10,8 @@ import numpy as np
 from .batching import token_budget_batches
 from .contracts import (DEFAULT_QUERY_INSTRUCTION, MIN_DIM, EmbedCall, EmbedderFront, EmbedResult, as_input_error)
 from .errors import InputError
-from .items import LoadOptions, bounded_text, normalize_item, with_permissions
-from .model import (Prepared, collate, default_max_batch_tokens, default_min_fill, encode_media, last_hidden_state,
-                    load_model)
+from .items import bounded_text, normalize_item
+from .model import LocalModel, Prepared, collate, encode_media, last_hidden_state
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
                       tokenize_embed_prompt, user_content)
 
@@ -35,10 +34,11 @@ def mrl(vectors: np.ndarray, dim: int) -> np.ndarray:
     return out / norms
 
 
-class Embedder(EmbedderFront):
+class Embedder(LocalModel, EmbedderFront):
     """Turn texts, images, videos and fused items into vectors in one space.
 
-    Build one with :meth:`from_pretrained`. One model per process; calls are thread-safe
+    Build one with :meth:`from_pretrained` (see :meth:`LocalModel.from_pretrained
+    <embedder.model.LocalModel.from_pretrained>` for its arguments). One model per process; calls are thread-safe
     in the sense that they are serialised on the model.
 
     Example:
@@ -49,58 +49,11 @@ class Embedder(EmbedderFront):
         (1, 1)
     """
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
-                 max_batch_tokens: int | None = None, max_length: int = MAX_LENGTH,
-                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "",
-                 min_fill: float | None = None) -> None:
-        import threading
+    MAX_LENGTH = MAX_LENGTH
 
-        self.model = model
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.video_processor = video_processor
-        self.device = device
-        self.max_batch_tokens = default_max_batch_tokens(device) if max_batch_tokens is None else int(max_batch_tokens)
-        self.max_length = int(max_length)
-        self.load_options = load_options
-        self.name = name
-        self.min_fill = default_min_fill(device) if min_fill is None else float(min_fill)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="qvl-prep")
-        self._lock = threading.Lock()
-        self._closed = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._identity: tuple[str | None, str | None] | None = None  # (revision, weights digest), found once
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
-                        attn_implementation: str | None = None,
-                        max_batch_tokens: int | None = None, allow_urls: bool | None = None,
-                        allow_paths: bool | None = None, num_workers: int = 2,
-                        load_options: LoadOptions | None = None, **kwargs: Any) -> "Embedder":
-        """Load a Qwen3-VL-Embedding checkpoint from a local directory or a Hugging Face id.
-
-        Args:
-            path_or_id: local directory, or hub id such as ``Qwen/Qwen3-VL-Embedding-2B``.
-            device: ``auto`` (CUDA, then MPS, then CPU), or any torch device string.
-            dtype: ``auto`` (bf16 on CUDA, float32 on CPU) or a torch dtype / its name.
-            attn_implementation: ``flash_attention_2``, ``sdpa`` or ``eager``; default picks
-                flash-attention-2 on CUDA when installed, else SDPA.
-            max_batch_tokens: padded tokens per forward pass (default: 4096 on CPU, 16384 on GPU).
-            allow_urls: let items name ``http(s)://`` images and videos (default off).
-            allow_paths: let items name local files (default on).
-            num_workers: preprocessing threads.
-            load_options: media permissions and limits (:class:`~embedder.items.LoadOptions`:
-                pixel, video, text and URL limits, ``allow_video``); ``allow_urls`` and
-                ``allow_paths``, when given, override its fields.
-            **kwargs: passed to ``transformers``' ``from_pretrained`` (e.g. ``revision``).
-
-        Raises:
-            ModelLoadError: the checkpoint cannot be found or does not load every weight.
-        """
-        model, tok, ip, vp, dev = load_model(path_or_id, head=False, device=device, dtype=dtype,
-                                             attn_implementation=attn_implementation, **kwargs)
-        return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
-                   load_options=with_permissions(load_options, allow_urls=allow_urls, allow_paths=allow_paths),
-                   num_workers=num_workers, name=str(path_or_id))
 
     @property
     def dim(self) -> int:
@@ -228,12 +181,6 @@ class Embedder(EmbedderFront):
     def count_tokens(self, item: Any, *, instruction: str | None = None) -> int:
         """Number of tokens the item's prompt takes (loads its media)."""
         return self.prepare(item, instruction=instruction).n_tokens
-
-    def close(self) -> None:
-        """Stop the preprocessing threads. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __repr__(self) -> str:
         return f"Embedder({self.name!r}, dim={self.dim}, device={self.device})"

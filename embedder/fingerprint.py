@@ -30,7 +30,7 @@ import os
 import re
 from typing import Any, Mapping
 
-from .items import MAX_FRAMES, MAX_PIXELS, MIN_PIXELS, FPS, LoadOptions
+from .items import MAX_PIXELS, MIN_PIXELS, LoadOptions
 from .prompts import PROMPT_FORMAT, normalize_instruction
 
 FINGERPRINT_VERSION = 1

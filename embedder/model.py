@@ -8,13 +8,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 from .contracts import as_input_error  # noqa: F401 - re-exported (embedder.service.core)
 from .errors import MissingDependencyError, ModelLoadError
 from .hub import check_hub_reachable
-from .items import Item, LoadOptions, load_image
+from .items import Item, LoadOptions, load_image, with_permissions
 from .prompts import IMAGE_PAD_ID, VIDEO_PAD_ID, image_placeholder, video_placeholder
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,74 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
     model.eval()
     linear_patch_embed(model)
     return model, tokenizer, image_processor, video_processor, dev
+
+
+_Model = TypeVar("_Model", bound="LocalModel")
+
+
+class LocalModel:
+    """What :class:`~embedder.Embedder` and :class:`~embedder.Reranker` share: a checkpoint
+    loaded in this process, its processors, settings and preprocessing threads."""
+
+    HEAD = False          # load the LM head too (the reranker scores with it)
+    MAX_LENGTH = 8192     # tokens per sequence
+    THREAD_PREFIX = "qvl-prep"
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
+                 max_batch_tokens: int | None = None, max_length: int | None = None,
+                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "",
+                 min_fill: float | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.video_processor = video_processor
+        self.device = device
+        self.max_batch_tokens = default_max_batch_tokens(device) if max_batch_tokens is None else int(max_batch_tokens)
+        self.max_length = int(self.MAX_LENGTH if max_length is None else max_length)
+        self.load_options = load_options
+        self.name = name
+        self.min_fill = default_min_fill(device) if min_fill is None else float(min_fill)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix=self.THREAD_PREFIX)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_pretrained(cls: type[_Model], path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
+                        attn_implementation: str | None = None, max_batch_tokens: int | None = None,
+                        allow_urls: bool | None = None, allow_paths: bool | None = None, num_workers: int = 2,
+                        load_options: LoadOptions | None = None, **kwargs: Any) -> _Model:
+        """Load a checkpoint (Qwen3-VL-Embedding for an Embedder, -Reranker for a Reranker).
+
+        Args:
+            path_or_id: local directory, or hub id such as ``Qwen/Qwen3-VL-Embedding-2B``.
+            device: ``auto`` (CUDA, then MPS, then CPU), or any torch device string.
+            dtype: ``auto`` (bf16 on CUDA, float32 on CPU) or a torch dtype / its name.
+            attn_implementation: ``flash_attention_2``, ``sdpa`` or ``eager``; default picks
+                flash-attention-2 on CUDA when installed, else SDPA.
+            max_batch_tokens: padded tokens per forward pass (default: 4096 on CPU, 16384 on GPU).
+            allow_urls: let items name ``http(s)://`` images and videos (default off).
+            allow_paths: let items name local files (default on).
+            num_workers: preprocessing threads.
+            load_options: media permissions and limits (:class:`~embedder.items.LoadOptions`:
+                pixel, video, text and URL limits, ``allow_video``); ``allow_urls`` and
+                ``allow_paths``, when given, override its fields.
+            **kwargs: passed to ``transformers``' ``from_pretrained`` (e.g. ``revision``).
+
+        Raises:
+            ModelLoadError: the checkpoint cannot be found or does not load every weight.
+            MissingDependencyError: torch / transformers are not installed (the ``local`` extra).
+        """
+        model, tok, ip, vp, dev = load_model(path_or_id, head=cls.HEAD, device=device, dtype=dtype,
+                                             attn_implementation=attn_implementation, **kwargs)
+        return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
+                   load_options=with_permissions(load_options, allow_urls=allow_urls, allow_paths=allow_paths),
+                   num_workers=num_workers, name=str(path_or_id))
+
+    def close(self) -> None:
+        """Stop the preprocessing threads. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def linear_patch_embed(model) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -11,9 +10,9 @@ from .batching import token_budget_batches
 from .contracts import (RerankerFront, ScoreCall, ScoreResult, as_input_error, document_error, query_error,
                         ranked)
 from .errors import InputError
-from .items import LoadOptions, bounded_text, normalize_item, with_permissions
-from .model import (Media, Prepared, collate, default_max_batch_tokens, default_min_fill, encode_media,
-                    last_hidden_state, load_model, rope_positions, run_backbone)
+from .items import bounded_text, normalize_item
+from .model import (LocalModel, Media, Prepared, collate, encode_media, last_hidden_state, rope_positions,
+                    run_backbone)
 from .prompts import (DEFAULT_RERANK_INSTRUCTION, ENDOFTEXT_ID, IMAGE_PAD_ID, NO_ID, VIDEO_PAD_ID,
                       VISION_START, VISION_START_ID, YES_ID, rerank_prompt_parts, truncate_middle)
 
@@ -47,7 +46,7 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]], *, query_blocks: in
     return max(n, 0)
 
 
-class Reranker(RerankerFront):
+class Reranker(LocalModel, RerankerFront):
     """Score (query, document) pairs in [0, 1] with Qwen3-VL-Reranker.
 
     Example:
@@ -56,44 +55,19 @@ class Reranker(RerankerFront):
         [(0, 0.93)]
     """
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, video_processor: Any, device: Any, *,
-                 max_batch_tokens: int | None = None, max_length: int = MAX_LENGTH,
-                 load_options: LoadOptions = LoadOptions(), num_workers: int = 2, name: str = "",
-                 min_fill: float | None = None) -> None:
-        import threading
+    HEAD = True
+    MAX_LENGTH = MAX_LENGTH
+    THREAD_PREFIX = "qvl-rerank-prep"
 
+    def __init__(self, model: Any, tokenizer: Any, *args: Any, **kwargs: Any) -> None:
         import torch
 
-        self.model = model
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.video_processor = video_processor
-        self.device = device
-        self.max_batch_tokens = default_max_batch_tokens(device) if max_batch_tokens is None else int(max_batch_tokens)
-        self.max_length = int(max_length)
-        self.load_options = load_options
-        self.name = name
-        self.min_fill = default_min_fill(device) if min_fill is None else float(min_fill)
+        super().__init__(model, tokenizer, *args, **kwargs)
         lm_head = model.get_output_embeddings().weight  # tied 2B: these are the input embeddings
         with torch.no_grad():
             self._score_row = (lm_head[YES_ID] - lm_head[NO_ID]).detach().float().clone()
         self._keep_ids = set(int(i) for i in tokenizer.all_special_ids) | {IMAGE_PAD_ID, VIDEO_PAD_ID}
-        self._pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="qvl-rerank-prep")
-        self._lock = threading.Lock()
         self._prefix_cache: tuple | None = None  # (head ids, query media, KV cache) of the last query
-        self._closed = False
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, *, device: str = "auto", dtype: Any = "auto",
-                        attn_implementation: str | None = None, max_batch_tokens: int | None = None,
-                        allow_urls: bool | None = None, allow_paths: bool | None = None, num_workers: int = 2,
-                        load_options: LoadOptions | None = None, **kwargs: Any) -> "Reranker":
-        """Load a Qwen3-VL-Reranker checkpoint (local directory or hub id); see ``Embedder.from_pretrained``."""
-        model, tok, ip, vp, dev = load_model(path_or_id, head=True, device=device, dtype=dtype,
-                                             attn_implementation=attn_implementation, **kwargs)
-        return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
-                   load_options=with_permissions(load_options, allow_urls=allow_urls, allow_paths=allow_paths),
-                   num_workers=num_workers, name=str(path_or_id))
 
     # ------------------------------------------------------------------ preparation
     def prepare_side(self, item: Any, index: int | None = None) -> tuple[str, Media]:
@@ -216,12 +190,6 @@ class Reranker(RerankerFront):
             h = hidden[torch.arange(n, device=hidden.device), last].float()
             logits = h @ self._score_row.to(h.device)
             return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
-
-    def close(self) -> None:
-        """Stop the preprocessing threads. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __repr__(self) -> str:
         return f"Reranker({self.name!r}, device={self.device})"
