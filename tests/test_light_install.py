@@ -96,6 +96,9 @@ def test_remote_path_imports_no_torch(embedder, reranker):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["heavy"] == [] and out["ids"] == ["blue", "red"] and out["scores"] == 2
     assert out["fingerprint"]["model"] == embedder.name and out["fingerprint"]["dim"] == embedder.dim
+    from embedder import fingerprint_conflicts
+
+    assert fingerprint_conflicts(embedder.fingerprint(), out["fingerprint"], 64) == []  # the same vectors
 
 
 def test_local_model_without_torch_names_the_extra(tiny_embedding_path):
