@@ -107,13 +107,13 @@ def _has_milvus() -> bool:
         import pymilvus  # noqa: F401
     except ImportError:
         return False
-    return (ROOT / "connectors" / "milvus.py").exists()
+    return (ROOT / "connectors" / "milvus").is_dir()
 
 
 @pytest.fixture()
 def milvus_target(tmp_path):
     if not _has_milvus():
-        skip_or_fail("pymilvus / milvus-lite (or connectors/milvus.py) not available")
+        skip_or_fail("pymilvus / milvus-lite (or connectors/milvus/) not available")
     return f"milvus:{tmp_path / 'x.db'}"
 
 
