@@ -26,7 +26,7 @@ THUMBNAIL_SIZE = 256
 
 def hit_record(rank: int, hit: Any) -> dict[str, Any]:
     """A JSON-ready dict for one hit (a database's numeric, date or bytes values as JSON values)."""
-    from .pipeline import json_safe
+    from .ingest import json_safe
 
     fields = json_safe(dict(hit.fields or {}))
     return {"rank": rank, "id": hit.id, "score": round(float(hit.score), 6),

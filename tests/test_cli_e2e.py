@@ -68,7 +68,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 def corpus(tmp_path_factory) -> dict[str, Any]:
     """Four images (three with a caption sidecar) and one text file; the ids each row gets."""
     from connectors.core import normalize_row
-    from connectors.pipeline import folder_rows
+    from connectors.ingest import folder_rows
 
     root = tmp_path_factory.mktemp("e2e") / "photos"
     root.mkdir()

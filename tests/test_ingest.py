@@ -209,7 +209,7 @@ MAPPING = ["--id-col", "sku", "--text-col", "title", "--image-col", "picture", "
 
 # ============================================================================ unit tests (no model)
 def test_folder_pairs_captions_with_media(tmp_path):
-    from connectors.pipeline import count_folder_rows, folder_rows
+    from connectors.ingest import count_folder_rows, folder_rows
 
     make_folder(tmp_path)
     rows = list(folder_rows(tmp_path))
@@ -224,7 +224,7 @@ def test_folder_pairs_captions_with_media(tmp_path):
 
 
 def test_state_file_ignores_torn_line_and_checks_key(tmp_path):
-    from connectors.pipeline import IngestState
+    from connectors.ingest import IngestState
     from embedder.errors import InputError
 
     path = tmp_path / "s.jsonl"
@@ -241,7 +241,7 @@ def test_state_file_ignores_torn_line_and_checks_key(tmp_path):
 
 
 def test_transient_classification():
-    from connectors.pipeline import is_transient, transient_reason
+    from connectors.ingest import is_transient, transient_reason
     from embedder.errors import InputError, OverloadedError, RemoteError, UnavailableError
 
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
@@ -632,7 +632,7 @@ def test_file_names_that_are_not_utf8(tmp_path, capsys, milvus_target, tiny_embe
 
 
 def test_json_errors_read_well(tmp_path):
-    from connectors.pipeline import jsonl_rows
+    from connectors.ingest import jsonl_rows
 
     src = tmp_path / "x.jsonl"
     src.write_text('{"text": 1,}\n{"text": "abc')  # json's message for the second ends in "at"

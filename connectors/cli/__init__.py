@@ -4,7 +4,7 @@ One module per sub-command, each with an ``add_parser(subparsers)`` function tha
 ``func`` (taking the parsed args, returning an exit code) on its parser:
 
 * :mod:`connectors.cli.serve`: ``qvl serve`` (the embedding service, :mod:`embedder.service`)
-* :mod:`connectors.cli.ingest`: ``qvl ingest`` (:mod:`connectors.pipeline`)
+* :mod:`connectors.cli.ingest`: ``qvl ingest`` (:mod:`connectors.ingest`)
 * :mod:`connectors.cli.search`: ``qvl search``
 * :mod:`connectors.cli.demo`: ``qvl demo``
 * ``qvl pg``: the pgvector package's own command (sync / worker / status)

@@ -103,7 +103,7 @@ def close_quietly(obj: Any) -> None:
 
 def progress_bar(total: int | None, *, enabled: bool, desc: str) -> tuple[Any, Callable[[Any], None]]:
     """A tqdm bar on stderr (rows done of ``total``, rate, ETA; off when stderr is not a terminal) and its
-    ``on_progress`` callback for :func:`connectors.pipeline.ingest`."""
+    ``on_progress`` callback for :func:`connectors.ingest.ingest`."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit="row", desc=desc, file=sys.stderr, disable=None if enabled else True,

@@ -181,7 +181,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import connectors
     from embedder.errors import MissingDependencyError, QVLError
 
-    from connectors import pipeline as pl
+    from connectors import ingest as pl
 
     # absolute, so that the "search it yourself" line works from any folder
     folder = pathlib.Path(args.dir).expanduser() if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="qvl-demo-"))

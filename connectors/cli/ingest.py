@@ -1,4 +1,4 @@
-"""``qvl ingest``: the command-line face of :func:`connectors.pipeline.ingest`.
+"""``qvl ingest``: the command-line face of :func:`connectors.ingest.ingest`.
 
 ::
 
@@ -101,7 +101,7 @@ def _print_summary(summary: Any, *, resume_hint: str | None = None) -> None:
 
 
 def _columns(args: argparse.Namespace) -> Any:
-    from connectors.pipeline import Columns
+    from connectors.ingest import Columns
 
     meta = None
     if args.meta_cols is not None:
@@ -126,7 +126,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     import connectors
     from embedder.errors import QVLError
 
-    from connectors import pipeline as pl
+    from connectors import ingest as pl
 
     for name, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--retries", args.retries)):
         problem = _positive(name, value)

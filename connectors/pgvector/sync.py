@@ -59,7 +59,7 @@ from typing import Any
 from embedder.errors import InputError, SchemaMismatchError, UnavailableError
 
 from ..core import Row, embed_rows, normalize_row
-from ..pipeline import is_transient
+from ..ingest import is_transient
 from .schema import SyncObjects
 from .store import PgVectorStore
 from .triggers import (FailedRow, SyncStatus, failed_rows, has_lease_columns, install_sync, require_attached,
