@@ -13,8 +13,10 @@ ETL workers and the databases themselves can share a single model:
   with ``base_url`` calls);
 * ``/health``, ``/ready`` and Prometheus ``/metrics``.
 
-FastAPI, uvicorn and httpx are imported only when a server or client is built, so
-importing this package is cheap.
+Each protocol family is one FastAPI router with its pydantic request models, in
+:mod:`embedder.service.routes`; the protocol-independent work (models, batching,
+admission) is :class:`embedder.service.core.Service`. FastAPI, uvicorn and httpx are
+imported only when a server or client is built, so importing this package is cheap.
 
 Example:
     >>> from embedder.service import ServiceSettings, create_app   # doctest: +SKIP

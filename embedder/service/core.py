@@ -4,7 +4,7 @@
 :class:`~embedder.items.LoadOptions`), the preprocessing and parse thread pools, one
 :class:`~embedder.service.batcher.DynamicBatcher` per model and the
 :class:`~embedder.service.admission.Admission` bounds; the routes in
-:mod:`embedder.service.app` only parse, call :meth:`Service.embed` / :meth:`Service.score`
+:mod:`embedder.service.routes` only parse, call :meth:`Service.embed` / :meth:`Service.score`
 and shape answers.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..errors import InputError, LimitError, MissingDependencyError, OverloadedE
 from ..model import as_input_error
 from ..prompts import DEFAULT_RERANK_INSTRUCTION, IMAGE_PAD_ID
 from . import ServiceSettings
-from . import protocols as P
+from .wire import Limits, TooLarge
 from .admission import Admission
 from .batcher import BatchError, DynamicBatcher
 from .metrics import Metrics
@@ -126,7 +126,7 @@ def _item_failure(exc: BaseException, index: int, *, document: bool = False) -> 
     err = as_input_error(exc, index)
     message = f"document {index}: {err.reason}" if document else None
     if _over_limit(exc):
-        bad: InputError = P.TooLarge(err.reason, index=index, code="over_limit")
+        bad: InputError = TooLarge(err.reason, index=index, code="over_limit")
     else:
         bad = InputError(err.reason, index=index)
     if message is not None:
@@ -148,7 +148,7 @@ class Service:
         self._parse_pool: ThreadPoolExecutor | None = None
         self._batchers: dict[str, DynamicBatcher] = {}
         self.ready = False
-        self.limits = P.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars,
+        self.limits = Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars,
                                max_frames=settings.max_frames, allow_video=settings.allow_video)
         self.admission = Admission(max_inflight=settings.max_inflight, max_inflight_bytes=settings.max_inflight_bytes,
                                    max_preprocess_queue=settings.max_preprocess_queue,
@@ -339,8 +339,8 @@ class Service:
             if not isinstance(q, Exception) or isinstance(q, MissingDependencyError):
                 raise q
             err = _item_failure(q, 0)
-            if isinstance(err, P.TooLarge):
-                raise P.TooLarge(f"query: {err.reason}", code=err.code) from q
+            if isinstance(err, TooLarge):
+                raise TooLarge(f"query: {err.reason}", code=err.code) from q
             raise InputError(f"query: {err.reason}") from q
 
         def prepare(doc: Any, index: int) -> Any:

@@ -62,46 +62,9 @@ class UnknownParameter(InputError):
     """A protocol parameter this service does not know (DashScope answers these with ``InvalidParameter``)."""
 
 
-# ---------------------------------------------------------------------------- helpers
-def _need_dict(body: Any) -> dict:
-    if not isinstance(body, dict):
-        raise InputError(f"the request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _opt_int(value: Any, name: str, *, minimum: int = 1) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name!r} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _opt_str(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InputError(f"{name!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _choice(value: Any, name: str, allowed: Sequence[str], default: str) -> str:
-    if value is None:
-        return default
-    if value not in allowed:
-        raise InputError(f"{name!r} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def _opt_bool(value: Any, name: str, default: bool = False) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InputError(f"{name!r} must be true or false, got {value!r}")
-    return value
-
-
-def _list_of_items(value: Any, name: str, limits: Limits, *, allow_single: bool = True) -> list:
+# ---------------------------------------------------------------------------- checks
+def list_of_items(value: Any, name: str, limits: Limits, *, allow_single: bool = True) -> list:
+    """A non-empty list of at most ``limits.max_items`` entries (one string or object is a list of one)."""
     if isinstance(value, (str, dict)) and allow_single:
         return [value]
     if not isinstance(value, list):
@@ -208,8 +171,13 @@ def decode_item(obj: Any, index: int, limits: Limits = NO_LIMITS) -> Any:
     return item
 
 
-def _decode_items(values: Sequence[Any], limits: Limits) -> tuple[Any, ...]:
-    # Check every item's size first, so that no medium is decoded for a request refused later.
+def check_items(values: Sequence[Any], limits: Limits) -> None:
+    """Check every item's text length, frame count and kind against ``limits``, decoding nothing.
+
+    Raises:
+        TooLarge: an item's text or frame list is beyond ``limits``.
+        InputError: a video item on a service without video.
+    """
     for i, v in enumerate(values):
         if isinstance(v, str):
             check_text(v, "the text", limits, i)
@@ -217,4 +185,11 @@ def _decode_items(values: Sequence[Any], limits: Limits) -> tuple[Any, ...]:
             _check_item_text(v, limits, i)
             if v.get("video") is not None:
                 _check_video(v["video"], limits, i)
+
+
+def decode_items(values: Sequence[Any], limits: Limits) -> tuple[Any, ...]:
+    """Wire items -> embedder items; every item's size is checked first, so that no medium is
+    decoded for a request refused later."""
+    check_items(values, limits)
     return tuple(decode_item(v, i, limits) for i, v in enumerate(values))
+
