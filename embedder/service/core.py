@@ -153,6 +153,7 @@ class Service:
         self.admission = Admission(max_inflight=settings.max_inflight, max_inflight_bytes=settings.max_inflight_bytes,
                                    max_preprocess_queue=settings.max_preprocess_queue,
                                    retry_after=settings.retry_after)
+        self.metrics.watch(self.queues, self.gauges)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

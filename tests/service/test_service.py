@@ -464,7 +464,7 @@ def test_concurrent_requests_share_batches_and_keep_order(embedder):
             assert_close(resp.json()["embeddings"], embedder.embed(items, dim=64))
         text = httpx.get(base + "/metrics").text
     batches = metric(text, "qvl_batch_size_count", model="embed")
-    at_most_4 = metric(text, "qvl_batch_size_bucket", model="embed", le="4")
+    at_most_4 = metric(text, "qvl_batch_size_bucket", le="4.0", model="embed")  # prometheus_client: le first, a float
     assert at_most_4 < batches  # some forward pass held more than 4 items: requests were merged
     assert batches < 12
 

@@ -3,15 +3,16 @@
 The probes never need the API key (orchestrators and Weaviate call them): ``GET /health``
 and ``GET /`` (TEI's health route) answer while the process runs, ``GET /ready`` and
 ``GET /.well-known/ready`` once the model workers run (503 with ``Retry-After`` before),
-``GET /.well-known/live`` always (204). ``GET /meta`` (model, limits and flags) and ``GET /metrics`` (Prometheus text) need the key
-when one is set: they show the model path and the operator's flags. Their 401 is in the
-native error shape.
+``GET /.well-known/live`` always (204). ``GET /meta`` (model, limits and flags) and
+``GET /metrics`` (Prometheus text) need the key when one is set: they show the model
+path and the operator's flags. Their 401 is in the native error shape.
 """
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 
+from ..metrics import CONTENT_TYPE
 from .common import json_response, require_key, service_of
 
 router = APIRouter(tags=["native"])
@@ -60,6 +61,4 @@ async def meta(request: Request) -> Response:
 @router.get("/metrics", dependencies=[Depends(require_key)])
 async def metrics(request: Request) -> Response:
     """Prometheus text format: requests, items, batch sizes, queues, admission, dropped work, latency."""
-    service = service_of(request)
-    return PlainTextResponse(service.metrics.render(service.queues(), service.gauges()),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(content=service_of(request).metrics.render(), media_type=CONTENT_TYPE)
