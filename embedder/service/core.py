@@ -154,6 +154,7 @@ class Service:
                                    max_preprocess_queue=settings.max_preprocess_queue,
                                    retry_after=settings.retry_after)
         self.metrics.watch(self.queues, self.gauges)
+        self._fingerprint: Any = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -225,9 +226,16 @@ class Service:
                 "qvl_inflight_body_bytes": ("Request body bytes held by admitted requests.", a.inflight_bytes),
                 "qvl_preprocess_items": ("Items queued for or in preprocessing.", a.preprocess_queued)}
 
+    def fingerprint(self) -> dict | None:
+        """The embedder's fingerprint (how its vectors are made), computed once; None when it has none."""
+        if self._fingerprint is None and hasattr(self.embedder, "fingerprint"):
+            self._fingerprint = self.embedder.fingerprint()
+        return self._fingerprint
+
     def meta(self) -> dict:
+        """Model, limits and flags for ``GET /meta``; ``fingerprint`` when the embedder has one."""
         s = self.settings
-        return {"model": {"name": self.model_name, "dim": self.embedder.dim, "min_dim": MIN_DIM,
+        out = {"model": {"name": self.model_name, "dim": self.embedder.dim, "min_dim": MIN_DIM,
                           "type": "qwen3-vl-embedding"},
                 "dim": self.embedder.dim,
                 "reranker": ({"name": str(getattr(self.reranker, "name", ""))} if self.reranker is not None else None),
@@ -243,6 +251,10 @@ class Service:
                 "route_dims": dict(self.settings.route_dims),
                 "allow_urls": self.settings.allow_urls, "allow_paths": self.settings.allow_paths,
                 "path_roots": list(self.settings.path_roots) if self.settings.path_roots else None}
+        fingerprint = self.fingerprint()
+        if fingerprint is not None:
+            out["fingerprint"] = fingerprint
+        return out
 
     # ------------------------------------------------------------------ operations
     def _budget(self, model: Any) -> int:

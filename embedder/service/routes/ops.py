@@ -3,9 +3,10 @@
 The probes never need the API key (orchestrators and Weaviate call them): ``GET /health``
 and ``GET /`` (TEI's health route) answer while the process runs, ``GET /ready`` and
 ``GET /.well-known/ready`` once the model workers run (503 with ``Retry-After`` before),
-``GET /.well-known/live`` always (204). ``GET /meta`` (model, limits and flags) and
-``GET /metrics`` (Prometheus text) need the key when one is set: they show the model
-path and the operator's flags. Their 401 is in the native error shape.
+``GET /.well-known/live`` always (204). ``GET /meta`` (model, limits, flags and, when the
+embedder has one, its fingerprint) and ``GET /metrics`` (Prometheus text) need the key
+when one is set: they show the model path and the operator's flags. Their 401 is in the
+native error shape.
 """
 from __future__ import annotations
 
@@ -50,8 +51,12 @@ async def well_known_ready(request: Request) -> Response:
 
 
 @router.get("/meta", dependencies=[Depends(require_key)])
-async def meta(request: Request) -> Response:
-    """Model information and limits (Weaviate modules read this at startup)."""
+def meta(request: Request) -> Response:
+    """Model information and limits (Weaviate modules read this at startup).
+
+    A plain function: FastAPI runs it on its thread pool, since the embedder's
+    fingerprint (computed once) may read the weight files.
+    """
     service = service_of(request)
     if service.embedder is None:
         return json_response({"error": "the model is not loaded yet"}, 503)
