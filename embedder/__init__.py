@@ -1,7 +1,14 @@
 """Qwen3-VL embedder and reranker: text, images, video and fused inputs in one vector space.
 
-Heavy modules (torch, transformers) are imported on first use of a model class, so
-``import embedder`` is fast.
+:func:`load_embedder` / :func:`load_reranker` turn a model spec into a model: a local
+checkpoint or hub id gives :class:`Embedder` / :class:`Reranker` (the ``local`` extra:
+torch, transformers), a ``qvl serve`` URL gives :class:`RemoteEmbedder` /
+:class:`RemoteReranker`. Both kinds implement :class:`EmbedderLike` / :class:`RerankerLike`
+(:mod:`embedder.contracts`) and describe their vectors with ``fingerprint()``
+(:mod:`embedder.fingerprint`).
+
+Heavy modules (torch, transformers) are imported on first use of a local model, so
+``import embedder`` is fast and the remote path never imports them.
 """
 from __future__ import annotations
 
