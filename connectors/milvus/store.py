@@ -356,7 +356,9 @@ class MilvusStore(BaseStore):
         One query per page with the primary-key order query_iterator relies on (see
         ``_PK_ORDER``), one row more than the page to know whether another follows. A page
         that comes back out of order (a server that ignores it) is an error, never a row skipped.
+        A page is also kept under Milvus' query limit (16,384 rows) and about ``max_bytes`` of vectors.
         """
+        limit = max(1, min(limit, MAX_TOPK - 1, self.max_bytes // (4 * self.dim + 256)))
         fields = [*CONTENT_FIELDS, "metadata", *self._fields]
         expr = 'id >= ""' if cursor is None else f"id > {string_literal(cursor)}"
         with self._translating("query"):

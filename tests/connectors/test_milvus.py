@@ -733,6 +733,9 @@ def test_scan_pages_in_id_order_across_segments_and_overwrites(store_factory):
     assert set(got[0].fields) == {"text", "media", "modality", "metadata", "color"}
     resumed = [r.id for p, _ in store.scan(page_size=1000, cursor=pages[0][1]) for r in p]
     assert resumed == sorted(ids)[1000:]
+    store.max_bytes = 250 * (4 * 64 + 256)  # a page also stays under about max_bytes of vectors
+    capped = list(store.scan(page_size=1000))
+    assert [len(p) for p, _ in capped] == [250] * 10 and [r.id for p, _ in capped for r in p] == sorted(ids)
 
 
 _FINGERPRINT_WRITER = """
