@@ -12,7 +12,7 @@ Heavy modules (torch, transformers) are imported on first use of a local model, 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (ConnectorError, InputError, MissingDependencyError, ModelLoadError, NotFoundError,
                      OverloadedError, PartialUpsertError, QVLError, RemoteError, SchemaMismatchError,
@@ -24,6 +24,14 @@ __all__ = [
     "QVLError", "InputError", "ModelLoadError", "OverloadedError", "MissingDependencyError", "RemoteError",
     "ConnectorError", "UnavailableError", "NotFoundError", "SchemaMismatchError", "PartialUpsertError",
 ]
+
+if TYPE_CHECKING:  # type checkers see the real names; at run time they load on first use
+    from .contracts import EmbedderLike, EmbedResult, RerankerLike, ScoreResult
+    from .embedder import Embedder
+    from .factory import load_embedder, load_reranker
+    from .fingerprint import fingerprint_conflicts
+    from .remote import RemoteEmbedder, RemoteReranker
+    from .reranker import Reranker
 
 _LAZY = {
     "Embedder": ".embedder", "EmbedResult": ".contracts",

@@ -159,3 +159,54 @@ def test_fingerprint_from_meta_prefers_the_service_s_own():
     assert built["model"] == "served" and built["dim"] == 2048 and built["precision"] is None
     # what an older service does not state is not held against it
     assert fingerprint_conflicts(stated, built, 1024) == []
+
+
+# ---------------------------------------------------------------------------- static types
+TYPED_USE = '''
+import numpy as np
+from embedder import Embedder, EmbedderLike, EmbedResult, RemoteEmbedder, RemoteReranker, Reranker, RerankerLike
+from embedder import ScoreResult, load_embedder
+
+
+def use(emb: EmbedderLike, rr: RerankerLike) -> None:
+    vectors: np.ndarray = emb.embed(["x"])
+    skipped: EmbedResult = emb.embed_documents(["x"], on_error="skip")
+    queries: np.ndarray = emb.embed_queries(["x"], dim=64)
+    scores: np.ndarray = rr.score("q", ["d"])
+    kept: ScoreResult = rr.score("q", ["d"], on_error="skip")
+
+
+def every_front_end(local: Embedder, remote: RemoteEmbedder, rerank: Reranker, remote_rr: RemoteReranker) -> None:
+    use(local, rerank)
+    use(remote, remote_rr)
+    use(load_embedder("http://x"), remote_rr)
+    skipped: EmbedResult = remote.embed(["x"], on_error="skip")
+'''
+WRONG_USE = '''
+import numpy as np
+from embedder import EmbedderLike
+
+
+def use(emb: EmbedderLike) -> None:
+    vectors: np.ndarray = emb.embed(["x"], on_error="skip")
+'''
+
+
+def test_on_error_overloads_type_check(tmp_path):
+    """mypy sees ndarray for on_error="raise", EmbedResult / ScoreResult for "skip", on every front-end."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("mypy", reason="mypy is not installed (pip install -e '.[test]')")
+    root = Path(__file__).resolve().parents[1]
+    for name, code in (("typed_use.py", TYPED_USE), ("wrong_use.py", WRONG_USE)):
+        (tmp_path / name).write_text(code)
+    run = lambda name: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
+         "--cache-dir", str(tmp_path / "cache"), str(tmp_path / name)], capture_output=True, text=True, cwd=root,
+        timeout=300, env={**__import__("os").environ, "MYPYPATH": str(root)})
+    ok = run("typed_use.py")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wrong = run("wrong_use.py")
+    assert wrong.returncode == 1 and "EmbedResult" in wrong.stdout, wrong.stdout + wrong.stderr
