@@ -217,9 +217,10 @@ class BaseStore(abc.ABC):
                 names both sides. Skipped with ``allow_mismatch=True``, or when the collection
                 records no fingerprint.
         """
-        embedder = embedder if embedder is not None else self._embedder
-        current = embedder_fingerprint(embedder)
-        if not self._fingerprint or current is None:
+        if not self._fingerprint:  # nothing recorded: no need to ask the embedder (a remote one may be down)
+            return
+        current = embedder_fingerprint(embedder if embedder is not None else self._embedder)
+        if current is None:
             return
         problems = fingerprint_problems(self._fingerprint, current, self.dim)
         if not problems:
