@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
+from ..base import embedder_fingerprint
 from .schema import (MODES, NATIVE_COLUMNS, ColumnInfo, Layout, TableName, primary_key_of, read_config,
                      resolve_plan, resolve_table, table_columns, validate_identifier)
 from .store import PgVectorStore
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 def open_store(target: Any, *, table: str | None = None, collection: str | None = None, embedder: Any = None,
                dim: int | None = None, storage: str = "auto", index_dim: int | None = None, m: int = 16,
-               ef_construction: int = 64, rescore_factor: int = 4, connect_timeout: float = 10.0) -> PgVectorStore:
+               ef_construction: int = 64, rescore_factor: int = 4, connect_timeout: float = 10.0,
+               allow_mismatch: bool = False) -> PgVectorStore:
     """Open a store over a table owned by the store (call :meth:`PgVectorStore.create` to make it).
 
     A table of yours that :func:`attach` (or ``qvl pg sync``) gave embeddings, in either
@@ -39,10 +41,13 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
         storage, index_dim: see :func:`plan_storage`; default: the existing table's choice.
         m, ef_construction: HNSW build parameters.
         rescore_factor: shortlist size multiplier for re-scored storages.
+        allow_mismatch: open a table whose vectors were made another way than ``embedder``
+            makes them (see :meth:`~connectors.base.BaseStore.check_fingerprint`).
 
     Raises:
         UnavailableError, ConnectorError, InputError, SchemaMismatchError (existing table with a
-        different dim or storage).
+        different dim, storage or embedding fingerprint), NotFoundError (a table of yours that
+        was never attached).
 
     Example:
         >>> store = open_store("postgresql://localhost/app", table="photos", embedder=emb, dim=1024)  # doctest: +SKIP
@@ -66,16 +71,13 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
             return _attach_on(conn, owned, resolved, side or resolved.sibling(f"{resolved.name}_embeddings"),
                               mode=found_mode, embedding_column=column, embedder=embedder, dim=dim, storage=storage,
                               index_dim=index_dim, m=m, ef_construction=ef_construction,
-                              rescore_factor=rescore_factor, create=False)
+                              rescore_factor=rescore_factor, create=False, allow_mismatch=allow_mismatch)
         plan = resolve_plan(str(name), config, cols.get("embedding"), dim=dim, storage=storage, index_dim=index_dim,
                              embedder=embedder, m=m, ef_construction=ef_construction)
         layout = Layout(mode="table", table=name, key="id", key_type="text", embedding_table=name,
                         columns=NATIVE_COLUMNS)
-        store = PgVectorStore(conn, layout=layout, plan=plan, embedder=embedder, owned=owned,
-                              rescore_factor=rescore_factor)
-        if cols:
-            store._refresh_layout()
-        return store
+        return PgVectorStore(conn, layout=layout, plan=plan, embedder=embedder, owned=owned,
+                             rescore_factor=rescore_factor, allow_mismatch=allow_mismatch)
     except BaseException:
         if owned:
             conn.close()
@@ -87,7 +89,7 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
            dim: int | None = None, mode: str | None = None, storage: str = "auto", index_dim: int | None = None,
            embedding_column: str = "embedding", side_table: str | None = None, backfill: bool = True,
            batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
-           rescore_factor: int = 4, create: bool = True) -> PgVectorStore:
+           rescore_factor: int = 4, create: bool = True, allow_mismatch: bool = False) -> PgVectorStore:
     """Add multimodal search to an existing table (or, with ``create=False``, open one that has it).
 
     Adds an embedding column (``mode="column"``, default) or a side table keyed by the primary
@@ -112,6 +114,7 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
         backfill: embed the rows that have none now (ignored with ``create=False``).
         create: add the embedding storage and index when missing (default); False opens
             existing storage read-only, as described above.
+        allow_mismatch: as for :func:`open_store` (new storage records the embedder's fingerprint).
 
     Returns:
         The :class:`PgVectorStore` (a context manager, like :func:`open_store`). The backfill's
@@ -155,7 +158,7 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
                           mode=mode, storage=storage, index_dim=index_dim, embedding_column=embedding_column,
                           backfill=backfill, batch_size=batch_size, show_progress=show_progress, m=m,
                           ef_construction=ef_construction, rescore_factor=rescore_factor, create=create,
-                          note=note)
+                          note=note, allow_mismatch=allow_mismatch)
     except BaseException:
         if owned:
             conn.close()
@@ -181,7 +184,8 @@ def _attach_on(conn: Any, owned: bool, name: TableName, side_name: TableName, *,
                embedder: Any = None, dim: int | None = None, mode: str | None = None, storage: str = "auto",
                index_dim: int | None = None, embedding_column: str = "embedding", backfill: bool = False,
                batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
-               rescore_factor: int = 4, create: bool = True, note: str | None = None) -> PgVectorStore:
+               rescore_factor: int = 4, create: bool = True, note: str | None = None,
+               allow_mismatch: bool = False) -> PgVectorStore:
     """:func:`attach` on an open connection, for the resolved (schema-qualified) ``name``."""
     try:
         cols = {c.name: c for c in table_columns(conn, name)}
@@ -227,7 +231,7 @@ def _attach_on(conn: Any, owned: bool, name: TableName, side_name: TableName, *,
                         text_column=text_column, image_column=image_column, video_column=video_column,
                         columns=tuple(c for c in cols if not (mode == "column" and c == embedding_column)))
         store = PgVectorStore(conn, layout=layout, plan=plan, embedder=embedder, owned=owned,
-                              rescore_factor=rescore_factor)
+                              rescore_factor=rescore_factor, allow_mismatch=allow_mismatch)
         store.name_note = note
         if not create:
             if found is not None and found.type != plan.column_sql:
@@ -235,7 +239,8 @@ def _attach_on(conn: Any, owned: bool, name: TableName, side_name: TableName, *,
                                           f"requested {plan.column_sql} (dim={plan.dim}, storage={plan.storage!r})")
             return store
         try:
-            store._ensure_attached_storage(exist_ok=True)
+            store._ensure_attached_storage(fingerprint=embedder_fingerprint(embedder))
+            store.open_existing()
             if backfill:
                 report = store.backfill(batch_size=batch_size, show_progress=show_progress)
                 if report.failed:

@@ -13,9 +13,11 @@
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -348,10 +350,21 @@ def read_config(comment: str | None) -> dict | None:
     return data.get(CONFIG_TAG) if isinstance(data, dict) else None
 
 
-def field_sql_type(name: str, typ: Any) -> str:
-    import datetime
+# The Python type of a field column (``BaseStore.fields``): jsonb reads back as dict, so a
+# ``list`` field is reported as ``dict``; a type this map lacks reads back as ``str``.
+PYTHON_TYPES: dict[str, type] = {
+    "text": str, "bigint": int, "integer": int, "smallint": int, "double precision": float, "real": float,
+    "numeric": float, "boolean": bool, "jsonb": dict, "bytea": bytes, "timestamp with time zone": datetime.datetime,
+    "timestamp without time zone": datetime.datetime, "date": datetime.date, "uuid": uuid.UUID}
 
-    mapping = {**FIELD_TYPES, datetime.datetime: "timestamptz", datetime.date: "date"}
+
+def python_type(sql_type: str) -> type:
+    """The Python type a column of ``sql_type`` holds (see :data:`PYTHON_TYPES`)."""
+    return PYTHON_TYPES.get(sql_type, str)
+
+
+def field_sql_type(name: str, typ: Any) -> str:
+    mapping = {**FIELD_TYPES, datetime.datetime: "timestamptz", datetime.date: "date", uuid.UUID: "uuid"}
     if isinstance(typ, str):
         low = typ.strip().lower()
         if low not in SQL_FIELD_TYPES:
@@ -369,7 +382,8 @@ def resolve_plan(where: str, config: dict | None, column: ColumnInfo | None, *, 
         existing = plan_storage(config["dim"], config["storage"], index_dim=config.get("index_dim"), m=m,
                                 ef_construction=ef_construction)
         if dim is not None and dim != existing.dim:
-            raise SchemaMismatchError(f"{where} stores dim={existing.dim}, requested dim={dim}")
+            raise SchemaMismatchError(f"table {where} stores vectors of dim {existing.dim}, but dim={dim} was "
+                                      f"requested; open it with dim={existing.dim} or use another table")
         if storage not in ("auto", existing.storage):
             raise SchemaMismatchError(f"{where} uses storage={existing.storage!r}, requested storage={storage!r}")
         if index_dim is not None and existing.storage == "subvector" and index_dim != existing.index_dim:

@@ -1,13 +1,16 @@
-"""The pgvector store: :class:`PgVectorStore`, one class for a store's own table and for
-attached tables (see :mod:`connectors.pgvector`).
+"""The pgvector store: :class:`PgVectorStore`, the store skeleton (:class:`connectors.base.BaseStore`)
+on PostgreSQL, for a store's own table and for attached tables (see :mod:`connectors.pgvector`).
 
-This module is over the package's ~600-line guideline on purpose: it is the one class, kept
-whole (schema, the COPY write path, delete/count, backfill, search), until it is ported onto
-the shared store skeleton, which takes over upsert, search-then-rerank and the defaults.
+The skeleton owns create/upsert/search/rerank and the checks; this module has the primitives
+and what is Postgres' own: the binary COPY write path (streamed, or staged and merged with
+``INSERT ... ON CONFLICT``), the storage plans' SQL, READ ONLY searches with a raw ``where=``
+(and ``params=``), :meth:`PgVectorStore.explain`, and the backfill of attached tables. The
+configuration (dim, storage, fingerprint) lives as JSON in the embedding column's comment.
 Build a store with :func:`connectors.pgvector.open_store` or :func:`connectors.pgvector.attach`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -19,13 +22,15 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError, UnavailableError
+from embedder.errors import InputError, NotFoundError, UnavailableError
 
-from ..core import (Hit, Row, UpsertReport, bad_vector_reason, check_rerank_query, dedupe_rows, document_item,
-                    pipelined_upsert, query_vector, rerank_candidates, rerank_hits, vector_problems)
-from ..filters import And, Node, Or, parse
-from .schema import (CONFIG_TAG, NATIVE_COLUMNS, RESERVED_COLUMNS, ColumnInfo, Layout, StoragePlan, derived_name,
-                     drop_sync_objects, field_sql_type, table_columns, validate_identifier)
+from ..base import BaseStore, Schema, StoredRow
+from ..core import (Hit, Row, UpsertReport, bad_vector_reason, dedupe_rows, document_item, pipelined_upsert,
+                    query_vector, vector_problems)
+from ..filters import And, Node, Or
+from .schema import (CONFIG_TAG, NATIVE_COLUMNS, RESERVED_COLUMNS, Layout, StoragePlan, derived_name,
+                     drop_sync_objects, field_sql_type, python_type, read_config, table_columns,
+                     validate_identifier)
 from .wire import (BYTEA_OID, JSONB_EMPTY, KEY_ARRAY_PREPARE, SQL_SCALAR_TYPES, STREAM_BLOCK, Binder,
                    compile_filter, escape_where, first_line, psycopg_module, sql_module, translate_error,
                    vector_wire)
@@ -39,57 +44,57 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
-# ---------------------------------------------------------------------------- the store
-class PgVectorStore:
+class PgVectorStore(BaseStore):
     """A pgvector-backed store (see :mod:`connectors.pgvector`). Build one with :func:`open_store`
-    or :func:`attach`; it implements :class:`connectors.core.Store`.
+    or :func:`attach`.
+
+    ``search`` takes, besides the skeleton's arguments, ``where=`` (an SQL condition on the
+    table's columns, alias ``t``, for TRUSTED input; a string ``filter=`` is the same), ``params=``
+    (its bound values: a list for ``%s``, a dict for ``%(name)s``) and ``ef_search=`` (HNSW
+    search breadth). Searches run in a READ ONLY transaction. An attached table's fields are
+    its columns; its ids are its primary key as text.
 
     Attributes:
         client: the psycopg connection (autocommit; pgvector types registered).
-        dim: the embedding dimension.
         plan: the :class:`StoragePlan`.
         layout: the :class:`Layout`.
         backfill_report: the :class:`~connectors.core.UpsertReport` of the last backfill (run by
             :func:`attach`, or by calling :meth:`backfill`); None when none ran.
     """
 
+    backend = "pgvector"
+    max_bytes = 128 * 1024 * 1024
+    native_filter = "an SQL condition string (trusted input; values in params=)"
+
     def __init__(self, conn: Any, *, layout: Layout, plan: StoragePlan, embedder: Any = None, owned: bool = True,
-                 rescore_factor: int = 4) -> None:
-        self.client = conn
+                 rescore_factor: int = 4, allow_mismatch: bool = False) -> None:
+        super().__init__(collection=str(layout.table), embedder=embedder, dim=plan.dim, allow_mismatch=allow_mismatch)
+        self._conn = conn
         self.layout = layout
         self.plan = plan
-        self.dim = plan.dim
-        self.embedder = embedder
         self.rescore_factor = max(1, int(rescore_factor))
         self._backfill_report: UpsertReport | None = None
         #: how the table's name was resolved when it is not spelled as given (see resolve_table)
         self.name_note: str | None = None
         self._owned = owned
-        self._closed = False
         self._oids: dict[str, int] = {}
+        self._field_sql: dict[str, str] = {}  # the SQL spelling of the fields being created
         # held by a write transaction and by backfill page reads: the writer thread of
         # pipelined_upsert and the reading generator share the one connection.
         self._io_lock = threading.RLock()
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
         self.pgvector_version = _version_tuple(row[0]) if row else (0,)
+        self.open_existing()
 
-    # ------------------------------------------------------------------ lifecycle
-    def close(self) -> None:
-        """Close the connection if the store opened it. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            if self._owned:
-                self.client.close()
+    @property
+    def client(self) -> Any:
+        """The psycopg connection."""
+        return self._conn
 
-    def __enter__(self) -> "PgVectorStore":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"PgVectorStore(table={str(self.layout.table)!r}, mode={self.layout.mode!r}, dim={self.dim}, " \
-               f"storage={self.plan.storage!r})"
+    @property
+    def table(self) -> str:
+        """The (user's or store's) table name."""
+        return str(self.layout.table)
 
     @property
     def backfill_report(self) -> UpsertReport | None:
@@ -97,92 +102,88 @@ class PgVectorStore:
         None when no backfill ran (``attach(..., backfill=False)`` or ``create=False``)."""
         return self._backfill_report
 
-    @property
-    def table(self) -> str:
-        """The (user's or store's) table name."""
-        return str(self.layout.table)
+    # ------------------------------------------------------------------ errors
+    def _translate(self, exc: BaseException, what: str) -> Exception:
+        psycopg = psycopg_module()
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (
+                self._conn.broken or self._conn.closed):
+            return UnavailableError(f"{what}: lost the connection: {first_line(exc)}")
+        return translate_error(exc, what)  # type: ignore[arg-type]
 
-    def exists(self) -> bool:
-        """True when the store's table and embedding column exist."""
-        cols = table_columns(self.client, self.layout.embedding_table)
-        return any(c.name == self.layout.embedding_column for c in cols)
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg_module().Error as exc:
+            raise self._translate(exc, f"{what} {self.table}") from exc
 
     # ------------------------------------------------------------------ schema
-    def create(self, fields: Mapping[str, Any] | None = None, *, exist_ok: bool = False) -> None:
-        """Create the table (or embedding column / side table) and its index.
+    def _exists(self) -> bool:
+        with self._errors("cannot read"):
+            cols = table_columns(self._conn, self.layout.embedding_table)
+        return any(c.name == self.layout.embedding_column for c in cols) if self.layout.attached else bool(cols)
 
-        Args:
-            fields: user fields of a new table: name -> Python type (``str``, ``int``, ``float``,
-                ``bool``, ``dict``, ``list``, ``bytes``) or SQL type name (one of
-                :data:`SQL_FIELD_TYPES`). Not allowed for attached tables.
-            exist_ok: reuse an existing table whose schema matches.
+    def _describe(self) -> Schema:
+        lay = self.layout
+        with self._errors("cannot read"):
+            cols = {c.name: c for c in table_columns(self._conn, lay.embedding_table)}
+            if lay.attached:
+                fields = {c.name: python_type(c.type) for c in table_columns(self._conn, lay.table)
+                          if c.name in lay.columns}
+        emb = cols.get(lay.embedding_column)
+        if not lay.attached:
+            if emb is None or not set(NATIVE_COLUMNS) <= set(cols):
+                raise NotFoundError(f"table {self.table} is not a table this project created, nor one attached with "
+                                    "attach() / qvl pg sync: attach it first")
+            self._refresh_layout(list(cols.values()))
+            fields = {n: python_type(t) for n, t in self.layout.field_types}
+        match = re.match(r"(?:vector|halfvec)\((\d+)\)", emb.type) if emb is not None else None
+        config = read_config(emb.comment) if emb is not None else None
+        return Schema(int(match.group(1)) if match else self.plan.dim, fields, (config or {}).get("fingerprint"))
 
-        Raises:
-            SchemaMismatchError: the table exists (without ``exist_ok``) or differs.
-            InputError: a bad field name or type.
-        """
-        try:
-            if self.layout.attached:
-                if fields:
-                    raise InputError("fields are the existing table's own columns; pass fields=None for an "
-                                     "attached table")
-                self._ensure_attached_storage(exist_ok=True)
-                self._ensure_index()
-            else:
-                self._create_table(fields or {}, exist_ok=exist_ok)
-        except psycopg_module().Error as exc:
-            raise translate_error(exc, f"cannot create {self.table}") from exc
-
-    def _create_table(self, fields: Mapping[str, Any], exist_ok: bool) -> None:
-        sql = sql_module()
-        declared = []
-        for name, typ in fields.items():
+    def _check_fields(self, fields: Mapping[str, Any] | None) -> dict[str, type]:
+        if fields is not None and not isinstance(fields, Mapping):
+            raise InputError(f"fields must be a dict {{name: type}}, got {type(fields).__name__}")
+        if self.layout.attached:
+            if fields:
+                raise InputError("fields are the existing table's own columns; pass fields=None for an "
+                                 "attached table")
+            return dict(self._fields)
+        self._field_sql = {}
+        out: dict[str, type] = {}
+        for name, typ in (fields or {}).items():
             validate_identifier(name, what="field name")
             if name in RESERVED_COLUMNS:
                 raise InputError(f"field name {name!r} is reserved; reserved names are {sorted(RESERVED_COLUMNS)}")
-            declared.append((name, field_sql_type(name, typ)))
-        cols = table_columns(self.client, self.layout.table)
-        if cols:
-            if not exist_ok:
-                raise SchemaMismatchError(f"table {self.table} already exists; pass exist_ok=True to reuse it")
-            self._check_existing(cols, dict(declared))
-            self._ensure_index()
+            self._field_sql[name] = field_sql_type(name, typ)
+            out[name] = python_type(self._field_sql[name])
+        return out
+
+    def _create(self, schema: Schema) -> None:
+        if self.layout.attached:
+            with self._errors("cannot create storage for"):
+                self._ensure_attached_storage(fingerprint=schema.fingerprint)
+                self._ensure_index()
             return
-        config = json.dumps({CONFIG_TAG: {"mode": "table", **self.plan.to_config()}})
+        sql = sql_module()
+        declared = [(n, self._field_sql.get(n) or field_sql_type(n, t)) for n, t in schema.fields.items()]
+        config = {"mode": "table", **self.plan.to_config()}
+        if schema.fingerprint:
+            config["fingerprint"] = schema.fingerprint
         field_sql = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in declared]
-        with self.client.transaction():
-            self.client.execute(sql.SQL(
+        with self._errors("cannot create"), self._conn.transaction():
+            self._conn.execute(sql.SQL(
                 "CREATE TABLE {} (id text PRIMARY KEY, text text, media text, modality text NOT NULL, "
                 "metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb, {}embedding {} NOT NULL)").format(
                 self.layout.table.ident, sql.SQL("").join(sql.SQL("{}, ").format(f) for f in field_sql),
                 sql.SQL(self.plan.column_sql)))
-            self.client.execute(sql.SQL("COMMENT ON COLUMN {}.embedding IS {}").format(
-                self.layout.table.ident, sql.Literal(config)))
+            self._conn.execute(sql.SQL("COMMENT ON COLUMN {}.embedding IS {}").format(
+                self.layout.table.ident, sql.Literal(json.dumps({CONFIG_TAG: config}))))
             self._ensure_index()
-        self._refresh_layout()
+        self._refresh_layout(table_columns(self._conn, self.layout.table))
 
-    def _check_existing(self, cols: list[ColumnInfo], declared: Mapping[str, str]) -> None:
-        by_name = {c.name: c for c in cols}
-        emb = by_name.get(self.layout.embedding_column)
-        if emb is None or emb.type != self.plan.column_sql:
-            found = emb.type if emb else "no embedding column"
-            raise SchemaMismatchError(f"table {self.table}: embedding column is {found}, this store needs "
-                                      f"{self.plan.column_sql} (dim={self.dim}, storage={self.plan.storage!r})")
-        missing = [n for n in declared if n not in by_name]
-        if missing:
-            raise SchemaMismatchError(f"table {self.table} lacks field(s) {missing}; it has "
-                                      f"{sorted(set(by_name) - RESERVED_COLUMNS)}")
-        for name, typ in declared.items():
-            if by_name[name].type != typ:
-                raise SchemaMismatchError(f"table {self.table}: field {name!r} is {by_name[name].type}, "
-                                          f"requested {typ}")
-        self._refresh_layout()
-
-    def _refresh_layout(self) -> None:
-        """Re-read the user fields (a native table) from the catalog."""
-        if self.layout.attached:
-            return
-        cols = table_columns(self.client, self.layout.table)
+    def _refresh_layout(self, cols: list[Any]) -> None:
+        """Take a store's own table's user fields (and their COPY type oids) from its columns."""
         fields = tuple((c.name, c.type) for c in cols if c.name not in RESERVED_COLUMNS)
         self.layout = dataclasses.replace(self.layout, field_types=fields,
                                           columns=NATIVE_COLUMNS + tuple(n for n, _ in fields))
@@ -198,71 +199,44 @@ class PgVectorStore:
         sql = sql_module()
         lay = self.layout
         expr = self.plan.index_expression(sql.Identifier(lay.embedding_column))
-        self.client.execute(sql.SQL(
+        self._conn.execute(sql.SQL(
             "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})").format(
             sql.Identifier(self._index_name()), lay.embedding_table.ident, expr, sql.SQL(self.plan.opclass),
             sql.Literal(self.plan.m), sql.Literal(self.plan.ef_construction)))
 
-    def _ensure_attached_storage(self, *, exist_ok: bool) -> None:
+    def _ensure_attached_storage(self, *, fingerprint: dict | None) -> None:
+        """Add the embedding column or side table (idempotent). A new one records ``fingerprint``
+        in its configuration; an existing one keeps the fingerprint it recorded (or none)."""
         sql = sql_module()
         lay = self.layout
-        config = json.dumps({CONFIG_TAG: {"mode": lay.mode, **self.plan.to_config(), "key": lay.key,
-                                          "text_column": lay.text_column, "image_column": lay.image_column,
-                                          "video_column": lay.video_column}})
-        existing = {c.name: c for c in table_columns(self.client, lay.embedding_table)}
-        emb = existing.get(lay.embedding_column)
+        emb = {c.name: c for c in table_columns(self._conn, lay.embedding_table)}.get(lay.embedding_column)
         if emb is not None:
-            if emb.type != self.plan.column_sql:
-                raise SchemaMismatchError(f"{lay.embedding_table}.{lay.embedding_column} is {emb.type}, this store "
-                                          f"needs {self.plan.column_sql} (dim={self.dim}, storage={self.plan.storage!r})")
-            if not exist_ok:
-                raise SchemaMismatchError(f"{lay.embedding_table}.{lay.embedding_column} already exists")
-        with self.client.transaction():
+            fingerprint = (read_config(emb.comment) or {}).get("fingerprint")
+        config = {"mode": lay.mode, **self.plan.to_config(), "key": lay.key, "text_column": lay.text_column,
+                  "image_column": lay.image_column, "video_column": lay.video_column}
+        if fingerprint:
+            config["fingerprint"] = fingerprint
+        with self._conn.transaction():
             if lay.mode == "column":
-                self.client.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                self._conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
                     lay.table.ident, sql.Identifier(lay.embedding_column), sql.SQL(self.plan.column_sql)))
             else:
-                self.client.execute(sql.SQL(
+                self._conn.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {side} ({key} {ktype} PRIMARY KEY REFERENCES {table} ({key}) "
                     "ON DELETE CASCADE ON UPDATE CASCADE, {emb} {etype} NOT NULL, "
                     "embedded_at timestamptz NOT NULL DEFAULT now())").format(
                     side=lay.embedding_table.ident, key=sql.Identifier(lay.key), ktype=sql.SQL(lay.key_type),
                     table=lay.table.ident, emb=sql.Identifier(lay.embedding_column),
                     etype=sql.SQL(self.plan.column_sql)))
-            self.client.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-                lay.embedding_table.ident, sql.Identifier(lay.embedding_column), sql.Literal(config)))
+            self._conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                lay.embedding_table.ident, sql.Identifier(lay.embedding_column),
+                sql.Literal(json.dumps({CONFIG_TAG: config}))))
 
     # ------------------------------------------------------------------ writing
-    def upsert(self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = 256,
-               max_bytes: int = 128 * 1024 * 1024, show_progress: bool = False) -> UpsertReport:
-        """Embed and write rows; returns which ids landed and which failed (with reasons).
+    def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
+        return self.write_vectors(rows, vectors)
 
-        Rows are dicts with ``id?``, ``text?``, ``image?``, ``video?``, ``vector?``,
-        ``metadata?`` and declared fields (any other top-level key goes into ``metadata``, as on
-        every store). Rows that carry their vector are streamed in binary COPY
-        straight into a store's own table, validated as they are sent (:meth:`write_stream`).
-        Other batches are embedded (the next one while this one is written), COPied into a
-        temporary table and merged with ``INSERT ... ON CONFLICT DO UPDATE``, or COPied straight
-        into the table when their first id is new. A batch that fails is split until the bad
-        rows are isolated, so one bad row is reported by id and the others land. For an
-        attached table, ``id`` is the primary key and only the embedding is written.
-
-        Args:
-            rows: row dicts (any iterable; consumed once).
-            batch_size: rows embedded and written per batch.
-            max_bytes: cap on the bytes of one write (one transaction).
-            show_progress: show a progress bar.
-
-        Returns:
-            An :class:`~connectors.core.UpsertReport`.
-        """
-        self._check_open()
-        declared = [n for n, _ in self.layout.field_types]
-        return pipelined_upsert(rows, embedder=self.embedder, dim=self.dim, write=self.write_vectors,
-                                write_stream=self.write_stream, batch_rows=batch_size, max_bytes=max_bytes,
-                                declared_fields=declared, show_progress=show_progress, desc=f"upsert {self.table}")
-
-    def write_stream(self, rows: Iterator[Row]) -> list[tuple[str, str]]:
+    def _write_stream(self, rows: Iterator[Row]) -> list[tuple[str, str]]:
         """Write rows that carry their vectors, COPied straight into the table as they are read.
 
         One binary COPY in one transaction, fed ``STREAM_BLOCK`` rows at a time, so that
@@ -270,9 +244,7 @@ class PgVectorStore:
         previous ones, as in a plain COPY. When the first id is already present, or the COPY
         fails (a present or repeated id, a value the server refuses), nothing of it is kept
         and the rows go through :meth:`write_vectors` (merge, and isolation of bad rows).
-        A vector that cannot be searched (all zeros, NaN or infinity) is checked a block at a
-        time (:func:`~connectors.core.vector_problems`) and fails its row only, whoever called.
-        Returns ``(id, reason)`` for the rows that failed.
+        A vector that cannot be searched (all zeros, NaN or infinity) fails its row only.
         """
         psycopg = psycopg_module()
         it = iter(rows)
@@ -310,14 +282,12 @@ class PgVectorStore:
             try:
                 with self._io_lock:
                     if self._looks_new([first]):
-                        with self.client.transaction():
+                        with self._conn.transaction():
                             self._copy(self.layout.table.ident, names, oids, values())
                         return rejected
             except Exception as exc:  # noqa: BLE001 - a value psycopg or the server refuses: isolated below
-                if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (
-                        self.client.broken or self.client.closed):
-                    raise UnavailableError(f"lost the connection while writing to {self.table}: "
-                                           f"{first_line(exc)}") from exc
+                if isinstance(exc, psycopg.Error) and (self._conn.broken or self._conn.closed):
+                    raise self._translate(exc, f"cannot write to {self.table}") from exc
                 log.debug("streamed COPY into %s failed (%s); merging instead", self.table, first_line(exc))
         for _ in source:  # the rest, validated
             pass
@@ -331,47 +301,44 @@ class PgVectorStore:
 
         ``direct=False`` skips the attempt to COPY straight into the table (its caller has
         just seen that attempt fail) and merges at once. A vector that is all zeros (or holds
-        NaN or infinity) fails its row with the reason; the other rows are written.
+        NaN or infinity) fails its row with the reason; the other rows are written. The sync
+        worker writes through this.
         """
         if not rows:
             return []
         bad = vector_problems(np.asarray(vectors))
         if not bad.any():
-            return self._write(rows, vectors, direct)
+            return self._write_batch(rows, vectors, direct)
         failed = [(rows[i].id, bad_vector_reason(vectors[i]) or "bad vector") for i in np.flatnonzero(bad)]
         keep = np.flatnonzero(~bad)
         if not len(keep):
             return failed
-        return failed + self._write([rows[i] for i in keep], np.asarray(vectors)[keep], direct)
+        return failed + self._write_batch([rows[i] for i in keep], np.asarray(vectors)[keep], direct)
 
-    def _write(self, rows: Sequence[Row], vectors: np.ndarray, direct: bool) -> list[tuple[str, str]]:
+    def _write_batch(self, rows: Sequence[Row], vectors: np.ndarray, direct: bool) -> list[tuple[str, str]]:
         psycopg = psycopg_module()
         if not rows:
             return []
         try:
-            with self._io_lock, self.client.transaction():
+            with self._io_lock, self._conn.transaction():
                 return self._copy_merge(rows, vectors, direct=direct)
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            raise translate_error(exc, f"cannot write to {self.table}") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if self.client.broken or self.client.closed:
-                raise UnavailableError(f"lost the connection while writing to {self.table}: "
-                                       f"{first_line(exc)}") from exc
-            return self._split(rows, vectors, exc, direct)
         except Exception as exc:  # noqa: BLE001 - isolate the bad rows, report them by id
-            return self._split(rows, vectors, exc, direct)
-
-    def _split(self, rows: Sequence[Row], vectors: np.ndarray, exc: Exception, direct: bool) -> list[tuple[str, str]]:
-        if len(rows) == 1:
-            log.debug("row %s failed: %s", rows[0].id, exc)
-            return [(rows[0].id, first_line(exc))]
-        mid = len(rows) // 2
-        return self._write(rows[:mid], vectors[:mid], direct) + self._write(rows[mid:], vectors[mid:], direct)
+            if isinstance(exc, psycopg.Error):
+                err = self._translate(exc, f"cannot write to {self.table}")
+                if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)) or (
+                        isinstance(err, UnavailableError) and not (exc.sqlstate or "").startswith("54")):
+                    raise err from exc  # the table is gone, or the server: not the rows' fault
+            if len(rows) == 1:
+                log.debug("row %s failed: %s", rows[0].id, exc)
+                return [(rows[0].id, first_line(exc))]
+            mid = len(rows) // 2
+            return self._write_batch(rows[:mid], vectors[:mid], direct) + \
+                self._write_batch(rows[mid:], vectors[mid:], direct)
 
     def _copy_merge(self, rows: Sequence[Row], vectors: np.ndarray, *, direct: bool) -> list[tuple[str, str]]:
         sql = sql_module()
         lay = self.layout
-        conn = self.client
+        conn = self._conn
         # Vectors go on the wire already in pgvector's binary format (see vector_wire); COPY's
         # binary stream carries no type ids, so the bytes pass through a bytea dumper and the
         # server reads them with the column's own (vector) input function.
@@ -409,14 +376,14 @@ class PgVectorStore:
         """Columns, COPY type oids, declared fields and their names of a store's own table."""
         fields = list(self.layout.field_types)
         names = list(NATIVE_COLUMNS) + [n for n, _ in fields] + ["embedding"]
-        info = self._oids or {c.name: c.oid for c in table_columns(self.client, self.layout.table)}
+        info = self._oids or {c.name: c.oid for c in table_columns(self._conn, self.layout.table)}
         oids = [25, 25, 25, 25, BYTEA_OID] + [info[n] for n, _ in fields] + [BYTEA_OID]  # see _native_values
         return names, oids, fields, {n for n, _ in fields}
 
     def _copy(self, target: Any, names: list[str], oids: list[int], values: Iterable[Sequence[Any]]) -> None:
         """``COPY target (names) FROM STDIN (FORMAT BINARY)`` of ``values``."""
         sql = sql_module()
-        with self.client.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        with self._conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                 target, sql.SQL(", ").join(map(sql.Identifier, names)))) as copy:
             copy.set_types(oids)
             for value in values:
@@ -430,7 +397,7 @@ class PgVectorStore:
         guess costs time, never a row.
         """
         sql = sql_module()
-        found = self.client.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE id = %s)").format(
+        found = self._conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE id = %s)").format(
             self.layout.table.ident), (rows[0].id,)).fetchone()[0]
         return not found
 
@@ -481,73 +448,95 @@ class PgVectorStore:
         landed = {r[0] for r in cur.fetchall()}
         return [(r.id, f"no row with {lay.key} = {r.id!r} in {lay.table}") for r in rows if r.id not in landed]
 
-    def delete(self, ids: Sequence[Any]) -> None:
-        """Delete rows by id (an attached table: remove their embeddings; the rows stay)."""
-        self._check_open()
+    # ------------------------------------------------------------------ reading, deleting
+    def _has_embedding(self, prefix: str) -> Any:
+        """`` AND/WHERE <embedding> IS NOT NULL`` for column mode (where rows may have none), else nothing."""
         sql = sql_module()
-        lay = self.layout
-        keys = [str(i) for i in ids]
-        if not keys:
-            return
-        key_list = sql.SQL("CAST(%s AS {}[])").format(sql.SQL(lay.key_type))
-        try:
-            if lay.mode == "column":
-                self.client.execute(sql.SQL("UPDATE {} SET {} = NULL WHERE {} = ANY({})").format(
-                    lay.table.ident, sql.Identifier(lay.embedding_column), sql.Identifier(lay.key), key_list), (keys,),
-                    prepare=KEY_ARRAY_PREPARE)
-            else:
-                self.client.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY({})").format(
-                    lay.embedding_table.ident, sql.Identifier(lay.key), key_list), (keys,), prepare=KEY_ARRAY_PREPARE)
-        except psycopg_module().Error as exc:
-            raise translate_error(exc, f"cannot delete from {self.table}") from exc
+        if self.layout.mode != "column":
+            return sql.SQL("")
+        return sql.SQL(" {} {} IS NOT NULL").format(sql.SQL(prefix), sql.Identifier(self.layout.embedding_column))
 
-    def existing_ids(self, ids: Sequence[Any]) -> set[str]:
-        """Which of ``ids`` already have an embedding (lets an ingest skip what landed)."""
-        self._check_open()
+    def _existing(self, ids: list[str]) -> Iterable[str]:
         sql = sql_module()
         lay = self.layout
-        keys = [str(i) for i in ids]
-        if not keys:
-            return set()
-        where = sql.SQL(" AND {} IS NOT NULL").format(sql.Identifier(lay.embedding_column)) \
-            if lay.mode == "column" else sql.SQL("")
         query = sql.SQL("SELECT {}::text FROM {} WHERE {} = ANY(CAST(%s AS {}[])){}").format(
-            sql.Identifier(lay.key), lay.embedding_table.ident, sql.Identifier(lay.key), sql.SQL(lay.key_type), where)
-        try:
-            return {row[0] for row in self.client.execute(query, (keys,), prepare=KEY_ARRAY_PREPARE).fetchall()}
-        except psycopg_module().Error as exc:
-            raise translate_error(exc, f"cannot look up ids in {lay.embedding_table}") from exc
+            sql.Identifier(lay.key), lay.embedding_table.ident, sql.Identifier(lay.key), sql.SQL(lay.key_type),
+            self._has_embedding("AND"))
+        with self._errors("cannot look up ids in"):
+            return {row[0] for row in self._conn.execute(query, (ids,), prepare=KEY_ARRAY_PREPARE).fetchall()}
 
-    def count(self) -> int:
-        """Number of rows that have an embedding."""
-        self._check_open()
+    def _delete(self, ids: list[str]) -> None:
+        """Delete rows by id (an attached table: remove their embeddings; the rows stay)."""
         sql = sql_module()
         lay = self.layout
-        where = sql.SQL(" WHERE {} IS NOT NULL").format(sql.Identifier(lay.embedding_column)) \
-            if lay.mode == "column" else sql.SQL("")
-        try:
-            return int(self.client.execute(sql.SQL("SELECT count(*) FROM {}{}").format(
-                lay.embedding_table.ident, where)).fetchone()[0])
-        except psycopg_module().Error as exc:
-            raise translate_error(exc, f"cannot count {lay.embedding_table}") from exc
+        key_list = sql.SQL("CAST(%s AS {}[])").format(sql.SQL(lay.key_type))
+        if lay.mode == "column":
+            stmt = sql.SQL("UPDATE {} SET {} = NULL WHERE {} = ANY({})").format(
+                lay.table.ident, sql.Identifier(lay.embedding_column), sql.Identifier(lay.key), key_list)
+        else:
+            stmt = sql.SQL("DELETE FROM {} WHERE {} = ANY({})").format(
+                lay.embedding_table.ident, sql.Identifier(lay.key), key_list)
+        with self._errors("cannot delete from"):
+            self._conn.execute(stmt, (ids,), prepare=KEY_ARRAY_PREPARE)
 
-    def drop(self) -> None:
+    def _count(self) -> int:
+        """Number of rows that have an embedding."""
+        sql = sql_module()
+        with self._errors("cannot count"):
+            return int(self._conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(
+                self.layout.embedding_table.ident, self._has_embedding("WHERE"))).fetchone()[0])
+
+    def _drop(self) -> None:
         """Drop the store's table; for an attached table drop only the embedding column or side
         table (and the sync objects, if installed). The user's rows are never dropped."""
-        self._check_open()
         sql = sql_module()
         lay = self.layout
-        try:
-            with self.client.transaction():
-                if lay.attached:
-                    drop_sync_objects(self.client, lay.table)  # as sync.uninstall_sync does
-                if lay.mode == "column":
-                    self.client.execute(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
-                        lay.table.ident, sql.Identifier(lay.embedding_column)))
-                else:
-                    self.client.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(lay.embedding_table.ident))
-        except psycopg_module().Error as exc:
-            raise translate_error(exc, f"cannot drop {lay.embedding_table}") from exc
+        with self._errors("cannot drop the embeddings of"), self._conn.transaction():
+            if lay.attached:
+                drop_sync_objects(self._conn, lay.table)  # as sync.uninstall_sync does
+            if lay.mode == "column":
+                self._conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
+                    lay.table.ident, sql.Identifier(lay.embedding_column)))
+            else:
+                self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(lay.embedding_table.ident))
+
+    def _close(self) -> None:
+        if self._owned:
+            self._conn.close()
+
+    def _source(self) -> tuple[Any, Any]:
+        """The FROM clause (the table as ``t``, joined to a side table as ``e``) and the embedding column."""
+        sql = sql_module()
+        lay = self.layout
+        if lay.mode != "side_table":
+            return sql.SQL("{} t").format(lay.table.ident), sql.SQL("t.{}").format(sql.Identifier(lay.embedding_column))
+        return (sql.SQL("{} t JOIN {} e USING ({})").format(lay.table.ident, lay.embedding_table.ident,
+                                                            sql.Identifier(lay.key)),
+                sql.SQL("e.{}").format(sql.Identifier(lay.embedding_column)))
+
+    def _page(self, cursor: str | None, limit: int) -> tuple[list[StoredRow], str | None]:
+        """Keyset pagination on the primary key, compared in its own type (the cursor is its text form)."""
+        sql = sql_module()
+        lay = self.layout
+        source, emb = self._source()
+        key = sql.SQL("t.{}").format(sql.Identifier(lay.key))
+        cond = [sql.SQL("{} IS NOT NULL").format(emb)] if lay.mode == "column" else []
+        if cursor is not None:
+            cond.append(sql.SQL("{} > CAST(%(cursor)s AS {})").format(key, sql.SQL(lay.key_type)))
+        where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(cond) if cond else sql.SQL("")
+        cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in lay.columns)
+        stmt = sql.SQL("SELECT {k}::text AS _qvl_key, {cols}, {emb}::vector AS _qvl_vector FROM {src}{where} "
+                       "ORDER BY {k} LIMIT %(n)s").format(k=key, cols=cols, emb=emb, src=source, where=where)
+        from psycopg.rows import dict_row
+
+        with self._errors("cannot read"), self._conn.cursor(row_factory=dict_row) as cur:
+            records = cur.execute(stmt, {"cursor": cursor, "n": limit + 1}).fetchall()
+        rows = []
+        for rec in records[:limit]:
+            rid, vec = rec.pop("_qvl_key"), rec.pop("_qvl_vector")
+            vec = np.asarray(vec.to_numpy() if hasattr(vec, "to_numpy") else vec, dtype=np.float32)
+            rows.append(StoredRow(rid, vec, self._hit_fields(rec)))
+        return rows, (rows[-1].id if len(records) > limit else None)
 
     # ------------------------------------------------------------------ backfill
     def backfill(self, *, batch_size: int = 64, show_progress: bool = False) -> UpsertReport:
@@ -561,7 +550,7 @@ class PgVectorStore:
         lay = self.layout
         if not lay.attached:
             raise InputError("backfill applies to attached tables (see attach()); use upsert() for this store")
-        total = int(self.client.execute(self._missing_sql(count=True)).fetchone()[0])
+        total = int(self._conn.execute(self._missing_sql(count=True)).fetchone()[0])
         report = pipelined_upsert(_Sized(self._missing_rows(batch_size), total), embedder=self.embedder,
                                   dim=self.dim, write=self.write_vectors, batch_rows=batch_size,
                                   show_progress=show_progress, desc=f"backfill {lay.table}")
@@ -590,8 +579,8 @@ class PgVectorStore:
         last: Any = None
         while True:
             with self._io_lock:
-                rows = self.client.execute(first if last is None else after,
-                                           {"page": page, "last": None if last is None else str(last)}).fetchall()
+                rows = self._conn.execute(first if last is None else after,
+                                          {"page": page, "last": None if last is None else str(last)}).fetchall()
             for rec in rows:
                 yield self.content_row(rec[0], rec[1:])
             if len(rows) < page:
@@ -609,82 +598,64 @@ class PgVectorStore:
         return row
 
     # ------------------------------------------------------------------ search
-    def search(self, query: Any, k: int = 10, *, where: str | None = None, params: Any = None,
-               filter: Any = None, rerank: Any = None, candidates: int | None = None,
-               instruction: str | None = None, ef_search: int | None = None) -> list[Hit]:
-        """Nearest rows to ``query`` (an item, embedded as a query, or a precomputed vector).
+    def _compile(self, node: Node) -> Node:
+        """The portable filter, checked against the table's columns; :meth:`_search_sql` binds it.
 
-        Args:
-            query: text, image, video, a fused dict, or a vector of the store's dim.
-            k: number of hits.
-            where: an SQL condition on the table's columns (alias ``t``), with ``%s`` or
-                ``%(name)s`` placeholders bound from ``params``. A ``%`` in a string
-                (``title LIKE 'a%'``) or an operator (``id % 2 = 0``) is a literal ``%``, as is
-                ``%%``. The condition is SQL spliced into the query: for TRUSTED input only
-                (it runs in a READ ONLY transaction, so it cannot write, but it can read any
-                table the store's role can). Put user input in ``params`` or use a dict filter.
-            params: values for ``where`` (a list, or a dict for named placeholders).
-            filter: alias of ``where``; a dict ``{column: value}`` means equality on each,
-                with the values bound (the safe choice for untrusted input).
-            rerank: a :class:`~embedder.Reranker` to rerank ``candidates`` vector hits.
-            candidates: vector hits fetched before reranking (default ``max(4k, 20)``, as on every
-                store; at least ``k``). A query vector with ``rerank`` is an InputError.
-            instruction: query instruction for the embedder.
-            ef_search: HNSW search breadth (default: enough for the requested rows).
-
-        The query runs in a READ ONLY transaction: a filter that tries to write (a
-        data-modifying function, ``nextval``, ``query_to_xml('DELETE ...')``) fails with
-        :class:`~embedder.errors.ConnectorError` and changes nothing. Filtered searches turn on
-        ``hnsw.iterative_scan = relaxed_order`` (pgvector >= 0.8) so a selective filter does not
-        starve the result. Hits carry ``score`` (cosine similarity)
-        and, when reranked, ``rerank_score``; a candidate whose media cannot be loaded keeps
-        its vector rank with ``rerank_score=None`` and is logged as a warning.
+        A store's own table filters its fields (text, numeric and boolean columns), then
+        metadata keys; an attached table filters its columns (it has no metadata column).
         """
-        self._check_open()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InputError(f"k must be a positive integer, got {k!r}")
-        if where is not None and filter is not None:
-            raise InputError("pass either where= or filter= (its alias), not both")
-        fetch = rerank_candidates(k, candidates)  # one policy, in core; checks a given value
-        n = fetch if rerank is not None else k
-        check_rerank_query(query, rerank)
-        vec = query_vector(self.embedder, query, self.dim, instruction)
-        stmt, values, filtered = self._search_sql(vec, n, where if where is not None else filter, params)
-        psycopg = psycopg_module()
+        lay = self.layout
+        types = dict(lay.field_types)
+
+        def check(n: Node) -> None:
+            if isinstance(n, (And, Or)):
+                for p in n.parts:
+                    check(p)
+            elif lay.attached and n.key not in lay.columns:
+                raise InputError(f"filter key {n.key!r} is not one of the table's columns {list(lay.columns)} "
+                                 "(an attached table has no metadata column)")
+            elif not lay.attached and n.key in types and types[n.key] not in SQL_SCALAR_TYPES:
+                raise InputError(f"filter key {n.key!r}: the column is {types[n.key]}; the portable filter compares "
+                                 "text, numeric and boolean columns (use where= for others)")
+        check(node)
+        return node
+
+    def _native_filter(self, flt: Any) -> str:
+        if not isinstance(flt, str):
+            return super()._native_filter(flt)
+        return flt
+
+    def _nearest(self, vector: np.ndarray, n: int, flt: Any, *, content: bool, where: Any = None,
+                 params: Any = None, ef_search: int | None = None) -> list[Hit]:
+        if where is not None:
+            if flt is not None:
+                raise InputError("pass either where= or filter= (its alias), not both")
+            flt = self._filter(where)
+        stmt, values, filtered = self._search_sql(vector, n, flt, params)
         from psycopg.rows import dict_row
 
-        try:
-            with self.client.transaction(), self.client.cursor(row_factory=dict_row) as cur:
-                cur.execute("SET TRANSACTION READ ONLY")  # a raw where= runs with the store's privileges
-                self._search_settings(cur, n, filtered, ef_search)
-                cur.execute(stmt, values)
-                records = cur.fetchall()
-        except psycopg.errors.UndefinedColumn as exc:
-            if self.layout.attached or where is not None or filter is not None:
-                raise translate_error(exc, f"search in {self.table} failed") from exc
-            raise NotFoundError(f"search in {self.table} failed: {first_line(exc)}; it is not a table this "
-                                "project created, nor one attached with attach() / qvl pg sync: attach it "
-                                "first") from exc
-        except psycopg.Error as exc:
-            raise translate_error(exc, f"search in {self.table} failed") from exc
-        hits = [self._hit(r) for r in records]
-        if rerank is None:
-            return hits
-        outcome = rerank_hits(rerank, query, hits, k=k, document_of=self._document_of)
-        return outcome.hits
+        with self._errors("search failed in"), self._conn.transaction(), \
+                self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SET TRANSACTION READ ONLY")  # a raw where= runs with the store's privileges
+            self._search_settings(cur, n, filtered, ef_search)
+            cur.execute(stmt, values)
+            records = cur.fetchall()
+        return [self._hit(r) for r in records]
 
-    def explain(self, query: Any, k: int = 10, *, where: str | None = None, params: Any = None,
+    def explain(self, query: Any, k: int = 10, *, where: Any = None, params: Any = None,
                 analyze: bool = False, force_index: bool = False) -> str:
         """The ``EXPLAIN`` plan of :meth:`search`'s SQL (to check the index is used).
 
+        ``where`` is a filter as in :meth:`search` (a dict, or SQL with ``params``).
         ``force_index=True`` disables sequential scans for the plan, as on a table too small
         for the planner to prefer the index. Like :meth:`search`, it runs READ ONLY (``analyze``
         executes the query).
         """
+        self._require_collection()
         vec = query_vector(self.embedder, query, self.dim)
-        stmt, values, filtered = self._search_sql(vec, k, where, params)
+        stmt, values, filtered = self._search_sql(vec, k, self._filter(where), params)
         sql = sql_module()
-        with self.client.transaction(), self.client.cursor() as cur:
+        with self._errors("explain failed in"), self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
             self._search_settings(cur, k, filtered, None)
             if force_index:
@@ -702,30 +673,26 @@ class PgVectorStore:
                 log.warning("pgvector %s has no iterative index scans (needs 0.8); a selective filter may return "
                             "fewer than k rows", ".".join(map(str, self.pgvector_version)))
 
-    def _search_sql(self, vec: np.ndarray, n: int, where: Any, params: Any) -> tuple[Any, Any, bool]:
+    def _search_sql(self, vec: np.ndarray, n: int, flt: Node | str | None, params: Any) -> tuple[Any, Any, bool]:
+        """The search query, its values and whether it is filtered. ``flt`` is a checked portable
+        filter (compiled here, bound) or a raw SQL condition (``params`` bound)."""
         sql = sql_module()
         lay = self.layout
+        if params is not None and not isinstance(flt, str):
+            raise InputError("params= binds the placeholders of an SQL where= condition; a dict filter binds its "
+                             "own values")
         bind = Binder(params)
-        emb = sql.SQL("t.{}").format(sql.Identifier(lay.embedding_column)) if lay.mode != "side_table" \
-            else sql.SQL("e.{}").format(sql.Identifier(lay.embedding_column))
-        source = sql.SQL("{} t").format(lay.table.ident) if lay.mode != "side_table" else sql.SQL(
-            "{} t JOIN {} e USING ({})").format(
-            lay.table.ident, lay.embedding_table.ident, sql.Identifier(lay.key))
-        cols = [sql.SQL("t.{}").format(sql.Identifier(c)) if c != lay.key or lay.mode != "side_table"
-                else sql.Identifier(c) for c in lay.columns]
-        select_cols = sql.SQL(", ").join(cols)
-
-        node = self._parse_filter(where) if isinstance(where, Mapping) else None
+        source, emb = self._source()
+        select_cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) if c != lay.key or
+                                         lay.mode != "side_table" else sql.Identifier(c) for c in lay.columns)
 
         def conditions() -> Any:
             parts = [sql.SQL("{} IS NOT NULL").format(emb)] if lay.mode == "column" else []
-            if node is not None:
-                parts.append(compile_filter(node, bind, metadata=not lay.attached))
-            elif where is not None:
-                if not isinstance(where, str):
-                    raise InputError(f"where must be an SQL string or a dict, got {type(where).__name__}")
-                parts.append(sql.SQL("({})").format(sql.SQL(escape_where(where, placeholders=params is not None))))
+            if isinstance(flt, str):
+                parts.append(sql.SQL("({})").format(sql.SQL(escape_where(flt, placeholders=params is not None))))
                 bind.add_user(params)
+            elif flt is not None:
+                parts.append(compile_filter(flt, bind, metadata=not lay.attached))
             return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts) if parts else sql.SQL("")
 
         if not self.plan.rescore:
@@ -734,7 +701,7 @@ class PgVectorStore:
             cond = conditions()
             tail = sql.SQL(" ORDER BY _qvl_distance LIMIT {}) SELECT * FROM r ORDER BY _qvl_distance").format(
                 bind("n", n))
-            return head + cond + tail, bind.values, where is not None
+            return head + cond + tail, bind.values, flt is not None
         shortlist = max(n * self.rescore_factor, 100)
         head = sql.SQL("WITH s AS MATERIALIZED (SELECT {cols}, {emb} AS _qvl_embedding FROM {src}").format(
             cols=select_cols, emb=emb, src=source)
@@ -745,42 +712,19 @@ class PgVectorStore:
             self.plan.query_expression(bind("q", vec)), bind("m", shortlist),
             sql.SQL(", ").join(sql.Identifier(c) for c in lay.columns), self.plan.exact_query(bind("q", vec)),
             bind("n", n))
-        return head + cond + mid, bind.values, where is not None
+        return head + cond + mid, bind.values, flt is not None
 
-    def _parse_filter(self, flt: Mapping[str, Any]) -> Node:
-        """Validate a portable filter against this table's columns (see :mod:`connectors.filters`).
-
-        A native table's keys are its declared fields (then metadata keys); an attached
-        table's keys are its columns (it has no metadata column).
-        """
-        lay = self.layout
-        types = dict(lay.field_types)
-        if lay.attached:
-            fields: dict[str, type | None] = {c: None for c in lay.columns}
-        else:
-            fields = {c: SQL_SCALAR_TYPES.get(t) for c, t in types.items()}
-        node = parse(flt, fields)
-
-        def check(n: Node) -> None:
-            if isinstance(n, (And, Or)):
-                for p in n.parts:
-                    check(p)
-            elif lay.attached and n.key not in lay.columns:
-                raise InputError(f"filter key {n.key!r} is not one of the table's columns {list(lay.columns)} "
-                                 "(an attached table has no metadata column)")
-            elif not lay.attached and n.key in types and types[n.key] not in SQL_SCALAR_TYPES:
-                raise InputError(f"filter key {n.key!r}: the column is {types[n.key]}; the portable filter compares "
-                                 "text, numeric and boolean columns (use where= for others)")
-        check(node)
-        return node
-
-    def _hit(self, rec: Mapping[str, Any]) -> Hit:
-        distance = float(rec.pop("_qvl_distance"))
-        key = rec[self.layout.key]
+    def _hit_fields(self, rec: Mapping[str, Any]) -> dict:
+        """A row's fields as a hit carries them: an attached table's columns; a store's own
+        table's text, media, modality, metadata and declared fields."""
         fields = {k: (v.tobytes() if isinstance(v, memoryview) else v) for k, v in rec.items()}
         if not self.layout.attached:
             fields.pop("id", None)
-        return Hit(id=str(key), score=1.0 - distance, fields=fields)
+        return fields
+
+    def _hit(self, rec: dict) -> Hit:
+        distance = float(rec.pop("_qvl_distance"))
+        return Hit(id=str(rec[self.layout.key]), score=1.0 - distance, fields=self._hit_fields(rec))
 
     def _document_of(self, hit: Hit) -> dict:
         lay = self.layout
@@ -788,10 +732,6 @@ class PgVectorStore:
             return document_item(hit.fields)
         return {kind: hit.fields[col] for kind, col in lay.content_columns.items()
                 if hit.fields.get(col) not in (None, "")}
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectorError(f"store for {self.table} is closed")
 
 
 class _Sized:

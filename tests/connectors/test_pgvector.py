@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from embedder.errors import InputError, NotFoundError, SchemaMismatchError
+from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError
 from tests.conftest import make_image
 from tests.connectors.backend_pgvector import open_test_store, table_name
 from tests.connectors.postgres_server import pg_dsn, pg_server  # noqa: F401 - fixtures
@@ -133,22 +133,21 @@ def test_reopen_and_schema_mismatch(tmp_path, pg_dsn):
         with open_store(pg_dsn, table=store.table) as again:  # dim and storage read back
             assert (again.dim, again.plan.storage, again.plan.index_dim) == (4096, "subvector", 512)
             assert again.count() == 1
-        with pytest.raises(SchemaMismatchError, match="dim=4096"):
+        with pytest.raises(SchemaMismatchError, match="dim 4096, but dim=1024"):
             open_store(pg_dsn, table=store.table, dim=1024)
-        with pytest.raises(SchemaMismatchError, match="already exists"):
+        with pytest.raises(ConnectorError, match="already exists"):
             store.create()
         store.create(exist_ok=True)
     with open_store(pg_dsn, table="no_such_table_here", dim=64) as missing:
         with pytest.raises(NotFoundError):
             missing.search(np.ones(64), k=1)
-    import psycopg   # a plain table of the user's, never attached: the error says what to do
+    import psycopg   # a plain table of the user's, never attached: the error says what to do, at once
 
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute("DROP TABLE IF EXISTS plain_user_table; CREATE TABLE plain_user_table (pid int PRIMARY KEY)")
         try:
-            with open_store(pg_dsn, table="plain_user_table", dim=64) as plain:
-                with pytest.raises(NotFoundError, match="attach it first"):
-                    plain.search(np.ones(64), k=1)
+            with pytest.raises(NotFoundError, match="attach it first"):
+                open_store(pg_dsn, table="plain_user_table", dim=64)
         finally:
             c.execute("DROP TABLE plain_user_table")
 
@@ -453,8 +452,6 @@ def test_raw_filter_with_percent_signs(tmp_path):
 
 def test_raw_filter_cannot_write(tmp_path, conn):
     """Searches run READ ONLY: a filter that calls something that writes fails, nothing changes."""
-    from embedder.errors import ConnectorError
-
     with open_test_store(tmp_path, "readonly", embedder=None, dim=64) as store:
         t = store.table
         store.upsert([{"id": f"r{i}", "vector": np.eye(64)[i] + 0.1} for i in range(5)])
@@ -524,7 +521,7 @@ def test_cli_search_on_attached_table(pg_dsn, conn, user_table, embedder, tiny_e
 
 def test_streamed_copy_refuses_zero_vectors_by_id(tmp_path):
     """An all-zero vector (cosine undefined) is a bad row named by id, in the streamed COPY
-    (upsert) and when write_stream / write_vectors are called directly; the others land."""
+    (upsert) and when _write_stream / write_vectors are called directly; the others land."""
     from connectors.core import Row
 
     rng = np.random.default_rng(11)
@@ -538,7 +535,7 @@ def test_streamed_copy_refuses_zero_vectors_by_id(tmp_path):
         direct = [Row(id=f"d{i}", text=None, image=None, video=None, media=None, modality="vector", vector=v)
                   for i, v in enumerate(vecs[:6])]
         direct[2].vector = np.zeros(64, dtype=np.float32)
-        assert store.write_stream(iter(direct)) == [("d2", "vector is all zeros (cosine similarity is undefined)")]
+        assert store._write_stream(iter(direct)) == [("d2", "vector is all zeros (cosine similarity is undefined)")]
         assert store.count() == 16 and not store.existing_ids(["d2"])
         again = [dataclasses_replace(r, id="e" + r.id) for r in direct]
         failed = store.write_vectors(again, np.stack([r.vector for r in again]))
