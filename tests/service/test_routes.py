@@ -34,7 +34,8 @@ def test_validation_errors_take_each_protocols_shape(client):
     # native: {"error": {"code", "message", ...}}
     err = bad(client, "/v1/embed", {"inputs": ["x"], "dimension": "64"})["error"]
     assert err["code"] == "invalid_input" and "'dimension'" in err["message"] and "'64'" in err["message"]
-    assert "encoding_format" in bad(client, "/v1/embed", {"inputs": ["x"], "encoding_format": "hex"})["error"]["message"]
+    out = bad(client, "/v1/embed", {"inputs": ["x"], "encoding_format": "hex"})
+    assert "encoding_format" in out["error"]["message"]
     assert "missing 'inputs'" in bad(client, "/v1/embed", {"input": ["x"]})["error"]["message"]
     assert "JSON object" in bad(client, "/v1/embed", ["x"])["error"]["message"]
     assert "'on_error'" in bad(client, "/v1/embed", {"inputs": ["x"], "on_error": "ignore"})["error"]["message"]

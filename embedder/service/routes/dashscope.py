@@ -8,7 +8,7 @@ Errors: ``{"code", "message", "request_id"}`` with DashScope's codes
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Sequence
+from typing import Annotated, Any, ClassVar, Optional, Sequence
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -117,8 +117,9 @@ class Body(P.Body):
     into ONE vector.
     """
 
-    missing = {"input": "missing 'input' (an object with 'contents', a list of elements)",
-               "input.contents": "missing 'input.contents' (a list of elements)"}
+    missing: ClassVar[dict[str, str]] = {
+        "input": "missing 'input' (an object with 'contents', a list of elements)",
+        "input.contents": "missing 'input.contents' (a list of elements)"}
 
     input: Input
     parameters: Annotated[Optional[Parameters], BeforeValidator(_need_object)] = None

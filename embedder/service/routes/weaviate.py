@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -82,7 +82,8 @@ class VectorsBody(P.Body):
 class RerankBody(P.Body):
     """reranker-transformers ``{"query": str, "documents": [str], "property": ""}``."""
 
-    missing = {"query": "'query' must be a string", "documents": "'documents' must be a list of strings"}
+    missing: ClassVar[dict[str, str]] = {"query": "'query' must be a string",
+                                         "documents": "'documents' must be a list of strings"}
 
     query: P.Text
     documents: P.Texts
