@@ -124,3 +124,10 @@ def test_meta_includes_the_fingerprint(embedder):
     assert first["fingerprint"] == {"fingerprint_version": 1, "model": "tiny", "dim": 128, "kind": "embedding"}
     assert second["fingerprint"] == first["fingerprint"] and len(view.asked) == 1  # computed once
     assert first["dim"] == 128 and first["limits"]["max_items"] == 256
+
+
+def test_meta_fingerprint_is_the_served_embedders(client, embedder):
+    if not hasattr(embedder, "fingerprint"):
+        pytest.skip("this Embedder has no fingerprint()")
+    meta = client.get("/meta").json()
+    assert meta["fingerprint"] == embedder.fingerprint()
