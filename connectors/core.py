@@ -292,6 +292,28 @@ class RetryPolicy:
         return min(self.max_backoff, self.backoff * (2 ** attempt))
 
 
+def retrying(what: str, fn: Callable[[], Any], policy: RetryPolicy = RetryPolicy(),
+             sleep: Callable[[float], None] | None = None) -> Any:
+    """``fn()``, tried again after a transient failure (:func:`is_transient`) as ``policy`` says.
+
+    Raises:
+        The last error, when it is not transient or the attempts are spent.
+    """
+    import time
+
+    for attempt in range(max(1, policy.attempts)):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised unless transient
+            if not is_transient(exc) or attempt + 1 >= policy.attempts:
+                raise
+            wait = policy.delay(attempt)
+            log.warning("%s failed (%s: %s); retry %d/%d in %.1f s", what, type(exc).__name__, exc,
+                        attempt + 1, policy.attempts - 1, wait)
+            (sleep or time.sleep)(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # ---------------------------------------------------------------------------- ids and rows
 def content_id(row: Mapping[str, Any]) -> str:
     """A stable id from a row's content (text, image, video): re-running an ingest is idempotent."""

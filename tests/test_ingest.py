@@ -241,15 +241,13 @@ def test_state_file_ignores_torn_line_and_checks_key(tmp_path):
 
 
 def test_transient_classification():
-    from connectors.ingest import is_transient, transient_reason
+    from connectors.ingest import is_transient
     from embedder.errors import InputError, OverloadedError, RemoteError, UnavailableError
 
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
     assert is_transient(UnavailableError("down")) and is_transient(OverloadedError("full"))
     assert is_transient(RemoteError("x", status=503)) and not is_transient(RemoteError("x", status=400))
     assert not is_transient(InputError("bad")) and not is_transient(ValueError("503"))
-    assert transient_reason("ConnectionError: connection reset by peer")
-    assert not transient_reason("image 'x.png' is empty (zero bytes)")
 
 
 def test_html_thumbnails(tmp_path):
@@ -661,3 +659,40 @@ def test_progress_shows_rate_and_eta_then_a_summary(tmp_path, monkeypatch, capsy
     assert re.search(r"ingest -> qvl: +100%.*6/6 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?row/s", bar), bar
     assert "written=6" in bar
     assert summary_of(out)["written"] == 6 and "rows/s" in out
+
+
+def test_a_write_that_fails_transiently_is_retried_from_the_failure_value(embedder, tmp_path):
+    """The store's write raised a lost connection: the report's Failures say transient (from the
+    exception, not its text), and ingest retries those rows with the one RetryPolicy."""
+    from connectors.core import RetryPolicy
+    from connectors.ingest import SourceRow, ingest
+    from connectors.memory import MemoryStore
+
+    class DropsOnce(MemoryStore):
+        drops = 1
+        refuse = False
+
+        def _write(self, rows, vectors):
+            if self.refuse:
+                return [(r.id, "value too long for the column") for r in rows]
+            if self.drops:
+                self.drops -= 1
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return super()._write(rows, vectors)
+
+    store = DropsOnce(embedder=embedder, dim=64, collection="drops")
+    store.create()
+    report = store.upsert([{"id": "a", "text": "one"}])
+    assert report.failed == [("a", "ConnectionResetError: [Errno 104] Connection reset by peer")]
+    assert report.failed[0].transient and report.failed[0].stage == "write" and report.transient == report.failed
+    store.drops = 1
+    waits: list[float] = []
+    rows = [SourceRow(f"r{i}", row={"id": f"r{i}", "text": f"row {i}"}) for i in range(3)]
+    summary = ingest(rows, store, embedder, dead_letter=tmp_path / "dead.jsonl",
+                     retry=RetryPolicy(attempts=3, backoff=0.25), sleep=waits.append)
+    assert summary.written == 3 and summary.failed == 0 and waits == [0.25]
+    assert store.existing_ids(["r0", "r1", "r2"]) == {"r0", "r1", "r2"}
+    store.refuse = True  # a row the database refuses is not retried: that failure is not transient
+    bad = ingest([SourceRow("bad", row={"id": "z", "text": "x"})], store, embedder,
+                 dead_letter=tmp_path / "dead2.jsonl", retry=RetryPolicy(attempts=3), sleep=waits.append)
+    assert bad.failed == 1 and bad.written == 0 and waits == [0.25]

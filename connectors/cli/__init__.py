@@ -7,6 +7,7 @@ One module per sub-command, each with an ``add_parser(subparsers)`` function tha
 * :mod:`connectors.cli.ingest`: ``qvl ingest`` (:mod:`connectors.ingest`)
 * :mod:`connectors.cli.search`: ``qvl search``
 * :mod:`connectors.cli.demo`: ``qvl demo``
+* :mod:`connectors.cli.migrate`: ``qvl migrate`` (:mod:`connectors.migrate`)
 * ``qvl pg``: the pgvector package's own command (sync / worker / status)
 * :mod:`connectors.cli.db`: ``qvl db`` (the local servers of :mod:`connectors.localdb`)
 
@@ -30,6 +31,7 @@ COMMAND_MODULES: dict[str, str | None] = {
     "connectors.cli.ingest": None,                 # qvl ingest
     "connectors.cli.search": None,                 # qvl search
     "connectors.cli.demo": None,                   # qvl demo
+    "connectors.cli.migrate": None,                # qvl migrate
     "connectors.pgvector.cli": None,               # qvl pg sync / worker / status
     "connectors.cli.db": "connectors.localdb",     # qvl db postgres / weaviate
 }

@@ -4,13 +4,14 @@
   :class:`SourceRow`, the folder / JSONL / CSV / Parquet / SQL readers, media roots);
 * :mod:`~connectors.ingest.state`: what is remembered (the resume state file of the ids
   that landed, the dead-letter file of the rows that failed);
-* :mod:`~connectors.ingest.retry`: which failures are transient, and the backoff;
 * :mod:`~connectors.ingest.run`: the run itself (:func:`ingest`, with read, embed and
   write overlapping, :class:`IngestSummary`, :class:`Progress`, :class:`IngestAborted`).
 
 Re-running is idempotent: rows whose id the target already holds are skipped, and
 ``resume=True`` continues an interrupted run without re-embedding what landed. Transient
-failures (connection reset, timeout, 503, overload) are retried with exponential backoff;
+failures (connection reset, timeout, 503, overload: ``Failure.transient``, set from the error
+by :func:`connectors.core.is_transient`) are retried with the one
+:class:`~connectors.core.RetryPolicy`;
 a row that cannot be read, embedded or written goes to the dead-letter JSONL with its
 location and reason, and the run goes on.
 
@@ -26,7 +27,7 @@ Example:
 """
 from __future__ import annotations
 
-from .retry import RetryPolicy, is_transient, transient_reason
+from ..core import RetryPolicy, is_transient
 from .run import IngestAborted, IngestInterrupted, IngestSummary, Progress, ingest
 from .sources import (IMAGE_EXTENSIONS, SOURCE_KINDS, TABLE_FORMATS, VIDEO_EXTENSIONS, Columns, MediaRoot, Source,
                       SourceRow, count_folder_rows, csv_rows, display_name, folder_rows, json_safe, jsonl_rows,
@@ -35,7 +36,7 @@ from .state import DeadLetters, IngestState, present_ids
 
 __all__ = [
     "SourceRow", "Columns", "Source", "open_source", "folder_rows", "jsonl_rows", "csv_rows", "parquet_rows",
-    "sql_rows", "record_to_row", "RetryPolicy", "is_transient", "transient_reason", "present_ids",
+    "sql_rows", "record_to_row", "RetryPolicy", "is_transient", "present_ids",
     "DeadLetters", "IngestState", "Progress", "IngestSummary", "IngestAborted", "IngestInterrupted", "ingest",
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "TABLE_FORMATS",
     # also importable from here, as from the old single module

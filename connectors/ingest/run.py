@@ -12,7 +12,8 @@ corpus larger than RAM:
 3. **write** (a thread): vectors go to ``store.upsert`` as precomputed ``vector`` rows
    (the store cuts byte-sized requests), so a retried write never re-embeds.
 
-Transient failures are retried with exponential backoff (:mod:`connectors.ingest.retry`);
+Transient failures (``Failure.transient``, from :func:`connectors.core.is_transient`) are retried with the
+one :class:`~connectors.core.RetryPolicy`;
 what landed and what failed is recorded by :mod:`connectors.ingest.state`.
 """
 from __future__ import annotations
@@ -29,8 +30,7 @@ import numpy as np
 
 from embedder.errors import ConnectorError, InputError, QVLError, UnavailableError
 
-from ..core import Row, normalize_row
-from .retry import RetryPolicy, _retrying, is_transient, transient_reason
+from ..core import Failure, RetryPolicy, Row, UpsertReport, as_failures, is_transient, normalize_row, retrying
 from .sources import SourceRow
 from .state import DeadLetters, IngestState, present_ids
 
@@ -240,34 +240,33 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | N
             except ConnectorError as exc:
                 if not is_transient(exc):
                     raise
-                report_failed = [(i, f"{type(exc).__name__}: {exc}") for i in todo]
-                report_written: list[str] = []
+                report = UpsertReport([], [Failure(i, f"{type(exc).__name__}: {exc}", "write", True) for i in todo])
             except Exception as exc:  # noqa: BLE001 - transient ones retried, others reported per row
-                report_failed = [(i, f"{type(exc).__name__}: {exc}") for i in todo]
-                report_written = []
-            else:
-                report_written, report_failed = list(report.written), list(report.failed)
-            if report_written:
+                transient = is_transient(exc)
+                report = UpsertReport([], [Failure(i, f"{type(exc).__name__}: {exc}", "write", transient)
+                                           for i in todo])
+            if report.written:
                 if state is not None:
-                    state.record(report_written)
+                    state.record(report.written)
                 with c.lock:
-                    c.written += len(report_written)
+                    c.written += len(report.written)
                 progress()
-            retryable = [(i, r) for i, r in report_failed if transient_reason(r) and i in by_id]
-            final = [(i, r) for i, r in report_failed if (i, r) not in retryable]
-            for i, reason in final:
-                if i in by_id:
-                    fail(by_id[i][0], "write", reason, i)
+            # A failure says itself whether it is transient (the store's error translator set it).
+            failures = as_failures(report.failed, stage="write")
+            retryable = [f for f in failures if f.transient and f.id in by_id]
+            for f in failures:
+                if not (f.transient and f.id in by_id) and f.id in by_id:
+                    fail(by_id[f.id][0], f.stage, f.reason, f.id)
             if not retryable:
                 return
             if attempt + 1 >= retry.attempts:
                 raise UnavailableError(f"writing {len(retryable)} rows failed after {retry.attempts} tries: "
-                                       f"{retryable[0][1]}")
+                                       f"{retryable[0].reason}")
             wait = retry.delay(attempt)
             log.warning("write of %d rows failed transiently (%s); retry %d/%d in %.1f s", len(retryable),
-                        retryable[0][1], attempt + 1, retry.attempts - 1, wait)
+                        retryable[0].reason, attempt + 1, retry.attempts - 1, wait)
             sleep(wait)
-            todo = [i for i, _ in retryable]
+            todo = [f.id for f in retryable]
 
     # ------------------------------------------------------------------ threads
     stop = threading.Event()
@@ -333,7 +332,7 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | N
                     todo[row.id] = (sr, row)
                 if todo and can_look_up:
                     try:
-                        present = _retrying("looking up existing ids", lambda: present_ids(store, list(todo)),
+                        present = retrying("looking up existing ids", lambda: present_ids(store, list(todo)),
                                             retry, sleep)
                     except Exception as exc:  # noqa: BLE001 - without the look-up, rows are simply rewritten
                         if is_transient(exc):
@@ -352,7 +351,7 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | N
                     pairs = list(todo.values())
                     items = [row.item() for _, row in pairs]
                     try:
-                        result = _retrying(f"embedding {len(items)} rows",
+                        result = retrying(f"embedding {len(items)} rows",
                                            lambda: embedder.embed_documents(items, dim=dim, on_error="skip"),
                                            retry, sleep)
                     except Exception as exc:  # noqa: BLE001
