@@ -36,7 +36,9 @@ The package, bottom to top (each module imports only those above it in this list
   format, raw ``where=`` escaping and the portable filter as SQL;
 * :mod:`~connectors.pgvector.schema`: identifiers and table names, storage plans, layouts,
   column introspection, field types, the sync objects' names;
-* :mod:`~connectors.pgvector.store`: :class:`PgVectorStore`;
+* :mod:`~connectors.pgvector.statements`: the SQL a store runs, built from its layout and plan;
+* :mod:`~connectors.pgvector.store`: :class:`PgVectorStore`, the store skeleton
+  (:class:`connectors.base.BaseStore`) on PostgreSQL;
 * :mod:`~connectors.pgvector.factories`: :func:`open_store` and :func:`attach`;
 * :mod:`~connectors.pgvector.sqlalchemy`: the SQLAlchemy helpers (needs only ``schema``);
 * :mod:`~connectors.pgvector.triggers` and :mod:`~connectors.pgvector.sync`: the sync's queue

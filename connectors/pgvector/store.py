@@ -28,12 +28,12 @@ from ..base import BaseStore, Schema, StoredRow
 from ..core import (Hit, Row, UpsertReport, bad_vector_reason, dedupe_rows, document_item, pipelined_upsert,
                     query_vector, vector_problems)
 from ..filters import And, Node, Or
+from . import statements as q
 from .schema import (CONFIG_TAG, NATIVE_COLUMNS, RESERVED_COLUMNS, Layout, StoragePlan, derived_name,
                      drop_sync_objects, field_sql_type, python_type, read_config, table_columns,
                      validate_identifier)
-from .wire import (BYTEA_OID, JSONB_EMPTY, KEY_ARRAY_PREPARE, SQL_SCALAR_TYPES, STREAM_BLOCK, Binder,
-                   compile_filter, escape_where, first_line, psycopg_module, sql_module, translate_error,
-                   vector_wire)
+from .wire import (BYTEA_OID, JSONB_EMPTY, KEY_ARRAY_PREPARE, SQL_SCALAR_TYPES, STREAM_BLOCK, first_line,
+                   psycopg_module, sql_module, translate_error, vector_wire)
 
 log = logging.getLogger(__name__)
 
@@ -165,20 +165,13 @@ class PgVectorStore(BaseStore):
                 self._ensure_attached_storage(fingerprint=schema.fingerprint)
                 self._ensure_index()
             return
-        sql = sql_module()
         declared = [(n, self._field_sql.get(n) or field_sql_type(n, t)) for n, t in schema.fields.items()]
         config = {"mode": "table", **self.plan.to_config()}
         if schema.fingerprint:
             config["fingerprint"] = schema.fingerprint
-        field_sql = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in declared]
         with self._errors("cannot create"), self._conn.transaction():
-            self._conn.execute(sql.SQL(
-                "CREATE TABLE {} (id text PRIMARY KEY, text text, media text, modality text NOT NULL, "
-                "metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb, {}embedding {} NOT NULL)").format(
-                self.layout.table.ident, sql.SQL("").join(sql.SQL("{}, ").format(f) for f in field_sql),
-                sql.SQL(self.plan.column_sql)))
-            self._conn.execute(sql.SQL("COMMENT ON COLUMN {}.embedding IS {}").format(
-                self.layout.table.ident, sql.Literal(json.dumps({CONFIG_TAG: config}))))
+            self._conn.execute(q.create_table(self.layout, self.plan, declared))
+            self._conn.execute(q.comment_config(self.layout, json.dumps({CONFIG_TAG: config})))
             self._ensure_index()
         self._refresh_layout(table_columns(self._conn, self.layout.table))
 
@@ -189,25 +182,13 @@ class PgVectorStore(BaseStore):
                                           columns=NATIVE_COLUMNS + tuple(n for n, _ in fields))
         self._oids = {c.name: c.oid for c in cols}
 
-    def _index_name(self) -> str:
-        lay = self.layout
-        return derived_name(f"{lay.embedding_table.name}_{lay.embedding_column}_{self.plan.storage}_idx")
-
     def _ensure_index(self) -> None:
-        if not self.plan.indexed:
-            return
-        sql = sql_module()
-        lay = self.layout
-        expr = self.plan.index_expression(sql.Identifier(lay.embedding_column))
-        self._conn.execute(sql.SQL(
-            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})").format(
-            sql.Identifier(self._index_name()), lay.embedding_table.ident, expr, sql.SQL(self.plan.opclass),
-            sql.Literal(self.plan.m), sql.Literal(self.plan.ef_construction)))
+        if self.plan.indexed:
+            self._conn.execute(q.create_index(self.layout, self.plan))
 
     def _ensure_attached_storage(self, *, fingerprint: dict | None) -> None:
         """Add the embedding column or side table (idempotent). A new one records ``fingerprint``
         in its configuration; an existing one keeps the fingerprint it recorded (or none)."""
-        sql = sql_module()
         lay = self.layout
         emb = {c.name: c for c in table_columns(self._conn, lay.embedding_table)}.get(lay.embedding_column)
         if emb is not None:
@@ -217,20 +198,8 @@ class PgVectorStore(BaseStore):
         if fingerprint:
             config["fingerprint"] = fingerprint
         with self._conn.transaction():
-            if lay.mode == "column":
-                self._conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                    lay.table.ident, sql.Identifier(lay.embedding_column), sql.SQL(self.plan.column_sql)))
-            else:
-                self._conn.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {side} ({key} {ktype} PRIMARY KEY REFERENCES {table} ({key}) "
-                    "ON DELETE CASCADE ON UPDATE CASCADE, {emb} {etype} NOT NULL, "
-                    "embedded_at timestamptz NOT NULL DEFAULT now())").format(
-                    side=lay.embedding_table.ident, key=sql.Identifier(lay.key), ktype=sql.SQL(lay.key_type),
-                    table=lay.table.ident, emb=sql.Identifier(lay.embedding_column),
-                    etype=sql.SQL(self.plan.column_sql)))
-            self._conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-                lay.embedding_table.ident, sql.Identifier(lay.embedding_column),
-                sql.Literal(json.dumps({CONFIG_TAG: config}))))
+            self._conn.execute(q.add_storage(lay, self.plan))
+            self._conn.execute(q.comment_config(lay, json.dumps({CONFIG_TAG: config})))
 
     # ------------------------------------------------------------------ writing
     def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
@@ -370,7 +339,11 @@ class PgVectorStore(BaseStore):
         conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP").format(stage, stage_cols))
         self._copy(stage, names, oids, values)
         with conn.cursor() as cur:
-            return self._merge(cur, stage, names, rows)
+            cur.execute(q.merge(lay, self.plan, stage, names))
+            if not lay.attached:
+                return []
+            landed = {r[0] for r in cur.fetchall()}
+        return [(r.id, f"no row with {lay.key} = {r.id!r} in {lay.table}") for r in rows if r.id not in landed]
 
     def _native_copy_spec(self) -> tuple[list[str], list[int], list[tuple[str, str]], set[str]]:
         """Columns, COPY type oids, declared fields and their names of a store's own table."""
@@ -416,121 +389,40 @@ class PgVectorStore(BaseStore):
         values.append(vec)
         return values
 
-    def _merge(self, cur: Any, stage: Any, names: list[str], rows: Sequence[Row]) -> list[tuple[str, str]]:
-        sql = sql_module()
-        lay = self.layout
-        emb_value = sql.SQL("s.embedding")
-        if self.plan.column_type == "halfvec":
-            emb_value = sql.SQL("s.embedding::{}").format(sql.SQL(self.plan.column_sql))
-        if lay.mode == "table":
-            select = [sql.SQL("s.{}").format(sql.Identifier(n)) for n in names[:-1]] + [emb_value]
-            cur.execute(sql.SQL("INSERT INTO {t} ({cols}) SELECT {sel} FROM {s} s ON CONFLICT (id) DO UPDATE SET {upd}")
-                        .format(t=lay.table.ident, cols=sql.SQL(", ").join(map(sql.Identifier, names)),
-                                sel=sql.SQL(", ").join(select), s=stage,
-                                upd=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
-                                                       for n in names[1:])))
-            return []
-        key = sql.Identifier(lay.key)
-        key_value = sql.SQL("CAST(s.key AS {})").format(sql.SQL(lay.key_type))
-        if lay.mode == "column":
-            cur.execute(sql.SQL("UPDATE {t} SET {emb} = {val} FROM {s} s WHERE {t}.{key} = {kv} "
-                                "RETURNING {t}.{key}::text").format(
-                t=lay.table.ident, emb=sql.Identifier(lay.embedding_column), val=emb_value, s=stage, key=key,
-                kv=key_value))
-        else:
-            cur.execute(sql.SQL(
-                "INSERT INTO {side} ({key}, {emb}) SELECT {kv}, {val} FROM {s} s "
-                "WHERE EXISTS (SELECT 1 FROM {t} WHERE {t}.{key} = {kv}) "
-                "ON CONFLICT ({key}) DO UPDATE SET {emb} = EXCLUDED.{emb}, embedded_at = now() "
-                "RETURNING {key}::text").format(
-                side=lay.embedding_table.ident, key=key, emb=sql.Identifier(lay.embedding_column), kv=key_value,
-                val=emb_value, s=stage, t=lay.table.ident))
-        landed = {r[0] for r in cur.fetchall()}
-        return [(r.id, f"no row with {lay.key} = {r.id!r} in {lay.table}") for r in rows if r.id not in landed]
-
     # ------------------------------------------------------------------ reading, deleting
-    def _has_embedding(self, prefix: str) -> Any:
-        """`` AND/WHERE <embedding> IS NOT NULL`` for column mode (where rows may have none), else nothing."""
-        sql = sql_module()
-        if self.layout.mode != "column":
-            return sql.SQL("")
-        return sql.SQL(" {} {} IS NOT NULL").format(sql.SQL(prefix), sql.Identifier(self.layout.embedding_column))
-
     def _existing(self, ids: list[str]) -> Iterable[str]:
-        sql = sql_module()
-        lay = self.layout
-        query = sql.SQL("SELECT {}::text FROM {} WHERE {} = ANY(CAST(%s AS {}[])){}").format(
-            sql.Identifier(lay.key), lay.embedding_table.ident, sql.Identifier(lay.key), sql.SQL(lay.key_type),
-            self._has_embedding("AND"))
         with self._errors("cannot look up ids in"):
-            return {row[0] for row in self._conn.execute(query, (ids,), prepare=KEY_ARRAY_PREPARE).fetchall()}
+            return {r[0] for r in self._conn.execute(q.existing(self.layout), (ids,), prepare=KEY_ARRAY_PREPARE)}
 
     def _delete(self, ids: list[str]) -> None:
         """Delete rows by id (an attached table: remove their embeddings; the rows stay)."""
-        sql = sql_module()
-        lay = self.layout
-        key_list = sql.SQL("CAST(%s AS {}[])").format(sql.SQL(lay.key_type))
-        if lay.mode == "column":
-            stmt = sql.SQL("UPDATE {} SET {} = NULL WHERE {} = ANY({})").format(
-                lay.table.ident, sql.Identifier(lay.embedding_column), sql.Identifier(lay.key), key_list)
-        else:
-            stmt = sql.SQL("DELETE FROM {} WHERE {} = ANY({})").format(
-                lay.embedding_table.ident, sql.Identifier(lay.key), key_list)
         with self._errors("cannot delete from"):
-            self._conn.execute(stmt, (ids,), prepare=KEY_ARRAY_PREPARE)
+            self._conn.execute(q.delete(self.layout), (ids,), prepare=KEY_ARRAY_PREPARE)
 
     def _count(self) -> int:
         """Number of rows that have an embedding."""
-        sql = sql_module()
         with self._errors("cannot count"):
-            return int(self._conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(
-                self.layout.embedding_table.ident, self._has_embedding("WHERE"))).fetchone()[0])
+            return int(self._conn.execute(q.count(self.layout)).fetchone()[0])
 
     def _drop(self) -> None:
         """Drop the store's table; for an attached table drop only the embedding column or side
         table (and the sync objects, if installed). The user's rows are never dropped."""
-        sql = sql_module()
-        lay = self.layout
         with self._errors("cannot drop the embeddings of"), self._conn.transaction():
-            if lay.attached:
-                drop_sync_objects(self._conn, lay.table)  # as sync.uninstall_sync does
-            if lay.mode == "column":
-                self._conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
-                    lay.table.ident, sql.Identifier(lay.embedding_column)))
-            else:
-                self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(lay.embedding_table.ident))
+            if self.layout.attached:
+                drop_sync_objects(self._conn, self.layout.table)  # as sync.uninstall_sync does
+            self._conn.execute(q.drop_storage(self.layout))
 
     def _close(self) -> None:
         if self._owned:
             self._conn.close()
 
-    def _source(self) -> tuple[Any, Any]:
-        """The FROM clause (the table as ``t``, joined to a side table as ``e``) and the embedding column."""
-        sql = sql_module()
-        lay = self.layout
-        if lay.mode != "side_table":
-            return sql.SQL("{} t").format(lay.table.ident), sql.SQL("t.{}").format(sql.Identifier(lay.embedding_column))
-        return (sql.SQL("{} t JOIN {} e USING ({})").format(lay.table.ident, lay.embedding_table.ident,
-                                                            sql.Identifier(lay.key)),
-                sql.SQL("e.{}").format(sql.Identifier(lay.embedding_column)))
-
     def _page(self, cursor: str | None, limit: int) -> tuple[list[StoredRow], str | None]:
         """Keyset pagination on the primary key, compared in its own type (the cursor is its text form)."""
-        sql = sql_module()
-        lay = self.layout
-        source, emb = self._source()
-        key = sql.SQL("t.{}").format(sql.Identifier(lay.key))
-        cond = [sql.SQL("{} IS NOT NULL").format(emb)] if lay.mode == "column" else []
-        if cursor is not None:
-            cond.append(sql.SQL("{} > CAST(%(cursor)s AS {})").format(key, sql.SQL(lay.key_type)))
-        where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(cond) if cond else sql.SQL("")
-        cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in lay.columns)
-        stmt = sql.SQL("SELECT {k}::text AS _qvl_key, {cols}, {emb}::vector AS _qvl_vector FROM {src}{where} "
-                       "ORDER BY {k} LIMIT %(n)s").format(k=key, cols=cols, emb=emb, src=source, where=where)
         from psycopg.rows import dict_row
 
         with self._errors("cannot read"), self._conn.cursor(row_factory=dict_row) as cur:
-            records = cur.execute(stmt, {"cursor": cursor, "n": limit + 1}).fetchall()
+            records = cur.execute(q.page(self.layout, after=cursor is not None),
+                                  {"cursor": cursor, "n": limit + 1}).fetchall()
         rows = []
         for rec in records[:limit]:
             rid, vec = rec.pop("_qvl_key"), rec.pop("_qvl_vector")
@@ -550,32 +442,15 @@ class PgVectorStore(BaseStore):
         lay = self.layout
         if not lay.attached:
             raise InputError("backfill applies to attached tables (see attach()); use upsert() for this store")
-        total = int(self._conn.execute(self._missing_sql(count=True)).fetchone()[0])
+        total = int(self._conn.execute(q.missing(lay, count=True)).fetchone()[0])
         report = pipelined_upsert(_Sized(self._missing_rows(batch_size), total), embedder=self.embedder,
                                   dim=self.dim, write=self.write_vectors, batch_rows=batch_size,
                                   show_progress=show_progress, desc=f"backfill {lay.table}")
         self._backfill_report = report
         return report
 
-    def _missing_sql(self, *, count: bool = False, after: bool = False) -> Any:
-        sql = sql_module()
-        lay = self.layout
-        key = sql.Identifier(lay.key)
-        if lay.mode == "column":
-            cond = sql.SQL("t.{} IS NULL").format(sql.Identifier(lay.embedding_column))
-        else:
-            cond = sql.SQL("NOT EXISTS (SELECT 1 FROM {} e WHERE e.{k} = t.{k})").format(lay.embedding_table.ident,
-                                                                                         k=key)
-        if count:
-            return sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(lay.table.ident, cond)
-        if after:
-            cond = cond + sql.SQL(" AND t.{} > CAST(%(last)s AS {})").format(key, sql.SQL(lay.key_type))
-        cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in lay.content_columns.values())
-        return sql.SQL("SELECT t.{k}, {cols} FROM {t} t WHERE {cond} ORDER BY t.{k} LIMIT %(page)s").format(
-            k=key, cols=cols, t=lay.table.ident, cond=cond)
-
     def _missing_rows(self, page: int) -> Iterator[dict]:
-        first, after = self._missing_sql(), self._missing_sql(after=True)
+        first, after = q.missing(self.layout), q.missing(self.layout, after=True)
         last: Any = None
         while True:
             with self._io_lock:
@@ -599,7 +474,7 @@ class PgVectorStore(BaseStore):
 
     # ------------------------------------------------------------------ search
     def _compile(self, node: Node) -> Node:
-        """The portable filter, checked against the table's columns; :meth:`_search_sql` binds it.
+        """The portable filter, checked against the table's columns (:func:`statements.search` binds it).
 
         A store's own table filters its fields (text, numeric and boolean columns), then
         metadata keys; an attached table filters its columns (it has no metadata column).
@@ -631,13 +506,13 @@ class PgVectorStore(BaseStore):
             if flt is not None:
                 raise InputError("pass either where= or filter= (its alias), not both")
             flt = self._filter(where)
-        stmt, values, filtered = self._search_sql(vector, n, flt, params)
+        stmt, values = q.search(self.layout, self.plan, vector, n, flt, params, rescore_factor=self.rescore_factor)
         from psycopg.rows import dict_row
 
         with self._errors("search failed in"), self._conn.transaction(), \
                 self._conn.cursor(row_factory=dict_row) as cur:
             cur.execute("SET TRANSACTION READ ONLY")  # a raw where= runs with the store's privileges
-            self._search_settings(cur, n, filtered, ef_search)
+            self._search_settings(cur, n, flt is not None, ef_search)
             cur.execute(stmt, values)
             records = cur.fetchall()
         return [self._hit(r) for r in records]
@@ -653,11 +528,12 @@ class PgVectorStore(BaseStore):
         """
         self._require_collection()
         vec = query_vector(self.embedder, query, self.dim)
-        stmt, values, filtered = self._search_sql(vec, k, self._filter(where), params)
+        flt = self._filter(where)
+        stmt, values = q.search(self.layout, self.plan, vec, k, flt, params, rescore_factor=self.rescore_factor)
         sql = sql_module()
         with self._errors("explain failed in"), self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
-            self._search_settings(cur, k, filtered, None)
+            self._search_settings(cur, k, flt is not None, None)
             if force_index:
                 cur.execute("SELECT set_config('enable_seqscan', 'off', true)")
             cur.execute(sql.SQL("EXPLAIN {}{}").format(sql.SQL("ANALYZE ") if analyze else sql.SQL(""), stmt), values)
@@ -672,47 +548,6 @@ class PgVectorStore(BaseStore):
             else:
                 log.warning("pgvector %s has no iterative index scans (needs 0.8); a selective filter may return "
                             "fewer than k rows", ".".join(map(str, self.pgvector_version)))
-
-    def _search_sql(self, vec: np.ndarray, n: int, flt: Node | str | None, params: Any) -> tuple[Any, Any, bool]:
-        """The search query, its values and whether it is filtered. ``flt`` is a checked portable
-        filter (compiled here, bound) or a raw SQL condition (``params`` bound)."""
-        sql = sql_module()
-        lay = self.layout
-        if params is not None and not isinstance(flt, str):
-            raise InputError("params= binds the placeholders of an SQL where= condition; a dict filter binds its "
-                             "own values")
-        bind = Binder(params)
-        source, emb = self._source()
-        select_cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) if c != lay.key or
-                                         lay.mode != "side_table" else sql.Identifier(c) for c in lay.columns)
-
-        def conditions() -> Any:
-            parts = [sql.SQL("{} IS NOT NULL").format(emb)] if lay.mode == "column" else []
-            if isinstance(flt, str):
-                parts.append(sql.SQL("({})").format(sql.SQL(escape_where(flt, placeholders=params is not None))))
-                bind.add_user(params)
-            elif flt is not None:
-                parts.append(compile_filter(flt, bind, metadata=not lay.attached))
-            return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts) if parts else sql.SQL("")
-
-        if not self.plan.rescore:
-            head = sql.SQL("WITH r AS MATERIALIZED (SELECT {cols}, {emb} <=> {q} AS _qvl_distance FROM {src}").format(
-                cols=select_cols, emb=emb, q=self.plan.exact_query(bind("q", vec)), src=source)
-            cond = conditions()
-            tail = sql.SQL(" ORDER BY _qvl_distance LIMIT {}) SELECT * FROM r ORDER BY _qvl_distance").format(
-                bind("n", n))
-            return head + cond + tail, bind.values, flt is not None
-        shortlist = max(n * self.rescore_factor, 100)
-        head = sql.SQL("WITH s AS MATERIALIZED (SELECT {cols}, {emb} AS _qvl_embedding FROM {src}").format(
-            cols=select_cols, emb=emb, src=source)
-        cond = conditions()
-        mid = sql.SQL(" ORDER BY {} {} {} LIMIT {}) SELECT {}, _qvl_embedding <=> {} AS _qvl_distance FROM s "
-                      "ORDER BY _qvl_distance LIMIT {}").format(
-            self.plan.index_expression(emb), sql.SQL(self.plan.index_operator),
-            self.plan.query_expression(bind("q", vec)), bind("m", shortlist),
-            sql.SQL(", ").join(sql.Identifier(c) for c in lay.columns), self.plan.exact_query(bind("q", vec)),
-            bind("n", n))
-        return head + cond + mid, bind.values, flt is not None
 
     def _hit_fields(self, rec: Mapping[str, Any]) -> dict:
         """A row's fields as a hit carries them: an attached table's columns; a store's own
