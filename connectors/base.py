@@ -24,7 +24,8 @@ manager, the field policy, the defaults and the checks. A database module subcla
 ===========================  ==========================================================
 
 Optional: ``_write_stream(rows)`` (a bulk path for rows that carry vectors),
-``_after_upsert(report)``, ``_document_of(hit)``, ``_native_filter(obj)`` (the escape hatch)
+``_before_upsert()``, ``_after_upsert(report)``, ``_document_of(hit)``, ``_native_filter(obj)``
+(the escape hatch), ``_query_vector(query, instruction, **options)`` (vectors at several dims)
 and ``max_k`` / ``max_bytes`` class attributes. A new database is one module with these, one
 line in :data:`connectors.REGISTRY` and one parameter of the contract suite.
 """
@@ -39,8 +40,9 @@ import numpy as np
 
 from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError
 
-from .core import (Hit, Row, UpsertReport, check_dim, check_rerank_query, document_item, pipelined_upsert,
-                   query_vector, rerank_candidates, rerank_hits, utf8_storable)
+from .core import (NONFINITE_VECTOR, Failure, Hit, Row, UpsertReport, bad_vector_reason, check_dim,
+                   check_rerank_query, document_item, pipelined_upsert, query_vector, rerank_candidates,
+                   rerank_hits, utf8_storable, vector_problems, write_in_batches)
 from .filters import Node, parse
 
 log = logging.getLogger(__name__)
@@ -302,6 +304,7 @@ class BaseStore(abc.ABC):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
         self._require_collection()
+        self._before_upsert()
         stream = self._write_stream if type(self)._write_stream is not BaseStore._write_stream else None
         report = pipelined_upsert(rows, embedder=self._embedder, dim=self.dim, write=self._write,
                                   write_stream=stream, batch_rows=batch_size,
@@ -311,9 +314,35 @@ class BaseStore(abc.ABC):
         self._after_upsert(report)
         return report
 
+    def write_rows(self, rows: Sequence[Row], vectors: np.ndarray, *, max_bytes: int | None = None) -> UpsertReport:
+        """Write rows that are already normalised (with this store's fields) and embedded: the
+        write half of :meth:`upsert`, for pipelines that embed on their own (``qvl ingest``, the
+        sync worker), so a row is normalised once.
+
+        Vectors that cannot be stored (NaN, all zeros) fail their rows; an id given twice keeps
+        its last row. Returns the same report as ``upsert``.
+        """
+        self._require_collection()
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1)
+        if len(rows) and vectors.shape[1] != self.dim:
+            raise InputError(f"vectors have {vectors.shape[1]} dims, the store has {self.dim}")
+        last = {row.id: i for i, row in enumerate(rows)}
+        keep = [i for i in last.values() if not problems[i]] if (problems := vector_problems(vectors)).any() \
+            else list(last.values())
+        failed = [Failure(rows[i].id, bad_vector_reason(vectors[i]) or NONFINITE_VECTOR, "validate")
+                  for i in last.values() if problems[i]]
+        written, errs = write_in_batches(self._write, [rows[i] for i in keep], vectors[keep], dim=self.dim,
+                                         max_bytes=self._request_budget(max_bytes or self.max_bytes))
+        report = UpsertReport(written=written, failed=failed + errs)
+        self._after_upsert(report)
+        return report
+
     def _request_budget(self, max_bytes: int) -> int:
         """The byte budget the pipeline counts against (a store with more per row scales it)."""
         return max_bytes
+
+    def _before_upsert(self) -> None:
+        """Hook run before an upsert writes anything (e.g. check that the collection is still there)."""
 
     def _after_upsert(self, report: UpsertReport) -> None:
         """Hook run after an upsert (e.g. a flush)."""
@@ -360,11 +389,16 @@ class BaseStore(abc.ABC):
         check_rerank_query(query, rerank)
         self._require_collection()
         where = self._filter(filter)
-        vec = query_vector(self._embedder, query, self.dim, instruction)
+        vec = self._query_vector(query, instruction, **options)
         hits = self._nearest(vec, n, where, content=rerank is not None, **options)
         if rerank is None:
             return hits[:k]
         return rerank_hits(rerank, query, hits, k=k, document_of=self._document_of).hits
+
+    def _query_vector(self, query: Any, instruction: str | None, **options: Any) -> np.ndarray:
+        """The query's vector: an item embedded at ``dim``, or a given vector checked (a store
+        whose vectors come at several dims accepts more, e.g. Weaviate's target vector)."""
+        return query_vector(self._embedder, query, self.dim, instruction)
 
     def _filter(self, flt: Any) -> Any:
         if flt is None:

@@ -582,6 +582,29 @@ def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row],
 
 
 WriteBatch = Callable[[list[Row], np.ndarray], list[tuple[str, str]]]
+
+
+def write_in_batches(write: WriteBatch, rows: Sequence[Row], vectors: np.ndarray, *, dim: int,
+                     max_bytes: int) -> tuple[list[str], list[Failure]]:
+    """Write rows that have their vectors in requests of at most ``max_bytes``: the write half
+    of every pipeline (``upsert``, ``qvl ingest``, the sync worker).
+
+    A request that raises fails its rows (``transient`` from :func:`is_transient`), not the others.
+    Returns the ids written and the failures.
+    """
+    ok_ids: list[str] = []
+    bad: list[Failure] = []
+    for idx in byte_batches(rows, dim, max_bytes=max_bytes):
+        part = list(rows[idx[0]:idx[-1] + 1])  # byte_batches yields consecutive runs
+        try:
+            errs = as_failures(write(part, vectors[idx[0]:idx[-1] + 1]), stage="write")
+        except Exception as exc:  # noqa: BLE001 - reported per row, never lost
+            transient = is_transient(exc)
+            errs = [Failure(r.id, f"{type(exc).__name__}: {exc}", "write", transient) for r in part]
+        bad_ids = {e.id for e in errs}
+        ok_ids += [r.id for r in part if r.id not in bad_ids]
+        bad += errs
+    return ok_ids, bad
 WriteStream = Callable[[Iterator[Row]], list[tuple[str, str]]]
 
 
@@ -655,20 +678,8 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
         if raw:
             yield "stream", raw
 
-    def do_write(batch_rows_: list[Row], vecs: np.ndarray) -> tuple[list[str], list[tuple[str, str]]]:
-        ok_ids: list[str] = []
-        bad: list[tuple[str, str]] = []
-        for idx in byte_batches(batch_rows_, dim, max_bytes=max_bytes):
-            part = batch_rows_[idx[0]:idx[-1] + 1]  # byte_batches yields consecutive runs: views, not copies
-            try:
-                errs = as_failures(write(part, vecs[idx[0]:idx[-1] + 1]), stage="write")
-            except Exception as exc:  # noqa: BLE001 - reported per row, never lost
-                transient = is_transient(exc)
-                errs = [Failure(r.id, f"{type(exc).__name__}: {exc}", "write", transient) for r in part]
-            bad_ids = {e[0] for e in errs}
-            ok_ids += [r.id for r in part if r.id not in bad_ids]
-            bad += errs
-        return ok_ids, bad
+    def do_write(batch_rows_: list[Row], vecs: np.ndarray) -> tuple[list[str], list[Failure]]:
+        return write_in_batches(write, batch_rows_, vecs, dim=dim, max_bytes=max_bytes)
 
     def do_stream(raw: list[tuple[int, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
         assert write_stream is not None

@@ -63,11 +63,18 @@ class _FaultyStore:
         return getattr(self.inner, name)
 
     def upsert(self, rows: Any, **kwargs: Any) -> Any:
+        self._fault()
+        return self.inner.upsert(rows, **kwargs)
+
+    def write_rows(self, rows: Any, vectors: Any, **kwargs: Any) -> Any:
+        self._fault()
+        return self.inner.write_rows(rows, vectors, **kwargs)
+
+    def _fault(self) -> None:
         self.calls += 1
         fault = self.faults.get(self.calls)
         if fault is not None:
             raise fault
-        return self.inner.upsert(rows, **kwargs)
 
 
 def open_test_store(target: str, *, collection: str, embedder: Any = None, dim: int | None = None,

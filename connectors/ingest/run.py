@@ -214,6 +214,9 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | N
     if state is not None and state.resumed:
         log.info("resuming: %d ids already landed according to %s", len(landed), state.path)
     c = _Counters()
+    # A store on the skeleton takes normalised rows (its field policy applied here, once).
+    direct = callable(getattr(store, "write_rows", None))
+    declared = store.fields if direct else None
     can_look_up = not overwrite
 
     def snapshot() -> Progress:
@@ -234,9 +237,11 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | N
         by_id = {row.id: (sr, row, vec) for (sr, row), vec in zip(pending.rows, pending.vectors)}
         todo = list(by_id)
         for attempt in range(max(1, retry.attempts)):
-            payload = [dict(by_id[i][0].row or {}, id=i, vector=by_id[i][2]) for i in todo]
             try:
-                report = store.upsert(payload)
+                if direct:  # rows normalised once, with the store's fields: the store's write half
+                    report = store.write_rows([by_id[i][1] for i in todo], np.stack([by_id[i][2] for i in todo]))
+                else:  # a store with only upsert(): rows that carry their vectors
+                    report = store.upsert([dict(by_id[i][0].row or {}, id=i, vector=by_id[i][2]) for i in todo])
             except ConnectorError as exc:
                 if not is_transient(exc):
                     raise
@@ -315,7 +320,7 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | N
                         fail(sr, "read", sr.error or "unreadable record")
                         continue
                     try:
-                        row = normalize_row(sr.row, index - 1)
+                        row = normalize_row(sr.row, index - 1, declared_fields=declared)
                     except InputError as exc:
                         fail(sr, "read", exc.reason)
                         continue
