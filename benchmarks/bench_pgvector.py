@@ -120,6 +120,7 @@ def percentile(ms: list[float], p: float) -> str:
 def bench_search(dsn: str, n: int, dim: int, n_queries: int, n_exact: int) -> tuple[list[list], list[str]]:
     """Load ``n`` rows, build HNSW, and time ``search`` at several ef_search against exact top-10."""
     from connectors.pgvector import open_store
+    from connectors.pgvector.statements import create_index
 
     notes = []
     vecs = clustered(n + n_queries, dim, centers=max(10, n // 100), spread=0.8, seed=2)
@@ -135,7 +136,7 @@ def bench_search(dsn: str, n: int, dim: int, n_queries: int, n_exact: int) -> tu
         store.client.execute("SET maintenance_work_mem = '2GB'")
         store.client.execute("SET max_parallel_maintenance_workers = 1")
         with Timer() as t_build:
-            store.create(exist_ok=True)  # re-creates the missing HNSW index
+            store.client.execute(create_index(store.layout, store.plan))  # the store's own HNSW index
         store.client.execute("VACUUM ANALYZE " + SEARCH_TABLE)
         notes.append(f"loaded {n:,} rows with upsert in {t_load.seconds:.1f} s ({n / t_load.seconds:,.0f} rows/s); "
                      f"HNSW build (m=16, ef_construction=64, 2 GB maintenance_work_mem, 1 parallel worker) "

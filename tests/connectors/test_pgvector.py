@@ -219,13 +219,6 @@ def test_batch_key_lookups_are_never_server_prepared(tmp_path, conn):
         assert not [q for q in prepared if "ANY(" in q], prepared
 
 
-def test_undeclared_fields_go_to_metadata(tmp_path):
-    with open_test_store(tmp_path, "extras", embedder=None, dim=64) as store:
-        report = store.upsert([{"id": 1, "vector": np.ones(64), "color": "red", "metadata": {"a": 1}}])
-        assert report.written == ["1"]
-        assert store.search(np.ones(64), k=1)[0].fields["metadata"] == {"a": 1, "color": "red"}
-
-
 # ---------------------------------------------------------------------------- search
 def test_filtered_search_where_params_and_iterative_scan(tmp_path):
     rng = np.random.default_rng(3)
@@ -591,3 +584,71 @@ def test_bad_dim_fails_before_anything_is_created(pg_dsn, conn, user_table, embe
                                        (user_table,))]
     assert "embedding" not in cols and conn.execute("SELECT to_regclass(%s)",
                                                     (user_table + "_embeddings",)).fetchone()[0] is None
+
+
+# ---------------------------------------------------------------------------- the skeleton's primitives
+@pytest.mark.parametrize("mode", ["column", "side_table"])
+def test_scan_of_an_attached_table_pages_by_key_in_its_own_type(pg_dsn, conn, user_table, embedder, mode):
+    """Keyset pages compare the integer key as an integer (as text, '10' < '2'); the cursor is
+    the key's text form; fields are the table's columns; rows without an embedding are skipped."""
+    from connectors.pgvector import attach
+
+    with attach(pg_dsn, table=user_table, text_column="title", image_column="photo", embedder=embedder, dim=64,
+                mode=mode) as store:
+        store.delete([3])
+        pages = list(store.scan(page_size=5))
+        assert [[r.id for r in rows] for rows, _ in pages] == [["0", "1", "2", "4", "5"], ["6", "7", "8", "9", "10"],
+                                                               ["11"]]
+        assert [c for _, c in pages] == ["5", "10", None]
+        rest = [r.id for rows, _ in store.scan(page_size=5, cursor=pages[0][1]) for r in rows]
+        assert rest == ["6", "7", "8", "9", "10", "11"]
+        row = pages[1][0][1]
+        assert row.fields == {"pid": 7, "title": "product number 7 in red", "photo": None, "price": 70}
+        assert row.vector.dtype == np.float32 and row.vector.shape == (64,)
+        hit = store.search(row.vector, k=1)[0]
+        assert hit.id == "7" and hit.score == pytest.approx(1.0, abs=1e-5)
+        assert store.fields == {"pid": int, "title": str, "photo": str, "price": float}
+
+
+def test_the_fingerprint_is_in_the_config_comment_and_older_tables_open(tmp_path, pg_dsn, conn, user_table, embedder):
+    import json
+
+    from connectors.pgvector import attach, open_store
+
+    def config(table: str, column: str = "embedding") -> dict:
+        comment = conn.execute("SELECT col_description(to_regclass(%s), a.attnum) FROM pg_attribute a "
+                               "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+                               (table, table, column)).fetchone()[0]
+        return json.loads(comment)["qvl"]
+
+    with open_test_store(tmp_path, "fp_comment", embedder=embedder, dim=64, fields={"n": "integer"}) as store:
+        saved = config(store.table)
+        assert saved["fingerprint"] == embedder.fingerprint() and saved["dim"] == 64
+        assert store.fields == {"n": int}
+        del saved["fingerprint"]  # a table made before fingerprints were recorded
+        literal = json.dumps({"qvl": saved}).replace("'", "''")
+        conn.execute(f"COMMENT ON COLUMN {store.table}.embedding IS '{literal}'")
+        with open_store(pg_dsn, table=store.table, embedder=embedder) as old:
+            assert old.fingerprint is None and old.count() == 0 and old.fields == {"n": int}
+    with attach(pg_dsn, table=user_table, text_column="title", embedder=embedder, dim=64, backfill=False,
+                mode="side_table") as attached:
+        assert config(f"{user_table}_embeddings")["fingerprint"] == embedder.fingerprint()
+        assert attached.fingerprint == embedder.fingerprint()
+
+
+def test_a_lost_connection_is_unavailable_and_failures_are_transient(tmp_path, pg_dsn, conn):
+    """The server ends the session: the store's calls raise UnavailableError, and an upsert
+    reports every row as a transient failure (an ingest retries them) instead of bad rows."""
+    from connectors.pgvector import open_store
+    from embedder.errors import UnavailableError
+
+    with open_test_store(tmp_path, "lost_conn", embedder=None, dim=64) as owner:
+        with open_store(pg_dsn, table=owner.table) as store:
+            conn.execute("SELECT pg_terminate_backend(%s)", (store.client.info.backend_pid,))
+            rows = [{"id": f"r{i}", "vector": np.random.default_rng(i).random(64)} for i in range(3)]
+            report = store.upsert(rows)
+            assert report.written == [] and [f.id for f in report.failed] == ["r0", "r1", "r2"]
+            assert all(f.transient for f in report.failed)
+            with pytest.raises(UnavailableError, match="lost_conn"):
+                store.count()
+        assert owner.count() == 0
