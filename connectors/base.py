@@ -127,6 +127,7 @@ class BaseStore(abc.ABC):
     max_k: ClassVar[int | None] = None  # the database's limit on k and on rerank candidates
     max_bytes: ClassVar[int] = 32 * 1024 * 1024  # per write request
     native_filter: ClassVar[str] = "a callable"  # what the escape-hatch filter is, for messages
+    text_filter: ClassVar[bool] = False  # the native filter is text (qvl search --where passes it as is)
 
     def __init__(self, *, collection: str, embedder: Any = None, dim: int | None = None,
                  allow_mismatch: bool = False) -> None:

@@ -164,6 +164,61 @@ def test_ingest_search_reingest_search(target, corpus, tiny_embedding_path, tiny
     assert {h["id"] for h in payload["hits"]} <= ids and all(h["rerank_score"] is None for h in payload["hits"])
 
 
+# ============================================================================ qvl migrate
+def test_migrate_copies_to_every_target_and_search_there_agrees(target, corpus, tiny_embedding_path, tmp_path):
+    """A Milvus Lite collection copied with ``qvl migrate`` to each target: the same ids, the same
+    hits, no re-embedding; a second run resumes (nothing left), ``--restart`` copies again
+    idempotently; another model is refused by ``qvl search`` in one line."""
+    from embedder.testing import build_tiny_checkpoint
+
+    url, collection = target
+    src = f"milvus:{tmp_path / 'source.db'}"
+    first = qvl("ingest", corpus["root"], "--to", src, "--collection", "photos", "--model", tiny_embedding_path,
+                "--dim", "64", "--state", tmp_path / "ingest-state.jsonl", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    state = tmp_path / "migrate.json"
+    copy = qvl("migrate", src, url, "--collection", "photos", "--to-collection", collection, "--state", state,
+               "--page-size", 2, cwd=tmp_path)
+    assert copy.returncode == 0, copy.stderr
+    assert_clean_stderr(copy)
+    assert copy.stdout.startswith(f"copied 5 rows from {src} to {url}") and "failed 0" in copy.stdout
+    assert json.loads(state.read_text())["done"] is True
+
+    def hits(where: str, name: str) -> list[tuple[str, float]]:
+        proc = qvl("search", "a red square", "--in", where, "--collection", name, "--model", tiny_embedding_path,
+                   "-k", 5, "--json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return [(h["id"], round(h["score"], 3)) for h in json.loads(proc.stdout)["hits"]]
+
+    there = hits(url, collection)
+    assert {i for i, _ in there} == corpus["ids"] and there == hits(src, "photos")
+    # the portable filter, as JSON, on every target: the rows with media that are images alone
+    images = qvl("search", "a red square", "--in", url, "--collection", collection, "--model", tiny_embedding_path,
+                 "--json", "--where", '{"modality": "image"}', cwd=tmp_path)
+    assert images.returncode == 0, images.stderr
+    assert [Path(h["media"]).name for h in json.loads(images.stdout)["hits"]] == ["plain.png"]
+
+    again = qvl("migrate", src, url, "--collection", "photos", "--to-collection", collection, "--state", state,
+                cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith("copied 0 rows"), again.stdout + again.stderr
+    restart = qvl("migrate", src, url, "--collection", "photos", "--to-collection", collection, "--state", state,
+                  "--restart", cwd=tmp_path)
+    assert restart.returncode == 0 and restart.stdout.startswith("copied 5 rows"), restart.stderr
+    assert hits(url, collection) == there  # idempotent: still five rows
+
+    missing = qvl("migrate", src, url, "--collection", "nope", "--state", tmp_path / "m2.json", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    [line] = error_lines(missing)
+    assert "'nope' does not exist" in line
+
+    other = build_tiny_checkpoint(tmp_path / "other-model", kind="embedding", seed=7)
+    refused = qvl("search", "a red square", "--in", url, "--collection", collection, "--model", other,
+                  cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    [line] = error_lines(refused)
+    assert "another way" in line and "weights" in line
+
+
 # ============================================================================ qvl demo
 def test_demo_prints_a_search_that_works_in_a_new_process(tmp_path):
     folder = tmp_path / "demo"

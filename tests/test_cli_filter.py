@@ -1,4 +1,4 @@
-"""``qvl search --filter`` with the portable JSON filter, as a new process of the console script."""
+"""``qvl search --where`` with the portable JSON filter, as a new process of the console script."""
 from __future__ import annotations
 
 import json
@@ -30,7 +30,7 @@ with connectors.connect({db!r}, collection="items", dim=64) as store:
 
     def search(flt: str):
         return qvl("search", "anything", "--in", db, "--collection", "items", "--model", tiny_embedding_path,
-                   "-k", 10, "--json", "--filter", flt, cwd=tmp_path, env=env)
+                   "-k", 10, "--json", "--where", flt, cwd=tmp_path, env=env)
 
     cases = {
         '{"color": "red"}': {"r0", "r3"},
@@ -39,6 +39,9 @@ with connectors.connect({db!r}, collection="items", dim=64) as store:
         json.dumps({"color": QUOTED}): {"r2"},  # quotes stay inside the value
         'color == "red"': {"r0", "r3"},  # not JSON: the Milvus expression, as before
     }
+    old_name = qvl("search", "anything", "--in", db, "--collection", "items", "--model", tiny_embedding_path,
+                   "-k", 10, "--json", "--filter", '{"color": "red"}', cwd=tmp_path, env=env)
+    assert old_name.returncode == 0 and {h["id"] for h in json.loads(old_name.stdout)["hits"]} == {"r0", "r3"}
     for flt, want in cases.items():
         proc = search(flt)
         assert proc.returncode == 0, (flt, proc.stderr)

@@ -431,7 +431,7 @@ def test_search_table_json_html(tmp_path, capsys, stores, tiny_embedding_path, t
     n_media = sum(1 for h in hits if h["media"])
     assert n_media and page.count("data:image/jpeg;base64,") == n_media
     code, out, _ = run(capsys, "search", *common, "--image", tmp_path / "corpus" / "dog.jpg", "-k", 1, "--json",
-                       "--filter", "modality=image")
+                       "--where", "modality=image")
     hit = json.loads(out)["hits"][0]
     assert code == 0 and hit["modality"] == "image"
     code, _, err = run(capsys, "search", "x", "--in", "shared:empty", "--model", tiny_embedding_path)

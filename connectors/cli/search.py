@@ -35,11 +35,11 @@ def _add_search(sub: Any) -> None:
     p.add_argument("-k", type=int, default=10, help="number of hits (default: 10)")
     p.add_argument("--image", metavar="FILE", help="query image")
     p.add_argument("--video", metavar="FILE", help="query video")
-    p.add_argument("--filter", metavar="EXPR",
-                   help="a JSON object, the portable filter on every database ('{\"color\": \"red\", \"year\": "
-                        "{\"$gte\": 2020}}', values bound: safe for any input); or, for trusted input, the "
-                        "database's own form: a Milvus expression, an SQL condition for Postgres, key=value pairs "
-                        "for Weaviate and memory:")
+    p.add_argument("--where", "--filter", dest="where", metavar="EXPR",
+                   help="a JSON object, the portable filter, the same on every database ('{\"color\": \"red\", "
+                        "\"year\": {\"$gte\": 2020}}', values bound: safe for any input); or, for trusted input, "
+                        "the database's own text form (a Milvus expression, an SQL condition for Postgres), or "
+                        "key=value pairs (equalities) where the database has none (--filter is the old name)")
     p.add_argument("--rerank", action="store_true", help="rerank the vector hits with the reranker")
     p.add_argument("--candidates", type=int, help="vector hits to rerank (default: the store's)")
     p.add_argument("--dim", type=int, help="vector dimension (default: the collection's)")
@@ -75,15 +75,15 @@ def _parse_pairs(expr: str) -> dict[str, Any]:
 
 
 def filter_kwargs(store: Any, expr: str | None) -> dict[str, Any]:
-    """The ``search`` keyword for a ``--filter`` expression on this store.
+    """The ``search`` keyword for a ``--where`` expression on this store.
 
     A JSON object (``{"color": "red"}``) is the portable filter (:mod:`connectors.filters`),
-    the same on every store. Anything else is the store's native form: Milvus takes the
-    expression as is; Postgres takes it as an SQL condition; Weaviate and the in-memory
-    store take ``key=value`` pairs (matched against fields, then metadata).
+    the same on every store. Anything else is, on a store whose native filter is text
+    (``text_filter``: Milvus expressions, Postgres SQL conditions), that text as is (trusted
+    input); on the others, ``key=value`` pairs read as the portable filter's equalities.
 
     Raises:
-        ValueError: text starting with ``{`` that is not a JSON object.
+        ValueError: text starting with ``{`` that is not a JSON object, or pairs that cannot be read.
     """
     if not expr:
         return {}
@@ -91,23 +91,13 @@ def filter_kwargs(store: Any, expr: str | None) -> dict[str, Any]:
         try:
             portable = json.loads(expr)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"--filter {expr!r} starts with '{{' but is not valid JSON: {exc}") from None
+            raise ValueError(f"--where {expr!r} starts with '{{' but is not valid JSON: {exc}") from None
         if not isinstance(portable, dict):
-            raise ValueError(f"--filter {expr!r} must be a JSON object")
+            raise ValueError(f"--where {expr!r} must be a JSON object")
         return {"filter": portable}
-    module = type(store).__module__
-    if module == "connectors.memory":
-        pairs = _parse_pairs(expr)
-
-        def predicate(fields: dict) -> bool:
-            meta = fields.get("metadata") or {}
-            return all(fields.get(k, meta.get(k)) == v or str(fields.get(k, meta.get(k))) == str(v)
-                       for k, v in pairs.items())
-
-        return {"filter": predicate}
-    if module == "connectors.weaviate":
-        return {"filter": _parse_pairs(expr)}
-    return {"filter": expr}
+    if getattr(store, "text_filter", False):
+        return {"filter": expr}
+    return {"filter": _parse_pairs(expr)}
 
 
 def _query_item(args: argparse.Namespace) -> Any:
@@ -158,7 +148,7 @@ def run_search(args: argparse.Namespace) -> int:
             embedder = load_embedder(model_spec(args), device=args.device, api_key=key)
             reranker = load_reranker(reranker_spec(args), device=args.device, api_key=key) if args.rerank else None
             store = connectors.connect(args.target, collection=args.collection, embedder=embedder, dim=args.dim)
-            kwargs = filter_kwargs(store, args.filter)
+            kwargs = filter_kwargs(store, args.where)
             if reranker is not None:
                 kwargs["rerank"] = reranker
                 if args.candidates:

@@ -85,6 +85,7 @@ class MilvusStore(BaseStore):
     max_k = MAX_TOPK
     max_bytes = DEFAULT_MAX_BYTES
     native_filter = "a Milvus expression string"
+    text_filter = True
 
     def __init__(self, client: "MilvusClient", target: MilvusTarget, *, collection: str, embedder: Any,
                  dim: int | None, metric: str, index: str, index_params: Mapping[str, Any] | None,

@@ -65,6 +65,7 @@ class PgVectorStore(BaseStore):
     backend = "pgvector"
     max_bytes = 128 * 1024 * 1024
     native_filter = "an SQL condition string (trusted input; values in params=)"
+    text_filter = True
 
     def __init__(self, conn: Any, *, layout: Layout, plan: StoragePlan, embedder: Any = None, owned: bool = True,
                  rescore_factor: int = 4, allow_mismatch: bool = False) -> None:
