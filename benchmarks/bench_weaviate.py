@@ -90,7 +90,7 @@ def bench_upsert(target: str, rows: list[dict], repeats: int) -> list[list]:
 
     def baseline() -> float:
         with fresh_store(target, "BenchUpsert") as store:
-            collection = store.collection
+            collection = store.weaviate_collection
             with Timer() as t:
                 with collection.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
                     for props, uuid, vector in objects:
