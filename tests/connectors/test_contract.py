@@ -558,3 +558,15 @@ def test_migrate_resumes_after_the_last_page_that_landed(backend, tmp_path, requ
         finally:
             dst.drop()
             dst.close()
+
+
+def test_create_again_needs_exist_ok_and_the_same_fields(store, backend, tmp_path, request, embedder):
+    from embedder.errors import ConnectorError
+
+    with pytest.raises(ConnectorError, match="already exists; pass exist_ok=True"):
+        store.create(fields={"color": str})
+    store.create(fields={"color": str}, exist_ok=True)
+    store.create(exist_ok=True)  # no fields given: nothing to compare
+    with pytest.raises(SchemaMismatchError, match=r"exists with fields \{'color': 'str'\}, not \{'color': 'int'\}"):
+        store.create(fields={"color": int}, exist_ok=True)
+    assert store.fields == {"color": str} and store.count() == 0
