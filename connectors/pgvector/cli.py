@@ -219,8 +219,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         emb = None
         try:
             emb = _embedder(args)
-            with _attach(args, conn, emb, create=False) as store:
+            with _attach(args, conn, None, create=False) as store:  # opens while a qvl serve is down
                 _print_note(store)
+                store.embedder = emb  # the worker checks its fingerprint when it first answers
                 worker = Worker(store, batch_size=args.batch_size, max_attempts=args.max_attempts,
                                 retry_delay=args.retry_delay, lease=args.lease)
                 report = worker.run(once=args.once, poll_interval=args.poll_interval,

@@ -177,6 +177,12 @@ class Worker:
             uncounted and :meth:`run` waits ``outage_delay`` seconds, doubling per failed try
             up to ``max_outage_delay``, then resumes with batches of normal size.
 
+    Before it writes its first batch, the worker checks that the embedder makes vectors like
+    the ones the table recorded (:meth:`~connectors.base.BaseStore.check_fingerprint`), once
+    the embedder answers: a store opened without the embedder, which is then given one
+    (``store.embedder = emb``, as ``qvl pg worker`` does), can start while a ``qvl serve`` is
+    down. A mismatch raises :class:`SchemaMismatchError` with nothing written.
+
     Raises:
         InputError: no embedder, or a bad number.
         SchemaMismatchError: the queue was made by an older version (run :func:`install_sync`
@@ -215,6 +221,7 @@ class Worker:
         digest = hashlib.sha256(str(store.layout.table).encode()).digest()
         self._lock_class = int.from_bytes(digest[:4], "big", signed=True)
         self.name = f"{socket.gethostname()}:{os.getpid()}:pg{store.client.info.backend_pid}"
+        self._fingerprint_checked = False
 
     # ------------------------------------------------------------------ one batch
     def run_batch(self) -> WorkerReport:
@@ -352,6 +359,14 @@ class Worker:
             except InputError:
                 cleared.append(key)  # no text or media any more: the row has nothing to embed
         good, vecs, failures = self._embed(rows)
+        if good and not self._fingerprint_checked:  # the embedder answered: it can say how it embeds
+            try:
+                store.check_fingerprint()
+            except Exception as exc:
+                if is_transient(exc):
+                    raise EmbedderOutage(f"embedder unavailable: {type(exc).__name__}: {exc}") from exc
+                raise
+            self._fingerprint_checked = True
         with conn.transaction():
             failures = failures + store.write_vectors(good, vecs)
             bad = {k for k, _ in failures}

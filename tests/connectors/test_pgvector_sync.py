@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from embedder.errors import SchemaMismatchError
 from tests.connectors.postgres_server import pg_dsn, pg_server  # noqa: F401 - fixtures
 
 pytest.importorskip("psycopg")
@@ -549,10 +550,12 @@ def _stop_serve(serve) -> None:
         serve.wait(10)
 
 
-def test_worker_rides_out_a_qvl_serve_outage(pg_dsn, conn, articles, tiny_embedding_path):
+def test_worker_rides_out_a_qvl_serve_outage(pg_dsn, conn, articles, tiny_embedding_path, embedder):
     """The worker starts while `qvl serve` is down (connection refused) and keeps backing off;
     when the service comes up, every row lands in batches of normal size, none in the failed
-    table, no attempt spent (before: every row was parked in the failed table after max_attempts)."""
+    table, no attempt spent (before: every row was parked in the failed table after max_attempts).
+    The table records the embedder's fingerprint: the store opens without the embedder, as
+    `qvl pg worker` opens it, and the worker checks the fingerprint once the service answers."""
     import time
 
     from connectors.pgvector import attach
@@ -560,10 +563,12 @@ def test_worker_rides_out_a_qvl_serve_outage(pg_dsn, conn, articles, tiny_embedd
     from embedder import RemoteEmbedder
 
     port = _free_port()
-    with attach(pg_dsn, table=articles, text_column="title", dim=64, backfill=False) as setup:
+    with attach(pg_dsn, table=articles, text_column="title", embedder=embedder, dim=64, backfill=False) as setup:
+        assert setup.fingerprint == embedder.fingerprint()
         install_sync(setup)
     remote = RemoteEmbedder(f"http://127.0.0.1:{port}", retries=0, timeout=30)
-    with attach(pg_dsn, table=articles, embedder=remote, create=False) as store:
+    with attach(pg_dsn, table=articles, create=False) as store:
+        store.embedder = remote
         worker = Worker(store, batch_size=4, max_attempts=2, retry_delay=0, outage_delay=0.2, max_outage_delay=1.0)
         stop = threading.Event()
         result: dict = {}
@@ -592,6 +597,31 @@ def test_worker_rides_out_a_qvl_serve_outage(pg_dsn, conn, articles, tiny_embedd
     with attach(pg_dsn, table=articles, create=False) as again:
         st = sync_status(again)
         assert (st.embedded, st.queued, st.failed) == (10, 0, 0) and failed_rows(again) == []
+
+
+def test_worker_refuses_an_embedder_that_makes_other_vectors(pg_dsn, conn, articles, embedder):
+    """A table whose recorded fingerprint differs from the worker's embedder: SchemaMismatchError
+    before anything is written; the rows stay queued."""
+    import json
+
+    from connectors.pgvector.sync import Worker, install_sync, sync_status
+
+    with _attach(pg_dsn, articles, embedder) as store:
+        install_sync(store)
+        saved = json.loads(conn.execute(f"SELECT col_description('{articles}'::regclass, a.attnum) FROM pg_attribute a "
+                                        f"WHERE a.attrelid = '{articles}'::regclass AND a.attname = 'embedding'"
+                                        ).fetchone()[0])
+        saved["qvl"]["fingerprint"]["weights"] = "0" * 16   # as if another checkpoint had embedded the table
+        literal = json.dumps(saved).replace("'", "''")
+        conn.execute(f"COMMENT ON COLUMN {articles}.embedding IS '{literal}'")
+    from connectors.pgvector import attach
+
+    with attach(pg_dsn, table=articles, create=False) as store:
+        store.embedder = embedder
+        with pytest.raises(SchemaMismatchError, match="weights"):
+            Worker(store, batch_size=4).run(once=True)
+        st = sync_status(store)
+        assert st.embedded == 0 and st.queued == 10 and st.failed == 0
 
 
 def psycopg_connect(dsn: str):
