@@ -324,6 +324,7 @@ class BaseStore(abc.ABC):
         its last row. Returns the same report as ``upsert``.
         """
         self._require_collection()
+        self._before_upsert()
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1)
         if len(rows) and vectors.shape[1] != self.dim:
             raise InputError(f"vectors have {vectors.shape[1]} dims, the store has {self.dim}")
