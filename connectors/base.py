@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from embedder.contracts import EmbedderLike, RerankerLike
 from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError
 
 from .core import (NONFINITE_VECTOR, Failure, Hit, Row, UpsertReport, bad_vector_reason, check_dim,
@@ -91,7 +92,7 @@ class StoredRow:
         return out
 
 
-def embedder_fingerprint(embedder: Any) -> dict | None:
+def embedder_fingerprint(embedder: EmbedderLike | None) -> dict | None:
     """The embedder's fingerprint (``embedder.fingerprint()``), or None when it has none."""
     fn = getattr(embedder, "fingerprint", None)
     if embedder is None or not callable(fn):
@@ -129,7 +130,7 @@ class BaseStore(abc.ABC):
     native_filter: ClassVar[str] = "a callable"  # what the escape-hatch filter is, for messages
     text_filter: ClassVar[bool] = False  # the native filter is text (qvl search --where passes it as is)
 
-    def __init__(self, *, collection: str, embedder: Any = None, dim: int | None = None,
+    def __init__(self, *, collection: str, embedder: EmbedderLike | None = None, dim: int | None = None,
                  allow_mismatch: bool = False) -> None:
         self.collection = collection
         self._embedder = embedder
@@ -147,7 +148,7 @@ class BaseStore(abc.ABC):
         return self._embedder
 
     @embedder.setter
-    def embedder(self, embedder: Any) -> None:
+    def embedder(self, embedder: EmbedderLike | None) -> None:
         self._embedder = embedder
 
     @property
@@ -211,7 +212,7 @@ class BaseStore(abc.ABC):
         self._known = True
         self.check_fingerprint()
 
-    def check_fingerprint(self, embedder: Any = None) -> None:
+    def check_fingerprint(self, embedder: EmbedderLike | None = None) -> None:
         """Check that ``embedder`` (default: the store's) makes vectors like the stored ones.
 
         Raises:
@@ -353,7 +354,7 @@ class BaseStore(abc.ABC):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ search
-    def search(self, query: Any, k: int = 10, *, filter: Any = None, rerank: Any = None,
+    def search(self, query: Any, k: int = 10, *, filter: Any = None, rerank: RerankerLike | None = None,
                candidates: int | None = None, instruction: str | None = None, **options: Any) -> list[Hit]:
         """Find the rows nearest to a query, optionally reranked.
 
@@ -447,7 +448,8 @@ class BaseStore(abc.ABC):
         self._drop()
         self._fields, self._fingerprint, self._known = {}, None, False
 
-    def scan(self, *, page_size: int = PAGE_ROWS, cursor: str | None = None) -> Iterator[tuple[list[StoredRow], str | None]]:
+    def scan(self, *, page_size: int = PAGE_ROWS,
+             cursor: str | None = None) -> Iterator[tuple[list[StoredRow], str | None]]:
         """Every stored row with its vector, page by page: ``(rows, cursor)`` pairs.
 
         ``cursor`` (opaque, a string) resumes after the page it was returned with; the last

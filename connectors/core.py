@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 import numpy as np
 
+from embedder.contracts import EmbedderLike, RerankerLike
 from embedder.errors import InputError, OverloadedError, QVLError, RemoteError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ def utf8_storable(text: str) -> bool:
     return True
 
 
-def check_dim(dim: Any, embedder: Any = None) -> int:
+def check_dim(dim: Any, embedder: EmbedderLike | None = None) -> int:
     """Check a store's vector dimension before anything is created, and return it as an int.
 
     A dim is an integer of at least ``MIN_DIM`` (64, the smallest Matryoshka dimension
@@ -537,14 +538,15 @@ def dedupe_rows(rows: Sequence[Row]) -> list[Row]:
     return list(last.values())
 
 
-def embed_rows(embedder: Any, rows: Sequence[Row], dim: int) -> tuple[list[Row], np.ndarray, list[tuple[str, str]]]:
+def embed_rows(embedder: EmbedderLike | None, rows: Sequence[Row],
+               dim: int) -> tuple[list[Row], np.ndarray, list[Failure]]:
     """Vectors for rows: precomputed ones as is (checked to be finite and not all zeros),
     the others embedded as documents.
 
     Returns the rows that have a vector, their vectors, and ``(id, reason)`` failures.
     """
     todo = [i for i, r in enumerate(rows) if r.vector is None]
-    failed: list[tuple[str, str]] = []
+    failed: list[Failure] = []
     if not todo:  # the bulk-migration case: one copy, one checking pass, no re-indexing
         vectors = np.stack([r.vector for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
         ok = ~vector_problems(vectors)
@@ -613,7 +615,8 @@ def _raw_id(obj: Any, index: int) -> str:
     return str(rid) if rid is not None and rid != "" else f"#{index}"
 
 
-def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: int, write: WriteBatch,
+def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: EmbedderLike | None, dim: int,
+                     write: WriteBatch,
                      write_stream: WriteStream | None = None, batch_rows: int = 256,
                      max_bytes: int = 32 * 1024 * 1024, declared_fields: Iterable[str] = (),
                      show_progress: bool = False, desc: str = "upsert") -> UpsertReport:
@@ -635,7 +638,7 @@ def pipelined_upsert(rows: Iterable[Mapping[str, Any]], *, embedder: Any, dim: i
 
     declared = frozenset(declared_fields)
     written: list[str] = []
-    failed: list[tuple[str, str]] = []
+    failed: list[Failure] = []
     total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
     bar = tqdm(total=total, unit="row", disable=not show_progress, desc=desc)
 
@@ -796,7 +799,7 @@ def is_query_vector(query: Any) -> bool:
             and isinstance(query[0], (int, float, np.integer, np.floating)) and not isinstance(query[0], bool))
 
 
-def check_rerank_query(query: Any, rerank: Any) -> None:
+def check_rerank_query(query: Any, rerank: RerankerLike | None) -> None:
     """Refuse a precomputed-vector query with ``rerank``, before any search (every store).
 
     Raises:
@@ -806,7 +809,7 @@ def check_rerank_query(query: Any, rerank: Any) -> None:
         raise InputError(RERANK_NEEDS_ITEM)
 
 
-def query_vector(embedder: Any, query: Any, dim: int, instruction: str | None = None) -> np.ndarray:
+def query_vector(embedder: EmbedderLike | None, query: Any, dim: int, instruction: str | None = None) -> np.ndarray:
     """A query item embedded with a query instruction, or a precomputed vector checked for size."""
     if is_query_vector(query):
         vec = np.asarray(query, dtype=np.float32).reshape(-1)
@@ -829,7 +832,7 @@ class RerankOutcome:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def rerank_hits(reranker: Any, query: Any, candidates: Sequence[Hit], *, k: int,
+def rerank_hits(reranker: RerankerLike, query: Any, candidates: Sequence[Hit], *, k: int,
                 document_of: Callable[[Hit], Any] = lambda h: document_item(h.fields),
                 instruction: str | None = None) -> RerankOutcome:
     """Rerank candidates (best vector score first) and return the best ``k``.

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from embedder.contracts import EmbedderLike
 from embedder.errors import InputError
 
 from .base import BaseStore, Schema, StoredRow, check_field_types
@@ -53,7 +54,7 @@ class MemoryStore(BaseStore):
     backend = "memory"
     native_filter = "a callable over a hit's fields"
 
-    def __init__(self, *, embedder: Any = None, dim: int | None = None, collection: str = "default",
+    def __init__(self, *, embedder: EmbedderLike | None = None, dim: int | None = None, collection: str = "default",
                  allow_mismatch: bool = False, space: dict[str, _Collection] | None = None) -> None:
         super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
         self._space = space if space is not None else {}
@@ -84,7 +85,7 @@ class MemoryStore(BaseStore):
 
     def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
         c = self._c
-        new = []
+        new: list[tuple[str, np.ndarray, dict]] = []
         for row, vec in zip(rows, vectors):
             fields = {"text": row.text, "media": row.media, "modality": row.modality,
                       "metadata": dict(row.metadata), **row.fields}
@@ -109,7 +110,9 @@ class MemoryStore(BaseStore):
             return super()._native_filter(flt)
         return flt
 
-    def _nearest(self, vector: np.ndarray, n: int, where: Any, *, content: bool) -> list[Hit]:
+    def _nearest(self, vector: np.ndarray, n: int, where: Any, *, content: bool, **options: Any) -> list[Hit]:
+        if options:
+            raise InputError(f"unknown search option(s) {sorted(options)}: the memory store has none")
         c = self._c
         vec = vector / (np.linalg.norm(vector) or 1.0)
         norms = np.linalg.norm(c.vectors, axis=1)
@@ -150,7 +153,7 @@ class MemoryStore(BaseStore):
         return rows, (page[-1] if start + limit < len(order) else None)
 
 
-def open_store(target: str = "memory:", *, collection: str = "default", embedder: Any = None,
+def open_store(target: str = "memory:", *, collection: str = "default", embedder: EmbedderLike | None = None,
                dim: int | None = None, allow_mismatch: bool = False, **_: Any) -> MemoryStore:
     """``connect("memory:", ...)`` (a private space) or ``connect("memory://NAME", ...)`` (shared by name)."""
     name = target[len("memory://"):] if target.startswith("memory://") else None

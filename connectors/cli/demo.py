@@ -20,6 +20,7 @@ from typing import Any
 from embedder.hub import check_hub_reachable
 
 from connectors.hits import format_table, hit_record, render_html
+from embedder.contracts import EmbedderLike, RerankerLike
 
 from .common import (DEFAULT_DIM, add_model_args, api_key_of, close_quietly, format_summary, load_embedder,
                      load_reranker, model_spec, one_line, open_target_first, print_error, progress_bar,
@@ -255,7 +256,7 @@ def run_demo(args: argparse.Namespace) -> int:
         close_quietly(embedder)
 
 
-def _search_yourself(args: argparse.Namespace, target: str, embedder: Any, reranker: Any) -> str:
+def _search_yourself(args: argparse.Namespace, target: str, embedder: EmbedderLike, reranker: RerankerLike) -> str:
     """The ``qvl search`` command line that searches the demo's collection, quoted for a POSIX shell."""
     cmd = ["qvl", "search", "a green triangle", "--in", target, "--collection", args.collection, "--rerank",
            "--html", "hits.html"]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from embedder.contracts import EmbedderLike
 from embedder.errors import ConnectorError, InputError, QVLError, UnavailableError
 
 from ..core import Failure, RetryPolicy, Row, UpsertReport, as_failures, is_transient, normalize_row, retrying
@@ -171,7 +172,8 @@ class _Pending:
     vectors: np.ndarray
 
 
-def ingest(rows: Iterable[SourceRow], store: Any, embedder: Any, *, dim: int | None = None, batch_size: int = 32,
+def ingest(rows: Iterable[SourceRow], store: Any, embedder: EmbedderLike, *, dim: int | None = None,
+           batch_size: int = 32,
            dead_letter: str | os.PathLike | None = None, state_file: str | os.PathLike | None = None,
            resume: bool = False, state_key: Mapping[str, Any] | None = None, overwrite: bool = False,
            retry: RetryPolicy = RetryPolicy(), limit: int | None = None,

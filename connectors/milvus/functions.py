@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from embedder.contracts import EmbedderLike
 from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError, UnavailableError
 
 from .wire import (LITE_VERSION_PREFIX, check_name, check_vector_dim, driver_errors, dtype_name, field_dim,
@@ -45,7 +46,7 @@ class QwenVLEmbeddingFunction:
         >>> client.search("docs", data=ef.encode_queries(["a red car"]), limit=5)  # doctest: +SKIP
     """
 
-    def __init__(self, embedder: Any, dim: int | None = None, *, instruction: str | None = None) -> None:
+    def __init__(self, embedder: EmbedderLike, dim: int | None = None, *, instruction: str | None = None) -> None:
         if embedder is None:
             raise InputError("QwenVLEmbeddingFunction needs an embedder (Embedder or RemoteEmbedder)")
         self.embedder = embedder

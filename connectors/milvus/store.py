@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from embedder.embedder import mrl
+from embedder.contracts import EmbedderLike
 from embedder.errors import ConnectorError, InputError, QVLError, SchemaMismatchError, UnavailableError
 
 from ..base import BaseStore, Schema, StoredRow, check_field_types
@@ -87,7 +88,7 @@ class MilvusStore(BaseStore):
     native_filter = "a Milvus expression string"
     text_filter = True
 
-    def __init__(self, client: "MilvusClient", target: MilvusTarget, *, collection: str, embedder: Any,
+    def __init__(self, client: "MilvusClient", target: MilvusTarget, *, collection: str, embedder: EmbedderLike | None,
                  dim: int | None, metric: str, index: str, index_params: Mapping[str, Any] | None,
                  coarse_dim: int | None, allow_mismatch: bool = False) -> None:
         super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
@@ -485,7 +486,8 @@ def _coerce(name: str, value: Any, typ: type) -> Any:
     raise ValueError(f"field {name!r} must be {typ.__name__} (or None), got {type(value).__name__} {value!r}")
 
 
-def open_store(target: str | pathlib.Path, *, collection: str, embedder: Any = None, dim: int | None = None,
+def open_store(target: str | pathlib.Path, *, collection: str, embedder: EmbedderLike | None = None,
+               dim: int | None = None,
                metric: str = "COSINE", index: str = "HNSW", index_params: Mapping[str, Any] | None = None,
                coarse_dim: int | None = None, allow_mismatch: bool = False, token: str | None = None,
                user: str | None = None, password: str | None = None, db_name: str | None = None,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from embedder.embedder import mrl
+from embedder.contracts import EmbedderLike
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 from ..base import BaseStore, Schema, StoredRow
@@ -69,7 +70,7 @@ class WeaviateStore(BaseStore):
     max_k = MAX_QUERY_RESULTS
     native_filter = "a weaviate Filter (weaviate.classes.query.Filter)"
 
-    def __init__(self, client: "weaviate.WeaviateClient", collection: str, *, embedder: Any = None,
+    def __init__(self, client: "weaviate.WeaviateClient", collection: str, *, embedder: EmbedderLike | None = None,
                  dim: int | None = None, named_vectors: Mapping[str, int] | None = None,
                  allow_mismatch: bool = False, owns_client: bool = True, index: str = "hnsw",
                  index_params: Mapping[str, Any] | None = None, metadata_fields: Mapping[str, Any] | None = None,
@@ -506,7 +507,7 @@ def _unencodable(row: Row) -> str | None:
     return None
 
 
-def open_store(target: str, *, collection: str, embedder: Any = None, dim: int | None = None,
+def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = None, dim: int | None = None,
                named_vectors: Mapping[str, int] | None = None, allow_mismatch: bool = False,
                api_key: str | None = None, grpc_port: int | None = None, headers: Mapping[str, str] | None = None,
                client: "weaviate.WeaviateClient | None" = None, index: str = "hnsw",
