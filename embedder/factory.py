@@ -30,7 +30,8 @@ def is_url(spec: str | os.PathLike) -> bool:
 
 
 def load_embedder(spec: str | os.PathLike, *, device: str = "auto", api_key: str | None = None,
-                  path_roots: Sequence[str | os.PathLike] | None = None) -> "Embedder | RemoteEmbedder":
+                  path_roots: Sequence[str | os.PathLike] | None = None,
+                  retries: int | None = None) -> "Embedder | RemoteEmbedder":
     """An :class:`~embedder.Embedder` for a checkpoint, or a :class:`~embedder.RemoteEmbedder` for a URL.
 
     Args:
@@ -40,6 +41,9 @@ def load_embedder(spec: str | os.PathLike, *, device: str = "auto", api_key: str
         path_roots: folders local media paths must be in (their real paths, links resolved);
             a path elsewhere is refused as that item's error (None: any readable file). For
             media paths that come from data (``qvl pg worker --media-root``).
+        retries: a remote client's own retries after a 503/504, timeout or refused connection
+            (default: the client's). A caller that retries with its own policy passes 0, so
+            retries do not nest (``qvl ingest`` does).
 
     Returns:
         A model implementing :class:`~embedder.contracts.EmbedderLike`. A remote one has
@@ -55,7 +59,9 @@ def load_embedder(spec: str | os.PathLike, *, device: str = "auto", api_key: str
     if is_url(spec):
         from .remote import RemoteEmbedder
 
-        return _checked(RemoteEmbedder(str(spec), api_key=api_key, path_roots=path_roots), str(spec), api_key)
+        extra = {} if retries is None else {"retries": retries}
+        return _checked(RemoteEmbedder(str(spec), api_key=api_key, path_roots=path_roots, **extra), str(spec),
+                        api_key)
     from .embedder import Embedder
 
     return Embedder.from_pretrained(os.fspath(spec), device=device, load_options=_options(path_roots))

@@ -210,3 +210,42 @@ def test_on_error_overloads_type_check(tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     wrong = run("wrong_use.py")
     assert wrong.returncode == 1 and "EmbedResult" in wrong.stdout, wrong.stdout + wrong.stderr
+
+
+def test_a_caller_that_retries_turns_the_clients_retries_off():
+    """``load_embedder(url, retries=0)``: one request per call (qvl ingest retries with its own policy,
+    so retries do not nest); the default client retries a 503 three times."""
+    import http.server
+    import threading
+
+    from embedder.errors import OverloadedError
+
+    hits: list[str] = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            body = b'{"error": {"message": "busy", "code": "overloaded"}}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(OverloadedError):
+            load_embedder(url, retries=0)
+        assert len(hits) == 1
+        with pytest.raises(OverloadedError):
+            load_embedder(url, retries=2)
+        assert len(hits) == 1 + 3
+    finally:
+        server.shutdown()
+        server.server_close()

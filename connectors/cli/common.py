@@ -62,11 +62,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def load_embedder(spec: str, *, device: str = "auto", api_key: str | None = None,
-                  path_roots: Sequence[str] | None = None) -> Any:
+                  path_roots: Sequence[str] | None = None, retries: int | None = None) -> Any:
     """:func:`embedder.load_embedder` (a URL gives a checked ``RemoteEmbedder``), without the weights' progress bar."""
     if not _is_url(spec):
         quiet_model_loading()
-    return _load_embedder(spec, device=device, api_key=api_key, path_roots=path_roots)
+    return _load_embedder(spec, device=device, api_key=api_key, path_roots=path_roots, retries=retries)
 
 
 def load_reranker(spec: str, *, device: str = "auto", api_key: str | None = None) -> Any:

@@ -149,7 +149,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     try:
         try:
             open_target_first(args.to, args.collection, dim=args.dim)
-            embedder = load_embedder(spec, device=args.device, api_key=api_key_of(args))
+            # the client does not retry underneath: ingest retries with its one policy (--retries)
+            embedder = load_embedder(spec, device=args.device, api_key=api_key_of(args), retries=0)
             dim = args.dim or min(DEFAULT_DIM, int(embedder.dim))
             problem = check_dim_arg(dim, full=int(embedder.dim))
             if problem:
