@@ -52,7 +52,8 @@ class PgVectorStore(BaseStore):
     table's columns, alias ``t``, for TRUSTED input; a string ``filter=`` is the same), ``params=``
     (its bound values: a list for ``%s``, a dict for ``%(name)s``) and ``ef_search=`` (HNSW
     search breadth). Searches run in a READ ONLY transaction. An attached table's fields are
-    its columns; its ids are its primary key as text.
+    its columns but the reserved names (``id``, ``text``, ``media``, ``modality``, ``metadata``);
+    its ids are its primary key as text.
 
     Attributes:
         client: the psycopg connection (autocommit; pgvector types registered).
@@ -128,9 +129,9 @@ class PgVectorStore(BaseStore):
         lay = self.layout
         with self._errors("cannot read"):
             cols = {c.name: c for c in table_columns(self._conn, lay.embedding_table)}
-            if lay.attached:
+            if lay.attached:  # its columns, but those a store reserves (a migration declares the fields)
                 fields = {c.name: python_type(c.type) for c in table_columns(self._conn, lay.table)
-                          if c.name in lay.columns}
+                          if c.name in lay.columns and c.name not in RESERVED_COLUMNS | {"vector"}}
         emb = cols.get(lay.embedding_column)
         if not lay.attached:
             if emb is None or not set(NATIVE_COLUMNS) <= set(cols):

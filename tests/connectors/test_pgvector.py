@@ -652,3 +652,27 @@ def test_a_lost_connection_is_unavailable_and_failures_are_transient(tmp_path, p
             with pytest.raises(UnavailableError, match="lost_conn"):
                 store.count()
         assert owner.count() == 0
+
+
+def test_migrate_out_of_an_attached_table(pg_dsn, conn, embedder):
+    """An attached table (its key named ``id``) copies into another store: its columns but the
+    reserved names become the target's fields, its key the ids, its vectors as stored."""
+    import connectors
+    from connectors.migrate import migrate
+    from connectors.pgvector import attach
+
+    conn.execute("DROP TABLE IF EXISTS shop_items CASCADE")
+    conn.execute("CREATE TABLE shop_items (id integer PRIMARY KEY, title text, price numeric)")
+    conn.execute("INSERT INTO shop_items SELECT i, 'item ' || i, i * 2.5 FROM generate_series(1, 12) i")
+    try:
+        with attach(pg_dsn, table="shop_items", text_column="title", embedder=embedder, dim=64) as src:
+            assert src.fields == {"title": str, "price": float}
+            dst = connectors.connect("memory:", dim=64)
+            report = migrate(src, dst, page_size=5)
+            assert report.ok and sorted(report.written, key=int) == [str(i) for i in range(1, 13)]
+            assert dst.fields == {"title": str, "price": float} and dst.fingerprint == embedder.fingerprint()
+            vec = next(r for rows, _ in src.scan() for r in rows if r.id == "10").vector
+            assert [h.id for h in dst.search(vec, k=3)] == [h.id for h in src.search(vec, k=3)]
+            assert dst.search(vec, k=1)[0].fields["title"] == "item 10"
+    finally:
+        conn.execute("DROP TABLE IF EXISTS shop_items CASCADE")
