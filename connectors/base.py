@@ -41,9 +41,10 @@ import numpy as np
 from embedder.contracts import EmbedderLike, RerankerLike
 from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError
 
-from .core import (NONFINITE_VECTOR, Failure, Hit, Row, UpsertReport, bad_vector_reason, check_dim,
-                   check_rerank_query, document_item, pipelined_upsert, query_vector, rerank_candidates,
-                   rerank_hits, utf8_storable, vector_problems, write_in_batches)
+from .core import (NONFINITE_VECTOR, Failure, Hit, Row, UpsertReport, bad_vector_reason, check_dim, document_item,
+                   utf8_storable, vector_problems)
+from .pipeline import pipelined_upsert, write_in_batches
+from .search import check_rerank_query, query_vector, rerank_candidates, rerank_hits
 from .filters import Node, parse
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import os
 import pathlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from embedder.errors import ConnectorError, SchemaMismatchError
 

@@ -25,8 +25,9 @@ import numpy as np
 from embedder.errors import InputError, NotFoundError, UnavailableError
 
 from ..base import BaseStore, Schema, StoredRow
-from ..core import (Hit, Row, UpsertReport, bad_vector_reason, dedupe_rows, document_item, pipelined_upsert,
-                    query_vector, vector_problems)
+from ..core import Hit, Row, UpsertReport, bad_vector_reason, document_item, vector_problems
+from ..pipeline import dedupe_rows, pipelined_upsert
+from ..search import query_vector
 from ..filters import And, Node, Or
 from . import statements as q
 from .schema import (CONFIG_TAG, NATIVE_COLUMNS, RESERVED_COLUMNS, Layout, StoragePlan, derived_name,

@@ -58,8 +58,8 @@ from typing import Any
 
 from embedder.errors import InputError, SchemaMismatchError, UnavailableError
 
-from ..core import Row, embed_rows, normalize_row
-from ..ingest import is_transient
+from ..core import Row, is_transient, normalize_row
+from ..pipeline import embed_rows
 from .schema import SyncObjects
 from .store import PgVectorStore
 from .triggers import (FailedRow, SyncStatus, failed_rows, has_lease_columns, install_sync, require_attached,

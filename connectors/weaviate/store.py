@@ -16,8 +16,8 @@ from embedder.contracts import EmbedderLike
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 from ..base import BaseStore, Schema, StoredRow
-from ..core import (Hit, Row, bad_vector_reason, check_dim, is_query_vector, query_vector, utf8_storable,
-                    vector_problems)
+from ..core import Hit, Row, bad_vector_reason, check_dim, utf8_storable, vector_problems
+from ..search import is_query_vector, query_vector
 from ..filters import And, Node, Or, matches
 from .client import (NAME_RE, WeaviateTarget, collection_name, connect_client, driver_errors, row_uuid,
                      translate)

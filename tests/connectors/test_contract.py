@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import connectors
-from connectors.core import NONFINITE_VECTOR, RERANK_NEEDS_ITEM, ZERO_VECTOR
+from connectors.core import NONFINITE_VECTOR, ZERO_VECTOR
+from connectors.search import RERANK_NEEDS_ITEM
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import connectors
-from connectors.core import (Hit, bad_vector_reason, byte_batches, check_dim, content_id, document_item,
-                             normalize_row, rerank_candidates, rerank_hits, row_bytes, vector_problems)
+from connectors.core import Hit, bad_vector_reason, check_dim, content_id, document_item, normalize_row, vector_problems
+from connectors.pipeline import byte_batches, row_bytes
+from connectors.search import rerank_candidates, rerank_hits
 from embedder import InputError
 from embedder.errors import NotFoundError, SchemaMismatchError
 
