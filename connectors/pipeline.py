@@ -81,19 +81,7 @@ def embed_rows(embedder: EmbedderLike | None, rows: Sequence[Row],
             ok[todo] = False
             failed += [Failure(rows[i].id, NO_EMBEDDER, "embed") for i in todo]
         else:
-            try:
-                result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
-            except Exception as exc:  # noqa: BLE001 - a failed call fails the rows it embeds, not the others
-                log.warning("embedding %d rows failed: %s", len(todo), exc)
-                ok[todo] = False
-                transient = is_transient(exc)
-                failed += [Failure(rows[i].id, f"embedding failed: {type(exc).__name__}: {exc}", "embed", transient)
-                           for i in todo]
-            else:
-                vectors[[todo[j] for j in result.indices]] = result.vectors
-                for j, reason in result.errors:
-                    ok[todo[j]] = False
-                    failed.append(Failure(rows[todo[j]].id, reason, "embed"))
+            failed += _embed_into(embedder, rows, todo, vectors, ok, dim)
     for i in np.flatnonzero(~ok):
         if rows[i].vector is not None:
             failed.append(Failure(rows[i].id, bad_vector_reason(rows[i].vector) or NONFINITE_VECTOR, "validate"))
@@ -101,6 +89,37 @@ def embed_rows(embedder: EmbedderLike | None, rows: Sequence[Row],
         return list(rows), vectors, failed
     good = np.flatnonzero(ok)
     return [rows[i] for i in good], vectors[good], failed
+
+
+def _embed_into(embedder: EmbedderLike, rows: Sequence[Row], todo: list[int], vectors: np.ndarray,
+                ok: np.ndarray, dim: int) -> list[Failure]:
+    """Embed ``rows[todo]`` into ``vectors`` (clearing ``ok`` where a row fails); the failures.
+
+    A call that raises (not one bad item: the embedder reports those itself) is, when the
+    error is not transient, tried again row by row, so a row that crashes its batch fails
+    alone. A transient error (the service is away) fails every row as transient at once.
+    """
+    try:
+        result = embedder.embed_documents([rows[i].item() for i in todo], dim=dim, on_error="skip")
+    except Exception as exc:  # noqa: BLE001 - a failed call fails the rows it embeds, not the others
+        transient = is_transient(exc)
+        if transient or len(todo) == 1:
+            log.warning("embedding %d rows failed: %s", len(todo), exc)
+            ok[todo] = False
+            return [Failure(rows[i].id, f"embedding failed: {type(exc).__name__}: {exc}", "embed", transient)
+                    for i in todo]
+        log.warning("embedding %d rows failed (%s: %s); embedding them one by one", len(todo),
+                    type(exc).__name__, exc)
+        failed: list[Failure] = []
+        for i in todo:
+            failed += _embed_into(embedder, rows, [i], vectors, ok, dim)
+        return failed
+    vectors[[todo[j] for j in result.indices]] = result.vectors
+    failed = []
+    for j, reason in result.errors:
+        ok[todo[j]] = False
+        failed.append(Failure(rows[todo[j]].id, reason, "embed"))
+    return failed
 
 
 WriteBatch = Callable[[list[Row], np.ndarray], list[tuple[str, str]]]

@@ -217,6 +217,11 @@ def test_migrate_copies_to_every_target_and_search_there_agrees(target, corpus, 
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     [line] = error_lines(refused)
     assert "another way" in line and "weights" in line
+    mixed = qvl("ingest", corpus["root"], "--to", url, "--collection", collection, "--model", other, "--dim", 64,
+                "--state", tmp_path / "other-state.jsonl", cwd=tmp_path)
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr, mixed.stdout + mixed.stderr
+    [line] = error_lines(mixed)
+    assert "another way" in line and "allow_mismatch" in line
 
 
 # ============================================================================ qvl demo

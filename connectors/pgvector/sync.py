@@ -70,25 +70,6 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 3600.0
 
-class _OutageProbe:
-    """The store's embedder, noting a transient error that :func:`~connectors.core.embed_rows`
-    turns into per-row failures (so the worker can tell an outage from bad rows)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.transient: BaseException | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def embed_documents(self, items: Any, **kwargs: Any) -> Any:
-        try:
-            return self.inner.embed_documents(items, **kwargs)
-        except Exception as exc:
-            if is_transient(exc):
-                self.transient = exc
-            raise
-
 
 class EmbedderOutage(Exception):
     """Internal: the embedder is unavailable; the claimed batch goes back without an attempt."""
@@ -393,7 +374,8 @@ class Worker:
         return {r[0]: self.store.content_row(r[0], r[1:]) for r in recs}
 
     def _embed(self, rows: list[Row]) -> tuple[list[Row], Any, list[tuple[str, str]]]:
-        """Vectors for ``rows``; a batch that raises is embedded row by row to isolate the culprit.
+        """Vectors for ``rows`` (:func:`~connectors.pipeline.embed_rows`: a batch that raises is
+        embedded row by row there, so the row that breaks it fails alone).
 
         Raises:
             EmbedderOutage: the embedder is unavailable (see :func:`is_transient`); no row is
@@ -404,35 +386,11 @@ class Worker:
         store = self.store
         if not rows:
             return [], np.zeros((0, store.dim), dtype=np.float32), []
-        probe = _OutageProbe(store.embedder)
-        try:
-            result = embed_rows(probe, rows, store.dim)
-            if probe.transient is not None:
-                raise EmbedderOutage(f"embedder unavailable: {type(probe.transient).__name__}: {probe.transient}")
-            return result
-        except EmbedderOutage:
-            raise
-        except Exception as exc:  # noqa: BLE001 - isolate the row that breaks the batch
-            if is_transient(exc):
-                raise EmbedderOutage(f"embedder unavailable: {type(exc).__name__}: {exc}") from exc
-            log.warning("batch embedding failed (%s); embedding %d rows one by one", exc, len(rows))
-        good: list[Row] = []
-        vec_list: list[Any] = []
-        failures: list[tuple[str, str]] = []
-        for row in rows:
-            try:
-                g, v, f = embed_rows(probe, [row], store.dim)
-            except Exception as exc1:  # noqa: BLE001
-                if is_transient(exc1):
-                    raise EmbedderOutage(f"embedder unavailable: {type(exc1).__name__}: {exc1}") from exc1
-                failures.append((row.id, f"{type(exc1).__name__}: {exc1}"))
-                continue
-            if probe.transient is not None:
-                raise EmbedderOutage(f"embedder unavailable: {type(probe.transient).__name__}: {probe.transient}")
-            good += g
-            vec_list += list(v)
-            failures += f
-        return good, np.asarray(vec_list, dtype=np.float32).reshape(len(good), store.dim), failures
+        good, vectors, failures = embed_rows(store.embedder, rows, store.dim)
+        away = [f for f in failures if f.transient]  # the failure says so itself: no row is to blame
+        if away:
+            raise EmbedderOutage(f"embedder unavailable: {away[0].reason}")
+        return good, vectors, failures
 
     def _record_failures(self, failures: list[tuple[str, str]], claim: _Claim
                          ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
