@@ -7,16 +7,12 @@ tiny checkpoint.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -45,30 +41,12 @@ def run_light(code: str) -> subprocess.CompletedProcess:
     return proc
 
 
-@contextlib.contextmanager
-def serve(embedder: Any, reranker: Any) -> Iterator[str]:
-    import uvicorn
+def serve(embedder: Any, reranker: Any) -> Any:
+    """The service test suite's in-process server, with the key ``k3y``."""
+    from embedder.service import ServiceSettings
+    from tests.service.test_service import serve as serve_app
 
-    from embedder.service import ServiceSettings, create_app
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServiceSettings(api_key="k3y"), embedder=embedder,
-                                                      reranker=reranker), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the service did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    return serve_app(ServiceSettings(api_key="k3y"), embedder, reranker)
 
 
 def test_remote_path_imports_no_torch(embedder, reranker):

@@ -20,9 +20,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
-from typing import Any
+from typing import Any, Iterator
 
 API_KEY_ENV = "QVL_API_KEY"
 # Python argument names in library messages -> this command's flags (the library speaks
@@ -159,6 +160,20 @@ def _attach(args: argparse.Namespace, conn: Any, embedder: Any, *, create: bool)
                   mode=args.mode, storage=args.storage, backfill=False, batch_size=args.batch_size, create=create)
 
 
+@contextlib.contextmanager
+def _opened(args: argparse.Namespace, *, create: bool, load_model: bool) -> Iterator[tuple[Any, Any]]:
+    """The database connection and (when ``load_model``) the embedder of a command, closed afterwards."""
+    conn = _connect(args, create=create)
+    emb = None
+    try:
+        emb = _embedder(args) if load_model else None
+        yield conn, emb
+    finally:
+        if emb is not None:
+            emb.close()
+        conn.close()
+
+
 def _run(args: argparse.Namespace, body: Any) -> int:
     import sys
 
@@ -181,10 +196,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     def body() -> int:
         from .sync import install_sync, sync_grants, sync_status
 
-        conn = _connect(args, create=True)
-        emb = None
-        try:
-            emb = _embedder(args) if args.dim is None else None
+        with _opened(args, create=True, load_model=args.dim is None) as (conn, emb):
             with _attach(args, conn, emb, create=True) as store:
                 _print_note(store)
                 queued = install_sync(store, enqueue_existing=not args.no_enqueue)
@@ -197,10 +209,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
                       f"{store.table} need no grants on the queue. A worker running as another role needs:")
                 for grant in sync_grants(store, "WORKER_ROLE"):
                     print(f"  {grant}")
-        finally:
-            if emb is not None:
-                emb.close()
-            conn.close()
         return 0
 
     return _run(args, body)
@@ -215,10 +223,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         if not args.model:
             raise InputError("pass --model (a model directory, hub id, or http(s):// URL of qvl serve)")
-        conn = _connect(args, create=False)
-        emb = None
-        try:
-            emb = _embedder(args)
+        with _opened(args, create=False, load_model=True) as (conn, emb):
             with _attach(args, conn, None, create=False) as store:  # opens while a qvl serve is down
                 _print_note(store)
                 store.embedder = emb  # the worker checks its fingerprint when it first answers
@@ -232,10 +237,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       f"now {st.embedded}/{st.rows} embedded, {st.queued} queued, {st.failed} failed")
                 for key, reason in report.failed:
                     print(f"  failed {key}: {reason}")
-        finally:
-            if emb is not None:
-                emb.close()
-            conn.close()
         return 0
 
     return _run(args, body)
