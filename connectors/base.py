@@ -34,7 +34,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -272,11 +272,34 @@ class BaseStore(abc.ABC):
         self._dim, self._fields, self._fingerprint, self._known = dim, wanted, fp, True
         log.info("created %s collection %r (dim=%d, fields=%s)", self.backend, self.collection, dim, sorted(wanted))
 
-    def _require_collection(self) -> None:
+    def _require_collection(self, *, recheck: bool = False) -> None:
+        """Raise NotFoundError unless the collection exists (``recheck``: ask the database again,
+        as before a write, since another handle may have dropped it)."""
         self._check_open()
+        if self._known and recheck:
+            try:
+                self._known = bool(self._exists())
+            except Exception:  # noqa: BLE001 - cannot tell now (the database is away): the write reports it
+                log.debug("checking that %r exists failed", self.collection, exc_info=True)
         if not self._known:
             if not self.open_existing():
                 raise NotFoundError(f"collection {self.collection!r} does not exist; call store.create() first")
+
+    def _on_collection(self, call: Callable[[], Any]) -> Any:
+        """``call()``, a primitive on the collection; when it fails because another handle dropped the
+        collection, the error every store gives for that: NotFoundError."""
+        try:
+            return call()
+        except Exception as exc:
+            try:
+                gone = isinstance(exc, NotFoundError) or not self._exists()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                gone = False
+            if gone:
+                self._known = False
+                raise NotFoundError(f"collection {self.collection!r} does not exist (it was dropped); "
+                                    "call store.create() first") from exc
+            raise
 
     # ------------------------------------------------------------------ writing
     def upsert(self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = 256, max_bytes: int | None = None,
@@ -306,7 +329,7 @@ class BaseStore(abc.ABC):
         for name, value in (("batch_size", batch_size), ("max_bytes", max_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        self._require_collection()
+        self._require_collection(recheck=True)
         self._before_upsert()
         stream = self._write_stream if type(self)._write_stream is not BaseStore._write_stream else None
         report = pipelined_upsert(rows, embedder=self._embedder, dim=self.dim, write=self._write,
@@ -325,7 +348,7 @@ class BaseStore(abc.ABC):
         Vectors that cannot be stored (NaN, all zeros) fail their rows; an id given twice keeps
         its last row. Returns the same report as ``upsert``.
         """
-        self._require_collection()
+        self._require_collection(recheck=True)
         self._before_upsert()
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1)
         if len(rows) and vectors.shape[1] != self.dim:
@@ -394,7 +417,7 @@ class BaseStore(abc.ABC):
         self._require_collection()
         where = self._filter(filter)
         vec = self._query_vector(query, instruction, **options)
-        hits = self._nearest(vec, n, where, content=rerank is not None, **options)
+        hits = self._on_collection(lambda: self._nearest(vec, n, where, content=rerank is not None, **options))
         if rerank is None:
             return hits[:k]
         return rerank_hits(rerank, query, hits, k=k, document_of=self._document_of).hits
@@ -425,14 +448,14 @@ class BaseStore(abc.ABC):
         """Which of ``ids`` the collection holds (an id that cannot be stored is not there)."""
         self._require_collection()
         wanted = list(dict.fromkeys(str(i) for i in ids if utf8_storable(str(i))))
-        return set(self._existing(wanted)) if wanted else set()
+        return set(self._on_collection(lambda: self._existing(wanted))) if wanted else set()
 
     def delete(self, ids: Sequence[Any]) -> None:
         """Delete rows by id (ids that are not there are ignored)."""
         self._require_collection()
         wanted = list(dict.fromkeys(str(i) for i in ids if utf8_storable(str(i))))
         if wanted:
-            self._delete(wanted)
+            self._on_collection(lambda: self._delete(wanted))
 
     def count(self) -> int:
         """The number of rows.
@@ -441,7 +464,7 @@ class BaseStore(abc.ABC):
             NotFoundError: the collection does not exist.
         """
         self._require_collection()
-        return int(self._count())
+        return int(self._on_collection(self._count))
 
     def drop(self) -> None:
         """Drop the collection and its data (no error when it does not exist)."""
@@ -460,7 +483,7 @@ class BaseStore(abc.ABC):
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise InputError(f"page_size must be a positive integer, got {page_size!r}")
         while True:
-            rows, cursor = self._page(cursor, page_size)
+            rows, cursor = self._on_collection(lambda: self._page(cursor, page_size))
             yield rows, cursor
             if cursor is None or not rows:
                 return

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from embedder.contracts import EmbedderLike
-from embedder.errors import InputError
+from embedder.errors import InputError, NotFoundError
 
 from .base import BaseStore, Schema, StoredRow, check_field_types
 from .core import Hit, Row
@@ -63,12 +63,13 @@ class MemoryStore(BaseStore):
         if dim is None and embedder is None:
             raise InputError("give dim, or an embedder to take the full dimension from")
 
-    def close(self) -> None:
-        """Nothing to release: the data lives as long as its space, and this object stays usable."""
-
     @property
     def _c(self) -> _Collection:
-        return self._space[self.collection]
+        try:
+            return self._space[self.collection]
+        except KeyError:  # dropped through another handle
+            self._known = False
+            raise NotFoundError(f"collection {self.collection!r} does not exist; call store.create() first") from None
 
     # ------------------------------------------------------------------ primitives
     def _exists(self) -> bool:

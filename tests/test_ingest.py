@@ -38,6 +38,7 @@ class _Stores:
 
     def __init__(self) -> None:
         self.stores: dict[str, Any] = {}
+        self.spaces: dict[str, dict] = {}
         self.faults: dict[str, dict[int, BaseException]] = {}
         self.wrappers: dict[str, "_FaultyStore"] = {}
 
@@ -85,10 +86,12 @@ def open_test_store(target: str, *, collection: str, embedder: Any = None, dim: 
     stores = _ACTIVE[-1]
     scheme, name = target.split(":", 1)
     key = f"{name}/{collection}"
-    store = stores.stores.get(key)
-    if store is None:
-        store = stores.stores[key] = MemoryStore(embedder=embedder, dim=dim, collection=collection)
-    store.embedder = embedder  # each command loads its own embedder
+    # Each command opens its own store (and closes it) on a space that outlives it, as a database
+    # would; the test looks at the data through a handle of its own.
+    space = stores.spaces.setdefault(name, {})
+    store = MemoryStore(embedder=embedder, dim=dim, collection=collection, space=space)
+    if key not in stores.stores:
+        stores.stores[key] = MemoryStore(dim=store.dim, collection=collection, space=space)
     if scheme == "shared":
         return store
     wrapper = _FaultyStore(store, stores.faults.get(target, {}))

@@ -37,7 +37,7 @@ def open_store(backend: str, tmp_path, name: str, *, embedder, dim: int, **kwarg
         store.drop()
         store.create(fields=kwargs.get("fields"))
         yield store
-        store.drop()
+        connectors.connect(MEMORY_SPACE, collection=name, dim=dim).drop()  # the test may have closed it
         return
     module = importlib.import_module(f"tests.connectors.backend_{backend}")
     with module.open_test_store(tmp_path, name, embedder=embedder, dim=dim, **kwargs) as store:
@@ -171,12 +171,58 @@ def test_undeclared_top_level_keys_go_to_metadata(backend, tmp_path, request, de
         assert hit.fields["text"] == "x"
 
 
-def test_delete_and_count(store):
-    store.upsert([{"id": str(i), "vector": np.random.RandomState(i).rand(DIM), "text": "x", "color": "c"}
-                  for i in range(5)])
+def test_delete_count_drop_close(store, backend, tmp_path, request):
+    from embedder.errors import ConnectorError
+
+    vectors = np.random.RandomState(4).rand(5, DIM).astype(np.float32)
+    assert store.upsert([{"id": str(i), "vector": v, "text": "x", "color": "c"} for i, v in enumerate(vectors)]).ok
     assert store.count() == 5
-    store.delete(["1", "3"])
+    store.delete(["1", "3", "does-not-exist"])
+    store.delete([])
     assert store.count() == 3
+    assert {h.id for h in store.search(vectors[1], k=10)} == {"0", "2", "4"}
+    with contextlib.closing(_new_store(backend, tmp_path, "contract_" + request.node.name, embedder=None,
+                                       dim=DIM)) as other:  # a second handle sees the same collection
+        assert other.count() == 3
+        other.drop()
+        other.drop()  # idempotent
+    for call in (store.count, lambda: store.upsert([{"id": "x", "vector": vectors[0]}])):
+        with pytest.raises(NotFoundError, match="does not exist"):
+            call()
+    store.create(fields={"color": str})  # the same layout again
+    assert store.count() == 0
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(ConnectorError, match="closed"):
+        store.count()
+
+
+class CrashingEmbedder:
+    """The session embedder, except that a call with the text "boom" in it raises (as a batch that runs out
+    of memory would) instead of reporting a per-item error."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.dim = inner.dim
+        self.calls: list[int] = []
+
+    def embed_documents(self, items, **kwargs):
+        self.calls.append(len(items))
+        if any(item.get("text") == "boom" for item in items):
+            raise RuntimeError("CUDA out of memory")
+        return self.inner.embed_documents(items, **kwargs)
+
+
+def test_a_row_that_crashes_its_batch_fails_alone(backend, tmp_path, request, embedder):
+    """A batch whose embedding call raised is embedded row by row: the culprit fails (not transient)."""
+    crashing = CrashingEmbedder(embedder)
+    with open_store(backend, tmp_path, "crash_" + request.node.name, embedder=crashing, dim=DIM) as store:
+        report = store.upsert([{"id": "a", "text": "one"}, {"id": "b", "text": "boom"},
+                               {"id": "c", "text": "three"}, {"id": "d", "vector": np.ones(DIM)}])
+        assert sorted(report.written) == ["a", "c", "d"] and store.count() == 3
+        assert report.failed == [("b", "embedding failed: RuntimeError: CUDA out of memory")]
+        assert report.failed[0].stage == "embed" and not report.failed[0].transient
+        assert crashing.calls == [3, 1, 1, 1]
 
 
 def test_congruence_with_the_exact_store(backend, tmp_path, request):

@@ -224,19 +224,6 @@ def test_rows_without_ids_get_stable_ids(store_factory, embedder):
     assert first.written == second.written and len(set(first.written)) == 2 and store.count() == 2
 
 
-def test_an_embedder_crash_fails_its_rows_not_the_upsert(store_factory):
-    class CrashingEmbedder:
-        dim = 64
-
-        def embed_documents(self, items, **kwargs):
-            raise RuntimeError("CUDA out of memory")
-
-    store = store_factory(embedder=CrashingEmbedder(), dim=64)
-    report = store.upsert([{"id": "a", "text": "x"}, {"id": "b", "vector": np.ones(64)}], batch_size=1)
-    assert report.written == ["b"]
-    assert report.failed == [("a", "embedding failed: RuntimeError: CUDA out of memory")]
-
-
 @pytest.mark.parametrize("dim", [3000, 4096])
 def test_precomputed_vectors_at_large_dims(store_factory, dim):
     store = store_factory(dim=dim)  # no embedder: a vector-only store
@@ -307,28 +294,6 @@ def test_coarse_field_shortlists_then_rescores_at_full_dim(store_factory, embedd
     assert {h.id for h in store.search("x", k=10, filter='color == "blue"')} == {"t1", "i1"}
     reranked = store.search("a blue car", k=2, rerank=None, coarse_candidates=6)
     assert [h.id for h in reranked] == [h.id for h in got[:2]]
-
-
-# ---------------------------------------------------------------------------- lifecycle
-def test_delete_count_drop_close(store_factory, embedder):
-    store = store_factory(embedder=embedder)
-    assert store.upsert([{"id": str(i), "text": f"row {i}"} for i in range(5)]).ok
-    store.delete(["1", "3", "does-not-exist"])
-    store.delete([])
-    assert store.count() == 3
-    assert {h.id for h in store.search("row", k=10)} == {"0", "2", "4"}
-    store.drop()
-    assert not store.client.has_collection(store.collection)
-    with pytest.raises(NotFoundError, match="create"):
-        store.upsert([{"id": "x", "text": "y"}])
-    with pytest.raises(NotFoundError):
-        store.count()
-    store.create()  # the same layout again
-    assert store.count() == 0
-    store.close()
-    store.close()
-    with pytest.raises(ConnectorError, match="closed"):
-        store.count()
 
 
 # ---------------------------------------------------------------------------- pymilvus integration

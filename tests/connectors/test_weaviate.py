@@ -19,7 +19,7 @@ from tests.connectors.weaviate_server import SHARED, SHARED_SERVICE, ServerUnava
 
 pytest.importorskip("weaviate", reason="weaviate-client is not installed (pip install 'qwen3-vl-search[weaviate]')")
 
-from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMismatchError, UnavailableError  # noqa: E402
+from embedder.errors import ConnectorError, InputError, SchemaMismatchError, UnavailableError  # noqa: E402
 
 DIM = 128
 NAMED = {"full": DIM, "coarse": 64}
@@ -288,30 +288,6 @@ def test_missing_binary_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no `go`
     with pytest.raises(ServerUnavailable, match="go"):
         ensure_binary()
-
-
-def test_delete_count_drop_close(weaviate_server, embedder, request, tmp_path):
-    from connectors import connect
-
-    with open_test_store(tmp_path, request.node.name, embedder=embedder, dim=64, batching="dynamic") as s:
-        assert s.count() == 0
-        s.upsert([{"id": str(i), "text": f"row {i}"} for i in range(30)])
-        assert s.count() == 30
-        s.delete([str(i) for i in range(10)])
-        assert s.count() == 20
-        s.delete([])
-        # the registry finds this connector; a second handle sees the same collection
-        with connect(weaviate_server.target, collection=s.name, embedder=embedder, dim=64) as other:
-            assert other.count() == 20
-            other.drop()
-            other.drop()  # idempotent
-        assert not s.exists()
-        with pytest.raises(NotFoundError):
-            s.upsert([{"id": "x", "text": "y"}])
-        s.close()
-        s.close()  # idempotent
-        with pytest.raises(ConnectorError, match="closed"):
-            s.count()
 
 
 def test_a_vector_whose_smaller_named_vector_is_zero_is_a_bad_row(store):
