@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
+from embedder.contracts import EmbedderLike
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 from ..base import embedder_fingerprint
@@ -20,7 +21,8 @@ from .wire import connect_pg, psycopg_module, translate_error
 log = logging.getLogger(__name__)
 
 
-def open_store(target: Any, *, table: str | None = None, collection: str | None = None, embedder: Any = None,
+def open_store(target: Any, *, table: str | None = None, collection: str | None = None,
+               embedder: EmbedderLike | None = None,
                dim: int | None = None, storage: str = "auto", index_dim: int | None = None, m: int = 16,
                ef_construction: int = 64, rescore_factor: int = 4, connect_timeout: float = 10.0,
                allow_mismatch: bool = False) -> PgVectorStore:
@@ -85,7 +87,7 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
 
 
 def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text_column: str | None = None,
-           image_column: str | None = None, video_column: str | None = None, embedder: Any = None,
+           image_column: str | None = None, video_column: str | None = None, embedder: EmbedderLike | None = None,
            dim: int | None = None, mode: str | None = None, storage: str = "auto", index_dim: int | None = None,
            embedding_column: str = "embedding", side_table: str | None = None, backfill: bool = True,
            batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
@@ -181,7 +183,8 @@ def _attached_embedding(conn: Any, table: TableName, cols: Mapping[str, ColumnIn
 
 def _attach_on(conn: Any, owned: bool, name: TableName, side_name: TableName, *, primary_key: str | None = None,
                text_column: str | None = None, image_column: str | None = None, video_column: str | None = None,
-               embedder: Any = None, dim: int | None = None, mode: str | None = None, storage: str = "auto",
+               embedder: EmbedderLike | None = None, dim: int | None = None, mode: str | None = None,
+               storage: str = "auto",
                index_dim: int | None = None, embedding_column: str = "embedding", backfill: bool = False,
                batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
                rescore_factor: int = 4, create: bool = True, note: str | None = None,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from embedder.contracts import EmbedderLike
 from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 from ..core import check_dim
@@ -377,7 +378,7 @@ def field_sql_type(name: str, typ: Any) -> str:
 
 
 def resolve_plan(where: str, config: dict | None, column: ColumnInfo | None, *, dim: int | None, storage: str,
-                  index_dim: int | None, embedder: Any, m: int, ef_construction: int) -> StoragePlan:
+                  index_dim: int | None, embedder: EmbedderLike | None, m: int, ef_construction: int) -> StoragePlan:
     if config:
         existing = plan_storage(config["dim"], config["storage"], index_dim=config.get("index_dim"), m=m,
                                 ef_construction=ef_construction)

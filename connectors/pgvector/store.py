@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from embedder.contracts import EmbedderLike
 from embedder.errors import InputError, NotFoundError, UnavailableError
 
 from ..base import BaseStore, Schema, StoredRow
@@ -69,7 +70,8 @@ class PgVectorStore(BaseStore):
     native_filter = "an SQL condition string (trusted input; values in params=)"
     text_filter = True
 
-    def __init__(self, conn: Any, *, layout: Layout, plan: StoragePlan, embedder: Any = None, owned: bool = True,
+    def __init__(self, conn: Any, *, layout: Layout, plan: StoragePlan, embedder: EmbedderLike | None = None,
+                 owned: bool = True,
                  rescore_factor: int = 4, allow_mismatch: bool = False) -> None:
         super().__init__(collection=str(layout.table), embedder=embedder, dim=plan.dim, allow_mismatch=allow_mismatch)
         self._conn = conn
