@@ -7,6 +7,8 @@
 ``milvus://host:19530``        Milvus server (``http://`` and ``https://`` too)
 ``postgresql://user@host/db``  PostgreSQL with pgvector
 ``weaviate://host:8080``       Weaviate server
+``qdrant:./folder``            Qdrant local mode (``qdrant://host:6333``: a server)
+``faiss:./index_dir``          a Faiss index file and its fields, in a folder
 ``memory:``                    exact in-process numpy store (tests, notebooks)
 =============================  ===============================================
 
@@ -29,6 +31,8 @@ _REGISTRY: dict[str, str] = {
     "postgresql": "connectors.pgvector:open_store",
     "postgres": "connectors.pgvector:open_store",
     "weaviate": "connectors.weaviate:open_store",
+    "qdrant": "connectors.qdrant:open_store",
+    "faiss": "connectors.faiss:open_store",
     "memory": "connectors.memory:open_store",
 }
 

@@ -13,6 +13,8 @@ about two minutes on two cores.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import shlex
@@ -83,10 +85,19 @@ def corpus(tmp_path_factory) -> dict[str, Any]:
     return {"root": root, "ids": ids}
 
 
-@pytest.fixture(params=["milvus", "postgres", "weaviate"])
+# A store added later joins the cycle with a backend module that has e2e_target(tmp_path) -> (url, collection).
+LATER = [name for name in ("qdrant", "faiss")
+         if importlib.util.find_spec(f"tests.connectors.backend_{name}") is not None]
+
+
+@pytest.fixture(params=["milvus", "postgres", "weaviate", *LATER])
 def target(request, tmp_path) -> tuple[str, str]:
     """(target URL, collection) on a real database; the collection is dropped afterwards."""
     import connectors
+
+    if request.param in LATER:
+        yield importlib.import_module(f"tests.connectors.backend_{request.param}").e2e_target(tmp_path)
+        return
 
     if request.param == "milvus":
         try:

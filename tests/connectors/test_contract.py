@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import re
 
 import numpy as np
@@ -26,6 +27,11 @@ BACKENDS = {
     "pgvector": {},
     "weaviate": {},
 }
+# A store added later is one more backend module, tests/connectors/backend_<name>.py (with
+# open_test_store, new_store and EXACT, the kwargs for an exact index): it joins the suite here.
+for _name in ("qdrant", "faiss"):
+    if importlib.util.find_spec(f"tests.connectors.backend_{_name}") is not None:
+        BACKENDS[_name] = importlib.import_module(f"tests.connectors.backend_{_name}").EXACT
 DIM = 64
 MEMORY_SPACE = "memory://contract"  # a named space: a collection can be opened again, as on a database
 
@@ -284,6 +290,9 @@ def _new_store(backend: str, tmp_path, name: str, *, embedder, dim: int | None, 
 
         return connectors.connect(target_for(tmp_path), collection=collection_name(name), embedder=embedder,
                                   dim=dim, **kwargs)
+    if backend not in ("milvus", "weaviate", "pgvector"):  # a backend module of a later store
+        return importlib.import_module(f"tests.connectors.backend_{backend}").new_store(
+            tmp_path, name, embedder=embedder, dim=dim, **kwargs)
     if backend == "weaviate":
         from tests.connectors.backend_weaviate import test_collection_name, test_server
 
