@@ -183,4 +183,4 @@ class Embedder(LocalModel, EmbedderFront):
         return self.prepare(item, instruction=instruction).n_tokens
 
     def __repr__(self) -> str:
-        return f"Embedder({self.name!r}, dim={self.dim}, device={self.device})"
+        return f"Embedder({self.name!r}, dim={self.dim}, device={self.device}, dtype={self.dtype})"

@@ -36,7 +36,8 @@ def resolve_device(device: str = "auto"):
 
 
 def resolve_dtype(dtype: Any, device) -> Any:
-    """``auto``: bf16 on CUDA (the release's precision), float16 on MPS, float32 on CPU."""
+    """A named or given dtype as a torch dtype; ``auto``: bf16 on CUDA (the release's precision),
+    float16 on MPS, float32 on CPU (:func:`pick_dtype` refines the CPU's)."""
     import torch
 
     if dtype not in (None, "auto"):
@@ -52,6 +53,35 @@ def resolve_dtype(dtype: Any, device) -> Any:
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+# transformers' from_pretrained arguments that also locate the config (AutoConfig)
+_CONFIG_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code", "subfolder")
+
+
+def pick_dtype(dtype: Any, device, source: str, kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """The torch dtype to load with, and why (``emb.dtype_reason``, the log, ``/meta``).
+
+    ``auto`` on a CPU: bfloat16 where the processor multiplies it natively and a short
+    calibration at the model's widths shows it faster, float32 otherwise
+    (:func:`embedder.cpu.choose_cpu_dtype`, cached per machine). Elsewhere as :func:`resolve_dtype`.
+    """
+    import torch
+
+    torch_dtype = resolve_dtype(dtype, device)
+    name = str(torch_dtype).replace("torch.", "")
+    if dtype not in (None, "auto"):
+        return torch_dtype, f"{name}: asked for (dtype={dtype!r})"
+    if device.type != "cpu":
+        return torch_dtype, f"{name}: the default on {device.type}"
+    from transformers import AutoConfig
+
+    from .cpu import choose_cpu_dtype
+
+    config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k in _CONFIG_KWARGS})
+    text = getattr(config, "text_config", config)
+    choice = choose_cpu_dtype(int(text.hidden_size), int(text.intermediate_size))
+    return resolve_dtype(choice.dtype, device), choice.reason
 
 
 def default_min_fill(device) -> float:
@@ -120,6 +150,7 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
             ``local`` extra; a light install only talks to a ``qvl serve``).
     """
     import_local_stack(f"Loading {os.fspath(path_or_id)!r} to run in this process (a qvl serve URL would not)")
+    import torch
     from transformers import AutoImageProcessor, AutoTokenizer
 
     try:
@@ -128,7 +159,6 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
         raise ModelLoadError("transformers >= 5.24 with Qwen3-VL support is required") from exc
 
     dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
     attn = resolve_attention(attn_implementation, dev)
     cls = Qwen3VLForConditionalGeneration if head else Qwen3VLModel
     source = os.fspath(path_or_id)
@@ -140,6 +170,7 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
     if not is_local:
         check_hub_reachable(source)  # one line at once, not transformers' retries, on a machine without network
     try:
+        torch_dtype, dtype_reason = pick_dtype(dtype, dev, source, kwargs)
         model, info = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn,
                                           output_loading_info=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -165,6 +196,10 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
     model.to(dev)
     model.eval()
     linear_patch_embed(model)
+    if dev.type == "cpu" and torch_dtype != torch.float32:
+        fp32_final_norm(model)
+    model.qvl_dtype_reason = dtype_reason
+    log.info("%s runs in %s on %s (%s)", source, str(torch_dtype).replace("torch.", ""), dev, dtype_reason)
     return model, tokenizer, image_processor, video_processor, dev
 
 
@@ -207,7 +242,9 @@ class LocalModel:
         Args:
             path_or_id: local directory, or hub id such as ``Qwen/Qwen3-VL-Embedding-2B``.
             device: ``auto`` (CUDA, then MPS, then CPU), or any torch device string.
-            dtype: ``auto`` (bf16 on CUDA, float32 on CPU) or a torch dtype / its name.
+            dtype: ``auto`` (bf16 on CUDA; on a CPU bf16 where the processor multiplies it
+                natively and it is faster, else float32: :mod:`embedder.cpu`) or a torch dtype /
+                its name; ``float32`` gives the release's exact CPU vectors.
             attn_implementation: ``flash_attention_2``, ``sdpa`` or ``eager``; default picks
                 flash-attention-2 on CUDA when installed, else SDPA.
             max_batch_tokens: padded tokens per forward pass (default: 4096 on CPU, 16384 on GPU).
@@ -228,6 +265,18 @@ class LocalModel:
         return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
                    load_options=with_permissions(load_options, allow_urls=allow_urls, allow_paths=allow_paths),
                    num_workers=num_workers, name=str(path_or_id))
+
+    @property
+    def dtype(self) -> str:
+        """The precision the model computes in: ``"float32"``, ``"bfloat16"`` or ``"float16"``
+        (:attr:`dtype_reason` says why). In bf16 on a CPU the final norm, the pooled state, the
+        L2 normalisation and the reranker's yes/no difference are float32."""
+        return str(getattr(self.model, "dtype", "float32")).replace("torch.", "")
+
+    @property
+    def dtype_reason(self) -> str:
+        """Why :attr:`dtype` was chosen: asked for, the device's default, or the CPU probe and calibration."""
+        return str(getattr(self.model, "qvl_dtype_reason", "") or f"{self.dtype}: as loaded")
 
     def close(self) -> None:
         """Stop the preprocessing threads. Idempotent."""
@@ -264,6 +313,29 @@ def linear_patch_embed(model) -> None:
             return F.linear(patches, weight.reshape(weight.shape[0], -1), self.proj.bias)
 
     embed.__class__ = LinearPatchEmbed
+
+
+def fp32_final_norm(model) -> None:
+    """Run the text model's final RMSNorm in float32 and return float32 (bf16 on a CPU).
+
+    transformers' RMSNorm already computes its statistics in float32 but rounds its output
+    back to the input dtype; this last norm's output is the state the embedder pools and
+    the reranker scores, so in bf16 it stays float32 (its weight too: exact for bf16
+    checkpoints). Every other layer keeps the model's dtype.
+    """
+    text = getattr(getattr(model, "model", model), "language_model", None)
+    norm = getattr(text, "norm", None)
+    if norm is None or hasattr(type(norm), "stock_class"):
+        return  # no such module, or already rewritten
+
+    class Fp32FinalNorm(type(norm)):  # type: ignore[misc]
+        stock_class = type(norm)
+
+        def forward(self, hidden_states):
+            return super().forward(hidden_states.float())
+
+    norm.float()
+    norm.__class__ = Fp32FinalNorm
 
 
 def _load_video_processor(source: str):

@@ -65,7 +65,10 @@ class Reranker(LocalModel, RerankerFront):
         super().__init__(model, tokenizer, *args, **kwargs)
         lm_head = model.get_output_embeddings().weight  # tied 2B: these are the input embeddings
         with torch.no_grad():
-            self._score_row = (lm_head[YES_ID] - lm_head[NO_ID]).detach().float().clone()
+            rows = lm_head[[YES_ID, NO_ID]]
+            if rows.device.type == "cpu":  # bf16 on a CPU: the difference in float32 (a GPU keeps the release's)
+                rows = rows.float()
+            self._score_row = (rows[0] - rows[1]).detach().float().clone()
         self._keep_ids = set(int(i) for i in tokenizer.all_special_ids) | {IMAGE_PAD_ID, VIDEO_PAD_ID}
         self._prefix_cache: tuple | None = None  # (head ids, query media, KV cache) of the last query
 
@@ -192,4 +195,4 @@ class Reranker(LocalModel, RerankerFront):
             return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
 
     def __repr__(self) -> str:
-        return f"Reranker({self.name!r}, device={self.device})"
+        return f"Reranker({self.name!r}, device={self.device}, dtype={self.dtype})"

@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# dtype="auto" on a CPU with native bf16 would run the tiny models in bf16; the suite pins the
+# release's float32 vectors (and the qvl serve processes it starts inherit this). The bf16
+# choice itself is tested in test_cpu_dtype.py.
+os.environ.setdefault("QVL_CPU_DTYPE", "float32")
 
 
 def skip_or_fail(reason: str) -> None:

@@ -111,6 +111,12 @@ def _with_load_options(model: Any, settings: ServiceSettings) -> Any:
     return view
 
 
+def precision(model: Any) -> dict[str, Any]:
+    """``dtype`` and ``dtype_reason`` of a local model for ``/meta`` (empty for others, e.g. a remote one)."""
+    dtype = getattr(model, "dtype", None)
+    return {"dtype": dtype, "dtype_reason": getattr(model, "dtype_reason", None)} if isinstance(dtype, str) else {}
+
+
 def _over_limit(exc: BaseException) -> bool:
     """True when ``exc`` or what it was raised from is a :class:`~embedder.errors.LimitError`."""
     seen = 0
@@ -236,9 +242,10 @@ class Service:
         """Model, limits and flags for ``GET /meta``; ``fingerprint`` when the embedder has one."""
         s = self.settings
         out = {"model": {"name": self.model_name, "dim": self.embedder.dim, "min_dim": MIN_DIM,
-                          "type": "qwen3-vl-embedding"},
+                          "type": "qwen3-vl-embedding", **precision(self.embedder)},
                 "dim": self.embedder.dim,
-                "reranker": ({"name": str(getattr(self.reranker, "name", ""))} if self.reranker is not None else None),
+                "reranker": ({"name": str(getattr(self.reranker, "name", "")), **precision(self.reranker)}
+                             if self.reranker is not None else None),
                 "limits": {"max_items": s.max_items, "max_body_bytes": s.max_body_bytes,
                            "max_text_chars": s.max_text_chars, "max_frames": s.max_frames,
                            "max_image_pixels": self.embedder.load_options.max_source_pixels,
