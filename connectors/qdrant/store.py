@@ -170,10 +170,15 @@ class QdrantStore(BaseStore):
             self._client.create_collection(self.collection, vectors_config=vectors, hnsw_config=hnsw,
                                            quantization_config=_quantization_config(self.quantization),
                                            metadata={METADATA_KEY: entry})
+        with self._calling("get_collection"):
+            kept = (getattr(self._client.get_collection(self.collection).config, "metadata", None) or {})
+        if METADATA_KEY not in kept:
+            log.warning("Qdrant collection %r keeps no collection metadata (qdrant-client or server older than "
+                        "1.16): its embedding fingerprint is not recorded", self.collection)
         if not self.target.local:  # local mode has no payload indexes (it scans; it only warns about them)
             for name, typ in schema.fields.items():
                 with self._calling("create_payload_index"):
-                    self._client.create_payload_index(self.collection, name, field_schema=_INDEX_TYPES[typ],
+                    self._client.create_payload_index(self.collection, name, field_schema=m.PayloadSchemaType(_INDEX_TYPES[typ]),
                                                       wait=True)
         log.info("Qdrant collection %r: dim=%d, coarse_dim=%s, quantization=%s", self.collection, schema.dim,
                  self.coarse_dim, self.quantization)

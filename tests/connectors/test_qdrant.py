@@ -250,3 +250,25 @@ def test_a_new_process_reads_what_another_wrote(tmp_path):
         assert store.search(vecs[6], k=1)[0].id == "r6"
         rows = {r.id: r for page, _ in store.scan() for r in page}
         assert np.allclose(rows["r2"].vector, vecs[2], atol=1e-5)  # as written, not normalised
+
+
+def test_driver_errors_become_ours_and_say_whether_they_are_transient():
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    from connectors.core import is_transient
+    from connectors.qdrant import translate
+    from embedder.errors import ConnectorError, NotFoundError
+
+    def status(code: int) -> UnexpectedResponse:
+        return UnexpectedResponse(status_code=code, reason_phrase="x", content=b'{"status": {"error": "boom"}}',
+                                  headers=httpx.Headers())
+
+    refused = ResponseHandlingException(httpx.ConnectError("[Errno 111] Connection refused"))
+    for exc in (refused, ResponseHandlingException(httpx.ReadTimeout("timed out")), status(503), status(429)):
+        ours = translate(exc, "upsert")
+        assert isinstance(ours, UnavailableError) and is_transient(ours), exc
+    assert isinstance(translate(status(404), "count"), NotFoundError)
+    assert isinstance(translate(ValueError("Collection photos not found"), "count"), NotFoundError)
+    bad = translate(status(400), "upsert")
+    assert type(bad) is ConnectorError and not is_transient(bad)
