@@ -23,7 +23,7 @@ import pathlib
 import re
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def faiss_module() -> Any:
     try:
         import faiss  # the library (absolute import: this package is connectors.faiss)
     except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
-        raise MissingDependencyError('the Faiss store needs faiss-cpu: pip install -e ".[faiss]"') from exc
+        raise MissingDependencyError("faiss", "faiss", "The Faiss store") from exc
     return faiss
 
 
@@ -136,6 +136,19 @@ def remove(index: Any, fids: np.ndarray) -> None:
     if len(fids):
         faiss = faiss_module()
         index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(fids, dtype=np.int64)))
+
+
+def top_n(batches: Iterable[list[tuple[int, bytes]]], query: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """The ``n`` best ``(fid, cosine)`` of stored ``(fid, float32 blob)`` rows for a normalised query, best first."""
+    best: list[tuple[int, float]] = []
+    for batch in batches:
+        if not batch:
+            continue
+        ids = np.array([b[0] for b in batch], dtype=np.int64)
+        scores = normalized(np.stack([np.frombuffer(b[1], dtype="<f4") for b in batch])) @ query
+        top = np.argsort(-scores, kind="stable")[:n]
+        best = sorted(best + [(int(ids[i]), float(scores[i])) for i in top], key=lambda t: -t[1])[:n]
+    return best
 
 
 # ---------------------------------------------------------------------------- files

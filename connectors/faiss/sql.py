@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -152,7 +153,44 @@ def select_in(conn: sqlite3.Connection, sql: str, key: str, values: list) -> lis
     return out
 
 
-# ---------------------------------------------------------------------------- the portable filter
+# ---------------------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class Where:
+    """A compiled filter: an SQL condition on the rows table and its parameters; ``native``: the
+    user's own SQL, run on a view that names the declared fields as declared."""
+
+    sql: str
+    params: Any = ()
+    native: bool = False
+
+
+def matching(conn: sqlite3.Connection, collection: str, fields: Mapping[str, type], where: Where,
+             params: Any) -> np.ndarray:
+    """The Faiss ids of the rows a filter selects (the pre-filter: search only among them).
+
+    Raises:
+        InputError: an SQL filter that fails (the message has SQLite's reason), ``params`` with
+            the portable filter.
+    """
+    rows_t = rows_table(collection)
+    if not where.native:
+        if params is not None:
+            raise InputError("params= goes with an SQL filter string, not with the portable filter")
+        found = conn.execute(f"SELECT _fid FROM {rows_t} WHERE {where.sql}", where.params)
+        return np.array([f for (f,) in found], dtype=np.int64)
+    view = ", ".join(["_fid", "id", "text", "media", "modality", "metadata",
+                      *(f'{column(k)} AS "{k}"' for k in fields)])
+    conn.execute("PRAGMA query_only = ON")  # trusted input, still: it cannot write
+    try:
+        found = conn.execute(f"SELECT _fid FROM (SELECT {view} FROM {rows_t}) WHERE ({where.sql})",
+                             params if params is not None else ())
+        return np.array([f for (f,) in found], dtype=np.int64)
+    except (sqlite3.OperationalError, sqlite3.ProgrammingError, sqlite3.Warning) as exc:
+        raise InputError(f"the SQL filter {where.sql!r} failed: {exc}") from exc
+    finally:
+        conn.execute("PRAGMA query_only = OFF")
+
+
 def compile_where(node: Node, fields: Mapping[str, type]) -> tuple[str, list[Any]] | None:
     """The portable filter as an SQL condition on the rows table with its parameters (values
     bound, never spliced), or None when it matches everything (``{}``).

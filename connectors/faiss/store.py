@@ -15,6 +15,7 @@ reach half the collection (at least 10,000).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import pathlib
 import sqlite3
@@ -50,16 +51,6 @@ class _State:
     pending: int = 0  # rows changed since the newest snapshot
 
 
-@dataclass(frozen=True)
-class _Where:
-    """A compiled filter: an SQL condition on the fields and its parameters; ``native``: the
-    user's own SQL, run on a view that names the declared fields as declared."""
-
-    sql: str
-    params: Any = ()
-    native: bool = False
-
-
 class FaissStore(BaseStore):
     """A collection in a Faiss store folder (see :mod:`connectors.faiss`).
 
@@ -83,7 +74,7 @@ class FaissStore(BaseStore):
                  embedder: EmbedderLike | None = None, dim: int | None = None, allow_mismatch: bool = False,
                  index: str | None = None, hnsw_m: int = 32, ef_construction: int = 80, nlist: int | None = None,
                  pq_m: int | None = None, nbits: int = 8, train_rows: int | None = None, ef_search: int = 64,
-                 nprobe: int | None = None, rescore: int = 4, exact_below: int = 2048) -> None:
+                 nprobe: int | None = None, rescore: int = 8, exact_below: int = 2048) -> None:
         sql.check_name(collection)
         self._asked_kind = index
         self._spec = ix.IndexSpec(index or "flat", hnsw_m, ef_construction, nlist, pq_m, nbits, train_rows)
@@ -110,7 +101,19 @@ class FaissStore(BaseStore):
     def client(self) -> Any:
         """The Faiss index (``faiss.Index``) at the collection's last committed state."""
         with self._txn() as _:
-            return self._state.index  # type: ignore[union-attr]
+            return self._st.index
+
+    @property
+    def _c(self) -> sqlite3.Connection:
+        """The open SQLite connection (inside a transaction)."""
+        assert self._conn is not None
+        return self._conn
+
+    @property
+    def _st(self) -> _State:
+        """This handle's index state (inside a transaction, after the sync)."""
+        assert self._state is not None
+        return self._state
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -127,7 +130,7 @@ class FaissStore(BaseStore):
         """Whether the search index is the one asked for (False: an IVF-PQ collection below
         ``train_rows`` rows, searched exactly until then)."""
         with self._txn():
-            return self._spec.kind != "ivfpq" or ix.is_trained_ivf(self._state.index)  # type: ignore[union-attr]
+            return self._spec.kind != "ivfpq" or ix.is_trained_ivf(self._st.index)
 
     def __repr__(self) -> str:
         return f"FaissStore({self.target!r}, collection={self.collection!r}, index={self._spec.kind!r})"
@@ -172,39 +175,39 @@ class FaissStore(BaseStore):
     def _txn(self, *, write: bool = False, sync: bool = True) -> Iterator[dict]:
         """A transaction on the collection (``write``: the SQLite write lock too) with this handle's
         index brought to its generation; yields the collection record."""
-        import json
-
         with self._lock.mutex, self._errors("reading" if not write else "writing"):
             conn = self._db()
-            for attempt in range(5):
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    meta = self._meta(conn)
-                    if meta is None:
-                        self._state, self._known = None, False
-                        raise NotFoundError(f"collection {self.collection!r} does not exist; call store.create() "
-                                            "first")
-                    if self._state is not None and self._state.uid != meta["uid"]:  # dropped and made again
-                        self._state = None
-                        self._fields = sql.fields_from_json(meta["fields"], self.collection)
-                        self._spec = ix.IndexSpec(**json.loads(meta["spec"]))
-                    if sync:
-                        self._sync(conn, meta)
-                except FileNotFoundError:  # a writer replaced the snapshot meanwhile: read the record again
-                    conn.execute("ROLLBACK")
-                    if attempt == 4:
-                        raise
-                    continue
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                break
+            meta = self._begin(conn, write=write, sync=sync)
             try:
                 yield meta
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _begin(self, conn: sqlite3.Connection, *, write: bool, sync: bool) -> dict:
+        for attempt in range(5):
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                meta = self._meta(conn)
+                if meta is None:
+                    self._state, self._known = None, False
+                    raise NotFoundError(f"collection {self.collection!r} does not exist; call store.create() first")
+                if self._state is not None and self._state.uid != meta["uid"]:  # dropped and made again
+                    self._state = None
+                    self._fields = sql.fields_from_json(meta["fields"], self.collection)
+                    self._spec = ix.IndexSpec(**json.loads(meta["spec"]))
+                if sync:
+                    self._sync(conn, meta)
+                return meta
+            except FileNotFoundError:  # a writer replaced the snapshot meanwhile: read the record again
+                conn.execute("ROLLBACK")
+                if attempt == 4:
+                    raise
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ the index, kept at the record's generation
     def _sync(self, conn: sqlite3.Connection, meta: dict) -> None:
@@ -271,16 +274,16 @@ class FaissStore(BaseStore):
             gen, uid = meta["gen"], meta["uid"]
             if meta["index_gen"] == gen and not force:
                 return
-            index = self._state.index  # type: ignore[union-attr]
+            index = self._st.index
         # This process holds the writer lock and the collection's mutex: the generation cannot move.
         ix.write_index(index, self.folder, self.collection, gen)
         with self._txn(write=True, sync=False) as meta:
             if meta["uid"] != uid or meta["gen"] != gen:  # pragma: no cover - guarded by the writer lock
                 raise ConnectorError(f"collection {self.collection!r} changed while its index was being saved")
-            self._conn.execute("UPDATE qvl_collections SET index_gen = ?, pending = 0 WHERE name = ?",  # type: ignore
+            self._c.execute("UPDATE qvl_collections SET index_gen = ?, pending = 0 WHERE name = ?",
                                (gen, self.collection))
-            self._conn.execute(f"DELETE FROM {sql.dead_table(self.collection)} WHERE _gen <= ?", (gen,))  # type: ignore
-        self._state.pending = 0  # type: ignore[union-attr]
+            self._c.execute(f"DELETE FROM {sql.dead_table(self.collection)} WHERE _gen <= ?", (gen,))
+        self._st.pending = 0
         ix.remove_other_files(self.folder, self.collection, keep=gen)
 
     def rebuild(self) -> None:
@@ -291,16 +294,16 @@ class FaissStore(BaseStore):
         with self._lock.mutex:
             with self._txn() as meta:
                 rows = sql.rows_table(self.collection)
-                count = self._conn.execute(f"SELECT count(*) FROM {rows}").fetchone()[0]  # type: ignore[union-attr]
+                count = self._c.execute(f"SELECT count(*) FROM {rows}").fetchone()[0]
                 if self._spec.kind == "ivfpq" and count >= self._spec.min_train:
-                    sample = self._conn.execute(  # type: ignore[union-attr]
+                    sample = self._c.execute(
                         f"SELECT _fid, _vec FROM {rows} ORDER BY random() LIMIT ?", (ix.MAX_TRAIN,)).fetchall()
                     vecs = np.stack([np.frombuffer(v, dtype="<f4") for _, v in sample])
                     index = ix.train_ivfpq(self._spec, meta["dim"], ix.normalized(vecs))
                     log.info("faiss: trained IVF-PQ for %r on %d rows", self.collection, len(sample))
                 else:
                     index = ix.empty_index(self._spec, meta["dim"])
-                cur = self._conn.execute(f"SELECT _fid, _vec FROM {rows}")  # type: ignore[union-attr]
+                cur = self._c.execute(f"SELECT _fid, _vec FROM {rows}")
                 while batch := cur.fetchmany(8192):
                     self._add(index, batch)
                 self._state = _State(meta["uid"], meta["gen"], index, set(), meta["pending"])
@@ -317,8 +320,6 @@ class FaissStore(BaseStore):
         return check_field_types(fields, reserved=sql.RESERVED, valid_name=sql.FIELD_RE.match)
 
     def _describe(self) -> Schema:
-        import json
-
         with self._lock.mutex, self._errors("reading"):
             meta = self._meta(self._db())
         if meta is None:
@@ -336,8 +337,6 @@ class FaissStore(BaseStore):
         return Schema(int(meta["dim"]), sql.fields_from_json(meta["fields"], self.collection), fingerprint)
 
     def _create(self, schema: Schema) -> None:
-        import json
-
         self._become_writer()
         uid = uuid.uuid4().hex
         with self._lock.mutex, self._errors("creating"):
@@ -418,7 +417,7 @@ class FaissStore(BaseStore):
         rows_t, dead_t = sql.rows_table(self.collection), sql.dead_table(self.collection)
         with self._lock.mutex:
             with self._txn(write=True) as meta:
-                conn = self._conn
+                conn = self._c
                 gen = meta["gen"] + 1
                 old = [f for (f,) in sql.select_in(conn, f"SELECT _fid FROM {rows_t} WHERE {{cond}}", "id", ids)]
                 if not old and not records:
@@ -433,15 +432,15 @@ class FaissStore(BaseStore):
                 changed = len(old) + len(records)
                 conn.execute("UPDATE qvl_collections SET gen = ?, next_fid = ?, pending = pending + ? WHERE name = ?",
                              (gen, meta["next_fid"] + len(records), changed, self.collection))
-            st = self._state
+            st = self._st
             try:  # committed: bring the index along (if that fails, the next call reloads it)
                 if self._spec.kind == "hnsw":
-                    st.tomb.update(old)  # type: ignore[union-attr]
+                    st.tomb.update(old)
                 else:
-                    ix.remove(st.index, np.array(old, dtype=np.int64))  # type: ignore[union-attr]
-                if records:
-                    st.index.add_with_ids(ix.normalized(vectors), np.array(fids, dtype=np.int64))  # type: ignore
-                st.gen, st.pending = gen, st.pending + changed  # type: ignore[union-attr]
+                    ix.remove(st.index, np.array(old, dtype=np.int64))
+                if records and vectors is not None:
+                    st.index.add_with_ids(ix.normalized(vectors), np.array(fids, dtype=np.int64))
+                st.gen, st.pending = gen, st.pending + changed
             except Exception:  # noqa: BLE001 - the rows are stored; the index is rebuilt from them
                 log.warning("faiss: updating the index of %r failed; it is reloaded", self.collection, exc_info=True)
                 self._state = None
@@ -453,51 +452,34 @@ class FaissStore(BaseStore):
         self._change(ids, [], None)
 
     # ------------------------------------------------------------------ filters
-    def _compile(self, node: Node) -> _Where | None:
+    def _compile(self, node: Node) -> sql.Where | None:
         compiled = sql.compile_where(node, self._fields)
-        return None if compiled is None else _Where(*compiled)
+        return None if compiled is None else sql.Where(*compiled)
 
-    def _native_filter(self, flt: Any) -> _Where:
+    def _native_filter(self, flt: Any) -> sql.Where:
         if not isinstance(flt, str):
             return super()._native_filter(flt)
         if not flt.strip():
             raise InputError("the SQL filter is empty")
-        return _Where(flt, None, native=True)
-
-    def _matching(self, where: _Where, params: Any) -> np.ndarray:
-        """The Faiss ids of the rows the filter selects (pre-filtering)."""
-        conn, rows_t = self._conn, sql.rows_table(self.collection)
-        if not where.native:
-            if params is not None:
-                raise InputError("params= goes with an SQL filter string, not with the portable filter")
-            found = conn.execute(f"SELECT _fid FROM {rows_t} WHERE {where.sql}", where.params)  # type: ignore
-            return np.array([f for (f,) in found], dtype=np.int64)
-        view = ", ".join(["_fid", "id", "text", "media", "modality", "metadata",
-                          *(f'{sql.column(k)} AS "{k}"' for k in self._fields)])
-        conn.execute("PRAGMA query_only = ON")  # type: ignore[union-attr]
-        try:
-            found = conn.execute(f"SELECT _fid FROM (SELECT {view} FROM {rows_t}) WHERE ({where.sql})",  # type: ignore
-                                 params if params is not None else ())
-            return np.array([f for (f,) in found], dtype=np.int64)
-        except (sqlite3.OperationalError, sqlite3.ProgrammingError) as exc:
-            raise InputError(f"the SQL filter {where.sql!r} failed: {exc}") from exc
-        finally:
-            conn.execute("PRAGMA query_only = OFF")  # type: ignore[union-attr]
+        return sql.Where(flt, None, native=True)
 
     # ------------------------------------------------------------------ search
     def _nearest(self, vector: np.ndarray, n: int, where: Any, *, content: bool, ef_search: int | None = None,
                  nprobe: int | None = None, rescore: int | None = None, exact: bool = False,
-                 params: Any = None) -> list[Hit]:
+                 params: Any = None, **unknown: Any) -> list[Hit]:
+        if unknown:
+            raise InputError(f"unknown search option(s) {sorted(unknown)}: the faiss store takes ef_search, nprobe, "
+                             "rescore, exact and params")
         query = ix.normalized(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         with self._txn():
-            st = self._state
-            fids = self._matching(where, params) if where is not None else None
+            st = self._st
+            fids = sql.matching(self._c, self.collection, self._fields, where, params) if where is not None else None
             if fids is not None and not len(fids):
                 return []
-            live = st.index.ntotal - len(st.tomb)  # type: ignore[union-attr]
+            live = st.index.ntotal - len(st.tomb)
             eligible = len(fids) if fids is not None else live
             approximate = self._spec.kind != "flat" and not (self._spec.kind == "ivfpq"
-                                                             and not ix.is_trained_ivf(st.index))  # type: ignore
+                                                             and not ix.is_trained_ivf(st.index))
             if exact or (approximate and fids is not None and len(fids) <= self.exact_below):
                 scored = self._exact(query[0], fids, n)
             else:
@@ -509,14 +491,14 @@ class FaissStore(BaseStore):
     def _indexed(self, query: np.ndarray, n: int, fids: np.ndarray | None, eligible: int, ef_search: int | None,
                  nprobe: int | None, rescore: int | None) -> list[tuple[int, float]]:
         faiss = ix.faiss_module()
-        st = self._state
-        index = st.index  # type: ignore[union-attr]
+        st = self._st
+        index = st.index
         keep: list[Any] = []  # the selectors must outlive the search
         sel = None
         if fids is not None:
             sel = faiss.IDSelectorBatch(np.sort(fids))
-        elif st.tomb:  # type: ignore[union-attr]
-            keep.append(faiss.IDSelectorBatch(np.fromiter(st.tomb, dtype=np.int64)))  # type: ignore[union-attr]
+        elif st.tomb:
+            keep.append(faiss.IDSelectorBatch(np.fromiter(st.tomb, dtype=np.int64)))
             sel = faiss.IDSelectorNot(keep[-1])
         sparse = max(1.0, (index.ntotal / eligible) if eligible else 1.0)  # search wider under a narrow filter
         k = n
@@ -540,26 +522,16 @@ class FaissStore(BaseStore):
         """Brute force over the stored vectors (of ``fids``, or all)."""
         rows_t = sql.rows_table(self.collection)
         if fids is None:
-            batches: Iterable[list[tuple]] = iter(lambda c=self._conn.execute(  # type: ignore[union-attr]
-                f"SELECT _fid, _vec FROM {rows_t}"): c.fetchmany(8192), [])
-        else:
-            batches = (sql.select_in(self._conn, f"SELECT _fid, _vec FROM {rows_t} WHERE {{cond}}", "_fid",  # type: ignore
-                                     part) for part in sql.chunks(fids.tolist(), 8192))
-        best: list[tuple[int, float]] = []
-        for batch in batches:
-            if not batch:
-                continue
-            ids = np.array([b[0] for b in batch], dtype=np.int64)
-            scores = ix.normalized(np.stack([np.frombuffer(b[1], dtype="<f4") for b in batch])) @ query
-            top = np.argsort(-scores, kind="stable")[:n]
-            best = sorted(best + [(int(ids[i]), float(scores[i])) for i in top], key=lambda t: -t[1])[:n]
-        return best
+            cur = self._c.execute(f"SELECT _fid, _vec FROM {rows_t}")
+            return ix.top_n(iter(lambda: cur.fetchmany(8192), []), query, n)
+        return ix.top_n((sql.select_in(self._c, f"SELECT _fid, _vec FROM {rows_t} WHERE {{cond}}", "_fid", part)
+                         for part in sql.chunks(fids.tolist(), 8192)), query, n)
 
     def _hits(self, scored: list[tuple[int, float]]) -> list[Hit]:
         if not scored:
             return []
         rows_t = sql.rows_table(self.collection)
-        recs = sql.select_in(self._conn, f"SELECT _fid, {sql.field_columns(self._fields)} FROM {rows_t} "  # type: ignore
+        recs = sql.select_in(self._c, f"SELECT _fid, {sql.field_columns(self._fields)} FROM {rows_t} "
                              "WHERE {cond}", "_fid", [f for f, _ in scored])
         by_fid = {r[0]: r for r in recs}
         return [Hit(id=by_fid[f][1], score=s, fields=sql.decode_fields(by_fid[f], self._fields, start=2))
@@ -568,17 +540,17 @@ class FaissStore(BaseStore):
     # ------------------------------------------------------------------ reading
     def _existing(self, ids: list[str]) -> Iterable[str]:
         with self._txn(sync=False):
-            return [r[0] for r in sql.select_in(self._conn, f"SELECT id FROM {sql.rows_table(self.collection)} "  # type: ignore
+            return [r[0] for r in sql.select_in(self._c, f"SELECT id FROM {sql.rows_table(self.collection)} "
                                                 "WHERE {cond}", "id", ids)]
 
     def _count(self) -> int:
         with self._txn(sync=False):
-            return int(self._conn.execute(  # type: ignore[union-attr]
+            return int(self._c.execute(
                 f"SELECT count(*) FROM {sql.rows_table(self.collection)}").fetchone()[0])
 
     def _page(self, cursor: str | None, limit: int) -> tuple[list[StoredRow], str | None]:
         with self._txn(sync=False):
-            recs = self._conn.execute(  # type: ignore[union-attr]
+            recs = self._c.execute(
                 f"SELECT _vec, {sql.field_columns(self._fields)} FROM {sql.rows_table(self.collection)} "
                 "WHERE id > ? ORDER BY id LIMIT ?", (cursor if cursor is not None else "", limit + 1)).fetchall()
         more = len(recs) > limit
@@ -602,7 +574,7 @@ def parse_target(target: str) -> pathlib.Path:
 def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = None, dim: int | None = None,
                allow_mismatch: bool = False, index: str | None = None, hnsw_m: int = 32, ef_construction: int = 80,
                nlist: int | None = None, pq_m: int | None = None, nbits: int = 8, train_rows: int | None = None,
-               ef_search: int = 64, nprobe: int | None = None, rescore: int = 4,
+               ef_search: int = 64, nprobe: int | None = None, rescore: int = 8,
                exact_below: int = 2048) -> FaissStore:
     """Open a collection of a Faiss store folder (it is created by :meth:`FaissStore.create`).
 
