@@ -217,13 +217,13 @@ class QdrantStore(BaseStore):
             payload[name] = _coerce(name, row.fields.get(name), typ)
         return payload
 
-    def _write(self, rows: list[Row], vectors: np.ndarray) -> list[Failure]:
+    def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
         """Upsert one batch; a batch Qdrant refuses is retried row by row so only the culprits fail."""
         m = qdrant_models()
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1)
         coarse = mrl(vectors, self.coarse_dim) if self.coarse_dim is not None else None
-        failed: list[Failure] = []
+        failed: list[tuple[str, str]] = []  # Failure values
         keep: list[int] = []
         payloads: list[dict] = []
         for i, row in enumerate(rows):

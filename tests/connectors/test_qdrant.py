@@ -16,7 +16,7 @@ pytest.importorskip("qdrant_client", reason="the Qdrant tests need the 'qdrant' 
 
 import connectors  # noqa: E402
 from embedder.errors import InputError, SchemaMismatchError, UnavailableError  # noqa: E402
-from tests.connectors.backend_qdrant import collection_name, new_store, open_test_store, target_for  # noqa: E402
+from tests.connectors.backend_qdrant import new_store, open_test_store, target_for  # noqa: E402
 
 DIM = 64
 LOCAL_ONLY = pytest.mark.skipif(bool(os.environ.get("QDRANT_URL")), reason="a local-mode folder rule")
