@@ -153,7 +153,7 @@ def check_dim_arg(dim: int | None, *, full: int | None = None, flag: str = "--di
 
 
 #: schemes whose stores talk to a database that can be checked before the model loads
-_DATABASE_SCHEMES = frozenset({"milvus", "postgresql", "postgres", "weaviate"})
+_DATABASE_SCHEMES = frozenset({"milvus", "postgresql", "postgres", "weaviate", "qdrant", "faiss"})
 
 
 def open_target_first(target: str, collection: str, *, dim: int | None = None) -> None:
