@@ -138,14 +138,21 @@ def remove(index: Any, fids: np.ndarray) -> None:
         index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(fids, dtype=np.int64)))
 
 
-def top_n(batches: Iterable[list[tuple[int, bytes]]], query: np.ndarray, n: int) -> list[tuple[int, float]]:
-    """The ``n`` best ``(fid, cosine)`` of stored ``(fid, float32 blob)`` rows for a normalised query, best first."""
+def from_rows(batch: list[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and normalised vectors of stored ``(fid, float32 blob)`` rows."""
+    if not batch:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return (np.array([b[0] for b in batch], dtype=np.int64),
+            normalized(np.stack([np.frombuffer(b[1], dtype="<f4") for b in batch])))
+
+
+def top_n(batches: Iterable[tuple[np.ndarray, np.ndarray]], query: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """The ``n`` best ``(fid, cosine)`` over ``(ids, normalised vectors)`` batches for a normalised query."""
     best: list[tuple[int, float]] = []
-    for batch in batches:
-        if not batch:
+    for ids, vecs in batches:
+        if not len(ids):
             continue
-        ids = np.array([b[0] for b in batch], dtype=np.int64)
-        scores = normalized(np.stack([np.frombuffer(b[1], dtype="<f4") for b in batch])) @ query
+        scores = vecs @ query
         top = np.argsort(-scores, kind="stable")[:n]
         best = sorted(best + [(int(ids[i]), float(scores[i])) for i in top], key=lambda t: -t[1])[:n]
     return best

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "store.sqlite"
 MIN_SNAPSHOT_ROWS = 10_000
+_META = ("uid", "dim", "fields", "fingerprint", "spec", "gen", "index_gen", "next_fid", "pending")
 
 
 @dataclass
@@ -100,7 +101,7 @@ class FaissStore(BaseStore):
     @property
     def client(self) -> Any:
         """The Faiss index (``faiss.Index``) at the collection's last committed state."""
-        with self._txn() as _:
+        with self._txn():
             return self._st.index
 
     @property
@@ -164,12 +165,9 @@ class FaissStore(BaseStore):
             raise ConnectorError(f"{what} {self.target}: {type(exc).__name__}: {exc}") from exc
 
     def _meta(self, conn: sqlite3.Connection) -> dict | None:
-        rec = conn.execute("SELECT uid, dim, fields, fingerprint, spec, gen, index_gen, next_fid, pending "
-                           "FROM qvl_collections WHERE name = ?", (self.collection,)).fetchone()
-        if rec is None:
-            return None
-        keys = ("uid", "dim", "fields", "fingerprint", "spec", "gen", "index_gen", "next_fid", "pending")
-        return dict(zip(keys, rec))
+        rec = conn.execute(f"SELECT {', '.join(_META)} FROM qvl_collections WHERE name = ?",
+                           (self.collection,)).fetchone()
+        return None if rec is None else dict(zip(_META, rec))
 
     @contextlib.contextmanager
     def _txn(self, *, write: bool = False, sync: bool = True) -> Iterator[dict]:
@@ -238,9 +236,8 @@ class FaissStore(BaseStore):
 
     @staticmethod
     def _add(index: Any, batch: list[tuple[int, bytes]]) -> None:
-        fids = np.array([b[0] for b in batch], dtype=np.int64)
-        vecs = np.stack([np.frombuffer(b[1], dtype="<f4") for b in batch])
-        index.add_with_ids(ix.normalized(vecs), fids)
+        fids, vecs = ix.from_rows(batch)
+        index.add_with_ids(vecs, fids)
 
     def _become_writer(self) -> None:
         if not self._writer:
@@ -519,13 +516,18 @@ class FaissStore(BaseStore):
         return found[:n]
 
     def _exact(self, query: np.ndarray, fids: np.ndarray | None, n: int) -> list[tuple[int, float]]:
-        """Brute force over the stored vectors (of ``fids``, or all)."""
-        rows_t = sql.rows_table(self.collection)
+        """Brute force over the stored vectors (of ``fids``, or all); a flat or HNSW index
+        gives back the normalised vectors it holds faster than SQLite."""
+        rows_t, index, step = sql.rows_table(self.collection), self._st.index, 8192
+        if fids is not None and not ix.is_trained_ivf(index):
+            return ix.top_n(((part, index.reconstruct_batch(part)) for part in np.array_split(
+                fids, max(1, len(fids) // step))), query, n)
         if fids is None:
             cur = self._c.execute(f"SELECT _fid, _vec FROM {rows_t}")
-            return ix.top_n(iter(lambda: cur.fetchmany(8192), []), query, n)
-        return ix.top_n((sql.select_in(self._c, f"SELECT _fid, _vec FROM {rows_t} WHERE {{cond}}", "_fid", part)
-                         for part in sql.chunks(fids.tolist(), 8192)), query, n)
+            return ix.top_n((ix.from_rows(b) for b in iter(lambda: cur.fetchmany(step), [])), query, n)
+        return ix.top_n((ix.from_rows(sql.select_in(self._c, f"SELECT _fid, _vec FROM {rows_t} WHERE {{cond}}",
+                                                    "_fid", part)) for part in sql.chunks(fids.tolist(), step)),
+                        query, n)
 
     def _hits(self, scored: list[tuple[int, float]]) -> list[Hit]:
         if not scored:
