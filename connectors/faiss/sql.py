@@ -226,7 +226,7 @@ def _sql(node: Node, fields: Mapping[str, type], params: list[Any]) -> str:
 
 def _meta_sql(node: Cond, params: list[Any]) -> str:
     params.append(node.key)
-    head = f"EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = ? AND "
+    head = "EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = ? AND "
     if node.op == "$in":
         alts = []
         for v in node.value:

@@ -327,8 +327,8 @@ class FaissStore(BaseStore):
             raise SchemaMismatchError(f"collection {self.collection!r}: its index record {meta['spec']!r} was not "
                                       "written by this connector") from exc
         if self._asked_kind is not None and spec.kind != self._asked_kind:
-            raise SchemaMismatchError(f"collection {self.collection!r} has a {spec.kind} index, not {self._asked_kind}; "
-                                      f"open it with index={spec.kind!r} (or index=None) or use another collection")
+            raise SchemaMismatchError(f"collection {self.collection!r} has a {spec.kind} index, not "
+                                      f"{self._asked_kind}; open it with index={spec.kind!r} (or index=None) or use another collection")
         self._spec = spec
         fingerprint = json.loads(meta["fingerprint"]) if meta["fingerprint"] else None
         return Schema(int(meta["dim"]), sql.fields_from_json(meta["fields"], self.collection), fingerprint)

@@ -68,6 +68,7 @@ WRITER = """
     print("first", flush=True)
     sys.stdin.readline()
     assert store.upsert(rows[50:]).ok
+    store.save()  # a new snapshot (the reader's is removed): the reader loads it, then replays the delete
     store.delete(["r0", "r1"])
     print("second", flush=True)
     sys.stdin.readline()
