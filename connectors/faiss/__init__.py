@@ -22,8 +22,8 @@ kinds, snapshot files, the writer lock), :mod:`.store` (:class:`FaissStore`,
 """
 from __future__ import annotations
 
-from .index import KINDS, IndexSpec
+from .index import KINDS, IndexSpec, parse_target
 from .sql import compile_where
-from .store import FaissStore, open_store, parse_target
+from .store import FaissStore, open_store
 
 __all__ = ["FaissStore", "IndexSpec", "KINDS", "open_store", "parse_target", "compile_where"]

@@ -44,7 +44,8 @@ class IndexSpec:
         nlist: IVF lists (None: ``min(4 * sqrt(rows), rows / 39)`` at training).
         pq_m: PQ sub-quantizers (None: ``dim / 8`` rounded down to a divisor of dim).
         nbits: bits per PQ code.
-        train_rows: rows needed before IVF-PQ is trained (None: ``max(1000, 39 * nlist)``).
+        train_rows: rows needed before IVF-PQ is trained (None: ``max(10000, 39 * nlist)``); the
+            automatic ``nlist`` is sized on the rows stored when it trains.
     """
 
     kind: str = "flat"
@@ -68,7 +69,7 @@ class IndexSpec:
 
     @property
     def min_train(self) -> int:
-        return self.train_rows or max(1000, 39 * (self.nlist or 0))
+        return self.train_rows or max(10_000, 39 * (self.nlist or 0))
 
 
 def faiss_module() -> Any:
@@ -159,6 +160,18 @@ def top_n(batches: Iterable[tuple[np.ndarray, np.ndarray]], query: np.ndarray, n
 
 
 # ---------------------------------------------------------------------------- files
+def parse_target(target: str) -> pathlib.Path:
+    """The folder of ``faiss:./index_dir`` (also ``faiss://./dir``, ``faiss:///abs/dir``)."""
+    if not target.lower().startswith("faiss:"):
+        raise InputError(f"a Faiss target looks like faiss:./index_dir, got {target!r}")
+    path = target[len("faiss:"):]
+    if path.startswith("//"):
+        path = path[2:]
+    if not path:
+        raise InputError(f"{target!r} names no folder: use faiss:./index_dir")
+    return pathlib.Path(path).expanduser()
+
+
 def index_path(folder: pathlib.Path, collection: str, gen: int) -> pathlib.Path:
     return folder / f"{collection}.{gen}.faiss"
 

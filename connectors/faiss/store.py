@@ -50,6 +50,7 @@ class _State:
     index: Any
     tomb: set[int] = field(default_factory=set)  # HNSW: ids in the graph that left the collection
     pending: int = 0  # rows changed since the newest snapshot
+    damaged: bool = False  # the snapshot could not be read: this index was rebuilt, the next save writes it
 
 
 class FaissStore(BaseStore):
@@ -196,25 +197,32 @@ class FaissStore(BaseStore):
                     self._fields = sql.fields_from_json(meta["fields"], self.collection)
                     self._spec = ix.IndexSpec(**json.loads(meta["spec"]))
                 if sync:
-                    self._sync(conn, meta)
+                    self._sync(conn, meta, last=attempt == 4)
                 return meta
             except FileNotFoundError:  # a writer replaced the snapshot meanwhile: read the record again
                 conn.execute("ROLLBACK")
-                if attempt == 4:
-                    raise
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ the index, kept at the record's generation
-    def _sync(self, conn: sqlite3.Connection, meta: dict) -> None:
+    def _sync(self, conn: sqlite3.Connection, meta: dict, *, last: bool = True) -> None:
+        """Bring this handle's index to the record's generation: load the named snapshot (when
+        this handle is behind it), then replay the rows written and removed since. A snapshot
+        that cannot be read (``last`` try) is rebuilt from the stored vectors instead."""
         st = self._state
         if st is None or st.gen > meta["gen"] or (meta["index_gen"] and st.gen < meta["index_gen"]):
-            index = (ix.read_index(self.folder, self.collection, meta["index_gen"]) if meta["index_gen"]
-                     else ix.empty_index(self._spec, meta["dim"]))
-            st = _State(meta["uid"], meta["index_gen"], index)
-            fresh = True
+            st, fresh = _State(meta["uid"], 0, ix.empty_index(self._spec, meta["dim"])), True
+            if meta["index_gen"]:
+                try:
+                    st.index, st.gen = ix.read_index(self.folder, self.collection, meta["index_gen"]), meta["index_gen"]
+                except (FileNotFoundError, RuntimeError) as exc:  # gone (replaced: read the record again) or bad
+                    if not last:
+                        raise FileNotFoundError(str(exc)) from exc
+                    st.damaged = True
+                    log.warning("faiss: the index file of %r (generation %d) cannot be read (%s); rebuilding it "
+                                "from the stored vectors", self.collection, meta["index_gen"], exc)
         else:
             fresh = False
         if st.gen < meta["gen"]:
@@ -269,7 +277,7 @@ class FaissStore(BaseStore):
     def _snapshot(self, *, force: bool) -> None:
         with self._txn() as meta:
             gen, uid = meta["gen"], meta["uid"]
-            if meta["index_gen"] == gen and not force:
+            if meta["index_gen"] == gen and not force and not self._st.damaged:
                 return
             index = self._st.index
         # This process holds the writer lock and the collection's mutex: the generation cannot move.
@@ -280,7 +288,7 @@ class FaissStore(BaseStore):
             self._c.execute("UPDATE qvl_collections SET index_gen = ?, pending = 0 WHERE name = ?",
                                (gen, self.collection))
             self._c.execute(f"DELETE FROM {sql.dead_table(self.collection)} WHERE _gen <= ?", (gen,))
-        self._st.pending = 0
+        self._st.pending, self._st.damaged = 0, False
         ix.remove_other_files(self.folder, self.collection, keep=gen)
 
     def rebuild(self) -> None:
@@ -561,18 +569,6 @@ class FaissStore(BaseStore):
         return rows, (rows[-1].id if more and rows else None)
 
 
-def parse_target(target: str) -> pathlib.Path:
-    """The folder of ``faiss:./index_dir`` (also ``faiss://./dir``, ``faiss:///abs/dir``)."""
-    if not target.lower().startswith("faiss:"):
-        raise InputError(f"a Faiss target looks like faiss:./index_dir, got {target!r}")
-    path = target[len("faiss:"):]
-    if path.startswith("//"):
-        path = path[2:]
-    if not path:
-        raise InputError(f"{target!r} names no folder: use faiss:./index_dir")
-    return pathlib.Path(path).expanduser()
-
-
 def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = None, dim: int | None = None,
                allow_mismatch: bool = False, index: str | None = None, hnsw_m: int = 32, ef_construction: int = 80,
                nlist: int | None = None, pq_m: int | None = None, nbits: int = 8, train_rows: int | None = None,
@@ -596,7 +592,7 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
         exact_below: a filter selecting at most this many rows is searched exactly on an
             HNSW or IVF-PQ index (a graph or a few lists would miss most of them).
     """
-    return FaissStore(parse_target(target), collection=collection, target=target, embedder=embedder, dim=dim,
+    return FaissStore(ix.parse_target(target), collection=collection, target=target, embedder=embedder, dim=dim,
                       allow_mismatch=allow_mismatch, index=index, hnsw_m=hnsw_m, ef_construction=ef_construction,
                       nlist=nlist, pq_m=pq_m, nbits=nbits, train_rows=train_rows, ef_search=ef_search,
                       nprobe=nprobe, rescore=rescore, exact_below=exact_below)

@@ -181,6 +181,26 @@ def test_an_index_file_ahead_of_sqlite_is_ignored(tmp_path):
     assert not (tmp_path / f"c.{gen + 5}.faiss").exists()
 
 
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_lost_or_damaged_index_file_is_rebuilt_from_sqlite(tmp_path, damage):
+    target = f"faiss:{tmp_path}"
+    with open_store(target, collection="c", dim=DIM, index="hnsw") as store:
+        store.create(fields={"color": str})
+        assert store.upsert(rows(vectors(50))).ok
+        store.delete(["r1"])
+    [snapshot] = tmp_path.glob("c.*.faiss")
+    if damage == "missing":
+        snapshot.unlink()
+    else:
+        snapshot.write_bytes(b"garbage" * 100)
+    mem = oracle([r for r in rows(vectors(50)) if r["id"] != "r1"])
+    with open_store(target, collection="c") as store:
+        for q in vectors(3, seed=5):
+            assert [h.id for h in store.search(q, k=10)] == [h.id for h in mem.search(q, k=10)]
+        store.save()
+    assert len(list(tmp_path.glob("c.*.faiss"))) == 1
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
 def test_approximate_indexes_upsert_delete_and_recall(tmp_path, kind):
     n = 1500
