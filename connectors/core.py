@@ -6,18 +6,21 @@ The embed-then-write pipeline is :mod:`connectors.pipeline`, the search helpers 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import pathlib
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from embedder.contracts import EmbedderLike
-from embedder.errors import InputError, OverloadedError, QVLError, RemoteError, UnavailableError
+from embedder.errors import (InputError, MissingDependencyError, OverloadedError, QVLError, RemoteError,
+                             UnavailableError)
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +347,38 @@ def _hash_value(h: Any, value: Any) -> None:
         h.update(b"p" + str(getattr(value, "size", "")).encode() + hashlib.sha256(value.tobytes()).digest())
     else:
         h.update(b"r" + repr(value).encode())
+
+
+@contextlib.contextmanager
+def translating(translate: Callable[[Exception, str], BaseException], what: str) -> Iterator[None]:
+    """Run driver calls, raising their errors as ours: ``translate(exc, what)`` gives our error
+    (``raise ours from exc``), or the exception itself to let it through unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        ours = translate(exc, what)
+        if ours is exc:
+            raise
+        raise ours from exc
+
+
+def import_optional(module: str, *, package: str, extra: str, purpose: str) -> Any:
+    """Import a database's client library, or raise :class:`MissingDependencyError` naming the
+    pip package and the extra that installs it (each connector imports its driver this way,
+    when first used, so a Milvus user never needs the Weaviate client)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(package, extra, purpose) from exc
+
+
+def row_uuid(row_id: str) -> str:
+    """The UUID of a row id for stores whose ids are UUIDs (Weaviate objects, Qdrant points):
+    ``uuid5(NAMESPACE_DNS, row_id)``, which equals ``weaviate.util.generate_uuid5(row_id)``, so
+    other tools can find a row; the row id itself is kept with the row."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, str(row_id)))
 
 
 def media_ref(value: Any) -> str | None:

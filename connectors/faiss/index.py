@@ -29,6 +29,8 @@ import numpy as np
 
 from embedder.errors import InputError, UnavailableError
 
+from ..core import import_optional
+
 KINDS = ("flat", "hnsw", "ivfpq")
 MAX_TRAIN = 100_000  # rows an IVF-PQ index is trained on at most
 
@@ -73,13 +75,8 @@ class IndexSpec:
 
 
 def faiss_module() -> Any:
-    from embedder.errors import MissingDependencyError
-
-    try:
-        import faiss  # the library (absolute import: this package is connectors.faiss)
-    except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
-        raise MissingDependencyError("faiss", "faiss", "The Faiss store") from exc
-    return faiss
+    # the library (an absolute import: this package is connectors.faiss)
+    return import_optional("faiss", package="faiss-cpu", extra="faiss", purpose="The Faiss store")
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:

@@ -14,9 +14,10 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from embedder.errors import (ConnectorError, InputError, MissingDependencyError, NotFoundError, QVLError,
+from embedder.errors import (ConnectorError, InputError, NotFoundError, QVLError,
                              UnavailableError)
 
+from ..core import import_optional
 from ..filters import And, Node, Or
 
 #: Python type of a user-declared field -> Milvus data type name.
@@ -152,11 +153,7 @@ def compile_filter(node: Node) -> str:
 # ---------------------------------------------------------------------------- driver errors
 def pymilvus() -> Any:
     """The pymilvus module, or :class:`MissingDependencyError` naming the extra to install."""
-    try:
-        import pymilvus as module
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError("pymilvus", "milvus", "The Milvus connector") from exc
-    return module
+    return import_optional("pymilvus", package="pymilvus", extra="milvus", purpose="The Milvus connector")
 
 
 def driver_errors() -> tuple[type[BaseException], ...]:

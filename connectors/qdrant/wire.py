@@ -6,18 +6,18 @@ imported lazily.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import re
 import threading
-import uuid as _uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-from embedder.errors import ConnectorError, InputError, MissingDependencyError, NotFoundError, QVLError, \
+from embedder.errors import ConnectorError, InputError, NotFoundError, QVLError, \
     UnavailableError
 
+from ..core import import_optional, translating
+from ..core import row_uuid as point_id  # noqa: F401 - the Weaviate store's ids too; used by store.py
 from ..filters import And, Cond, Node, Or, kind_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,17 +31,8 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def qdrant_models() -> Any:
     """``qdrant_client.models``, or :class:`MissingDependencyError` naming the extra to install."""
-    try:
-        from qdrant_client import models
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError("qdrant-client", "qdrant", "The Qdrant connector") from exc
-    return models
-
-
-def point_id(row_id: str) -> str:
-    """The point id of a row id: ``uuid5(NAMESPACE_DNS, row_id)`` (the Weaviate store's too), so
-    other tools can find a row; the row id itself is the payload's ``id``."""
-    return str(_uuid.uuid5(_uuid.NAMESPACE_DNS, str(row_id)))
+    return import_optional("qdrant_client.models", package="qdrant-client", extra="qdrant",
+                           purpose="The Qdrant connector")
 
 
 # ---------------------------------------------------------------------------- targets
@@ -180,16 +171,9 @@ def translate(exc: BaseException, what: str) -> BaseException:
     return ConnectorError(f"Qdrant {what} failed: {text}")
 
 
-@contextlib.contextmanager
-def driver_errors(what: str) -> Iterator[None]:
+def driver_errors(what: str) -> Any:
     """Run qdrant-client calls, raising their errors as ours (:func:`translate`, ``from exc``)."""
-    try:
-        yield
-    except Exception as exc:
-        ours = translate(exc, what)
-        if ours is exc:
-            raise
-        raise ours from exc
+    return translating(translate, what)
 
 
 # ---------------------------------------------------------------------------- the portable filter

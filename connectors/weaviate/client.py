@@ -2,16 +2,14 @@
 collection names, and the driver's errors translated into ours."""
 from __future__ import annotations
 
-import contextlib
 import re
 import urllib.parse
-import uuid as _uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from embedder.errors import ConnectorError, InputError, MissingDependencyError, NotFoundError, UnavailableError
+from embedder.errors import ConnectorError, InputError, NotFoundError, UnavailableError
 
-from ..core import is_transient
+from ..core import import_optional, is_transient, row_uuid, translating  # noqa: F401 - row_uuid: this API
 
 if TYPE_CHECKING:  # pragma: no cover
     import weaviate
@@ -23,19 +21,7 @@ NAME_RE = re.compile(r"^[A-Za-z][_0-9A-Za-z]*$")
 
 def import_weaviate() -> Any:
     """The ``weaviate`` package, or a :class:`MissingDependencyError` naming the extra."""
-    try:
-        import weaviate
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError("weaviate-client", "weaviate", "The Weaviate connector") from exc
-    return weaviate
-
-
-def row_uuid(row_id: str) -> str:
-    """The object UUID of a row id: ``uuid5(NAMESPACE_DNS, row_id)``.
-
-    This equals ``weaviate.util.generate_uuid5(row_id)``, so other tools can find a row.
-    """
-    return str(_uuid.uuid5(_uuid.NAMESPACE_DNS, str(row_id)))
+    return import_optional("weaviate", package="weaviate-client", extra="weaviate", purpose="The Weaviate connector")
 
 
 def collection_name(name: str) -> str:
@@ -140,13 +126,6 @@ def translate(exc: BaseException, what: str) -> BaseException:
     return exc
 
 
-@contextlib.contextmanager
-def driver_errors(what: str) -> Iterator[None]:
+def driver_errors(what: str) -> Any:
     """Translate weaviate-client exceptions into this project's connector errors (:func:`translate`)."""
-    try:
-        yield
-    except Exception as exc:
-        ours = translate(exc, what)
-        if ours is exc:
-            raise
-        raise ours from exc
+    return translating(translate, what)
