@@ -13,8 +13,15 @@ and runs the vision patch embedding as a matrix product instead of a Conv3d.
 On a CPU a forward pass costs about what its tokens cost, so the table also gives the
 tokens each method runs and their ratio: the speed-up that token savings alone allow.
 
+Precision: the batched path runs in float32 (the release's CPU precision) and in bfloat16
+(what ``dtype="auto"`` picks on a CPU that multiplies bf16 natively), repetitions
+interleaved in this process; a second table gives bf16's speed against float32's, its
+largest score difference and its ranking agreement (pairs kept in order where float32
+separates them by more than 1e-3, Kendall tau, top-10 overlap, same top-1).
+
 Usage:
-    python benchmarks/bench_rerank.py [--sizes 32 100] [--layers 2] [--queries text image]
+    python benchmarks/bench_rerank.py [--sizes 32 100] [--layers 2] [--queries text image] [--repeats 1]
+        [--no-baseline]
 """
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Timer, bench_checkpoint, mixed_corpus, print_table  # noqa: E402
+from common import (Timer, bench_checkpoint, cpu_flags_line, kendall_tau, mixed_corpus, order_kept,  # noqa: E402
+                    print_table, top_k_overlap)
 
 from embedder.testing import stock_patch_embed  # noqa: E402
 
@@ -68,36 +76,64 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 100])
     ap.add_argument("--queries", nargs="+", default=["text", "image"], choices=["text", "image"])
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved float32/bfloat16 runs of the batched path")
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="default: the device's (4096 on CPU)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the one-pair-per-forward baseline")
     args = ap.parse_args()
 
-    import torch
-
     from embedder import Reranker
+    from embedder.cpu import choose_cpu_dtype
 
-    rr = Reranker.from_pretrained(bench_checkpoint("reranker", args.layers), device="cpu",
-                                  max_batch_tokens=args.max_batch_tokens)
-    rows = []
+    path = bench_checkpoint("reranker", args.layers)
+    rr = Reranker.from_pretrained(path, device="cpu", dtype="float32", max_batch_tokens=args.max_batch_tokens)
+    rr16 = Reranker.from_pretrained(path, device="cpu", dtype="bfloat16", max_batch_tokens=args.max_batch_tokens)
+    text = rr.model.config.text_config
+    auto = choose_cpu_dtype(int(text.hidden_size), int(text.intermediate_size))
+    rows, precision_rows = [], []
     for kind in args.queries:
         query = make_query(kind)
         for n in args.sizes:
             docs = mixed_corpus(n, seed=n)
             rr.score(query, docs[:2])  # warm-up
-            base_tokens, our_tokens = token_counts(rr, query, docs)
-            with Timer() as base:
-                single = one_pair_per_forward(rr, query, docs)
-            with Timer() as ours:
-                batched = rr.score(query, docs)
-            diff = float(np.abs(single - batched).max())
-            rows.append([f"{kind} query", f"1 x {n}", f"{base_tokens:,}", f"{our_tokens:,}",
-                         f"{base_tokens / our_tokens:.2f}x", f"{base.seconds:.2f}", f"{n / base.seconds:.1f}",
-                         f"{ours.seconds:.2f}", f"{n / ours.seconds:.1f}", f"{base.seconds / ours.seconds:.2f}x",
-                         f"{diff:.1e}"])
-    print(f"\ncheckpoint: hidden 2048, vision 1024, {args.layers} layers (random weights); "
-          f"CPU threads: {torch.get_num_threads()}\n")
-    print_table(["query", "pairs", "one-pair tokens", "our tokens", "token ratio", "one-pair s", "one-pair pairs/s",
-                 "batched s", "batched pairs/s", "speed-up", "max |diff|"], rows)
+            rr16.score(query, docs[:2])
+            times = {rr: float("inf"), rr16: float("inf")}
+            scores = {}
+            for _ in range(args.repeats):  # interleaved: load on the machine hits both alike
+                for model in (rr, rr16):
+                    with Timer() as t:
+                        scores[model] = model.score(query, docs)
+                    times[model] = min(times[model], t.seconds)
+            batched, b16 = scores[rr], scores[rr16]
+            if not args.no_baseline:
+                base_tokens, our_tokens = token_counts(rr, query, docs)
+                with Timer() as base:
+                    single = one_pair_per_forward(rr, query, docs)
+                diff = float(np.abs(single - batched).max())
+                rows.append([f"{kind} query", f"1 x {n}", f"{base_tokens:,}", f"{our_tokens:,}",
+                             f"{base_tokens / our_tokens:.2f}x", f"{base.seconds:.2f}", f"{n / base.seconds:.1f}",
+                             f"{times[rr]:.2f}", f"{n / times[rr]:.1f}", f"{base.seconds / times[rr]:.2f}x",
+                             f"{diff:.1e}"])
+            precision_rows.append([
+                f"{kind} query", f"1 x {n}", f"{times[rr]:.2f}", f"{times[rr16]:.2f}", f"{n / times[rr16]:.1f}",
+                f"{times[rr] / times[rr16]:.2f}x",
+                f"{base.seconds / times[rr16]:.2f}x" if not args.no_baseline else "-",
+                f"{float(np.abs(b16 - batched).max()):.1e}", f"{float(np.ptp(batched)):.1e}",
+                "{:.3f} of {:,}".format(*order_kept(batched, b16, 1e-3)), f"{kendall_tau(batched, b16):.3f}",
+                f"{top_k_overlap(batched, b16, 10):.2f}", "yes" if np.argmax(batched) == np.argmax(b16) else "no"])
+    print(f"\ncheckpoint: hidden 2048, vision 1024, {args.layers} layers (random weights)\n{cpu_flags_line()}\n"
+          f"dtype=\"auto\" here: {auto.reason}\n")
+    if rows:
+        print("float32, one pair per forward (the release) against batched:\n")
+        print_table(["query", "pairs", "one-pair tokens", "our tokens", "token ratio", "one-pair s",
+                     "one-pair pairs/s", "batched s", "batched pairs/s", "speed-up", "max |diff|"], rows)
+    print(f"\nbatched, float32 against bfloat16 (best of {args.repeats}, interleaved):\n")
+    print_table(["query", "pairs", "float32 s", "bfloat16 s", "bf16 pairs/s", "bf16 vs fp32", "bf16 vs one-pair",
+                 "max |diff| to fp32", "fp32 score range", "order kept (gap > 1e-3)", "Kendall tau",
+                 "top-10 overlap", "same top-1"], precision_rows)
+    print("\norder kept: among document pairs whose float32 scores differ by more than 1e-3, the share bfloat16 "
+          "ranks the same way (closer pairs are ties at bf16's resolution)")
     rr.close()
+    rr16.close()
 
 
 if __name__ == "__main__":

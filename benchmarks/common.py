@@ -52,6 +52,42 @@ def mixed_corpus(n: int = 48, seed: int = 0) -> list:
     return items
 
 
+def cpu_flags_line() -> str:
+    """The CPU, its bf16-relevant flags, torch's CPU capability and threads, for benchmark headers."""
+    import torch
+
+    from embedder.cpu import cpu_info
+
+    name, flags = cpu_info()
+    bf16 = sorted(f for f in flags if "bf16" in f or f.startswith("amx")) or ["no bf16 flags"]
+    return (f"CPU: {name}, {' '.join(bf16)}; torch {torch.__version__} CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; {torch.get_num_threads()} threads")
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall rank correlation of two score vectors (1.0: the same order)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    i, j = np.triu_indices(len(a), k=1)
+    s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+    return float(s.sum() / max(len(s), 1))
+
+
+def order_kept(a: np.ndarray, b: np.ndarray, min_gap: float) -> tuple[float, int]:
+    """Among pairs whose ``a`` scores differ by more than ``min_gap``, the share ``b`` orders the
+    same way, and how many such pairs there are."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    i, j = np.triu_indices(len(a), k=1)
+    clear = np.abs(a[i] - a[j]) > min_gap
+    same = np.sign(a[i] - a[j]) == np.sign(b[i] - b[j])
+    return (float(same[clear].mean()) if clear.any() else 1.0), int(clear.sum())
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Share of the top ``k`` by ``a`` that is also in the top ``k`` by ``b``."""
+    k = min(k, len(a))
+    return len(set(np.argsort(-a)[:k].tolist()) & set(np.argsort(-b)[:k].tolist())) / k
+
+
 class Timer:
     def __enter__(self) -> "Timer":
         self.start = time.perf_counter()
