@@ -128,7 +128,7 @@ def main() -> None:
                      "one-pair pairs/s", "batched s", "batched pairs/s", "speed-up", "max |diff|"], rows)
     print(f"\nbatched, float32 against bfloat16 (best of {args.repeats}, interleaved):\n")
     print_table(["query", "pairs", "float32 s", "bfloat16 s", "bf16 pairs/s", "bf16 vs fp32", "bf16 vs one-pair",
-                 "max |diff| to fp32", "fp32 score range", "order kept (gap > 1e-3)", "Kendall tau",
+                 "max abs diff to fp32", "fp32 score range", "order kept (gap > 1e-3)", "Kendall tau",
                  "top-10 overlap", "same top-1"], precision_rows)
     print("\norder kept: among document pairs whose float32 scores differ by more than 1e-3, the share bfloat16 "
           "ranks the same way (closer pairs are ties at bf16's resolution)")
