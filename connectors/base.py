@@ -44,6 +44,7 @@ from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMis
 from .core import (NONFINITE_VECTOR, Failure, Hit, Row, UpsertReport, bad_vector_reason, check_dim, document_item,
                    utf8_storable, vector_problems)
 from .pipeline import pipelined_upsert, write_in_batches
+from .quantization import check_precision, unsupported
 from .search import check_rerank_query, query_vector, rerank_candidates, rerank_hits
 from .filters import Node, parse
 
@@ -62,11 +63,13 @@ class Schema:
         fingerprint: the embedding fingerprint recorded when the collection was created (see
             :func:`embedder.fingerprint_conflicts`), or None (created without an embedder, or
             by an older version).
+        quantization: how the vectors are stored (see :mod:`connectors.quantization`).
     """
 
     dim: int
     fields: dict[str, type] = field(default_factory=dict)
     fingerprint: dict | None = None
+    quantization: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class BaseStore(abc.ABC):
         allow_mismatch: open a collection whose vectors were made by another model, dim,
             document instruction or image/video sizing than ``embedder`` makes (default: a
             :class:`SchemaMismatchError` naming both sides).
+        quantization: how ``create`` stores the vectors (:data:`connectors.quantization.PRECISIONS`; default:
+            the collection's, else float32); ``create`` refuses what the store cannot honour.
     """
 
     backend: ClassVar[str] = "store"
@@ -130,10 +135,12 @@ class BaseStore(abc.ABC):
     max_bytes: ClassVar[int] = 32 * 1024 * 1024  # per write request
     native_filter: ClassVar[str] = "a callable"  # what the escape-hatch filter is, for messages
     text_filter: ClassVar[bool] = False  # the native filter is text (qvl search --where passes it as is)
+    quantizations: ClassVar[tuple[str, ...]] = ("float32",)  # what create honours (see connectors.quantization)
 
     def __init__(self, *, collection: str, embedder: EmbedderLike | None = None, dim: int | None = None,
-                 allow_mismatch: bool = False) -> None:
+                 allow_mismatch: bool = False, quantization: str | None = None) -> None:
         self.collection = collection
+        self._quantization = check_precision(quantization) if quantization is not None else None
         self._embedder = embedder
         self._dim = int(dim) if dim is not None else None
         self._fields: dict[str, type] = {}
@@ -177,6 +184,11 @@ class BaseStore(abc.ABC):
         return dict(self._fingerprint) if self._fingerprint else None
 
     @property
+    def quantization(self) -> str:
+        """How the vectors are stored: the collection's, else the one asked for (default ``float32``)."""
+        return self._quantization or "float32"
+
+    @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
         return self._closed
@@ -207,7 +219,11 @@ class BaseStore(abc.ABC):
             raise SchemaMismatchError(
                 f"collection {self.collection!r} stores vectors of dim {schema.dim}, but dim={self._dim} was "
                 f"requested; open it with dim={schema.dim} or use another collection")
-        self._dim = schema.dim
+        if self._quantization not in (None, schema.quantization):
+            raise SchemaMismatchError(f"collection {self.collection!r} stores vectors with quantization="
+                                      f"{schema.quantization!r}, but quantization={self._quantization!r} was "
+                                      "requested; open it without quantization= or use another collection")
+        self._dim, self._quantization = schema.dim, schema.quantization
         self._fields = dict(schema.fields)
         self._fingerprint = dict(schema.fingerprint) if schema.fingerprint else None
         self._known = True
@@ -252,6 +268,7 @@ class BaseStore(abc.ABC):
 
         Raises:
             InputError: a bad field, or a dim outside 64..the embedder's full dim (nothing is created).
+            QuantizationUnsupportedError: the store cannot honour its ``quantization`` (nothing is created).
             ConnectorError: the collection exists and ``exist_ok`` is False.
             SchemaMismatchError: the existing collection differs (the message says how).
         """
@@ -268,9 +285,16 @@ class BaseStore(abc.ABC):
             return
         dim = check_dim(self.dim, self._embedder)
         fp = dict(fingerprint) if fingerprint is not None else embedder_fingerprint(self._embedder)
-        self._create(Schema(dim, wanted, fp))
+        self._check_quantization(self.quantization, dim)
+        self._create(Schema(dim, wanted, fp, self.quantization))
         self._dim, self._fields, self._fingerprint, self._known = dim, wanted, fp, True
+        self._quantization = self.quantization
         log.info("created %s collection %r (dim=%d, fields=%s)", self.backend, self.collection, dim, sorted(wanted))
+
+    def _check_quantization(self, precision: str, dim: int) -> None:
+        """Raise QuantizationUnsupportedError unless ``create`` can honour ``precision`` (a store adds its limits)."""
+        if precision not in self.quantizations:
+            raise unsupported(self.backend, precision, self.quantizations)
 
     def _require_collection(self, *, recheck: bool = False) -> None:
         """Raise NotFoundError unless the collection exists (``recheck``: ask the database again,

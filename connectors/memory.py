@@ -1,7 +1,9 @@
 """A brute-force, in-process numpy store, written on the store skeleton.
 
 It is exact (no index), so it serves as the oracle of the contract suite, and as a store
-for notebooks and small corpora: ``connect("memory:", embedder=emb, dim=256)``. It is also
+for notebooks and small corpora: ``connect("memory:", embedder=emb, dim=256)``. Every
+``quantization=`` is honoured with the numpy reference of :mod:`connectors.quantization`
+(exact search over the quantized form; binary re-scored with the float vectors). It is also
 the shortest example of a database module: the primitives of :class:`connectors.base.BaseStore`
 and nothing else.
 """
@@ -18,6 +20,7 @@ from embedder.errors import InputError, NotFoundError
 from .base import BaseStore, Schema, StoredRow, check_field_types
 from .core import Hit, Row
 from .filters import Node, matches
+from .quantization import PRECISIONS, RESCORE_OVERSAMPLING, encode, similarities
 
 
 class _Collection:
@@ -29,6 +32,12 @@ class _Collection:
         self.pos: dict[str, int] = {}
         self.vectors = np.zeros((0, schema.dim), dtype=np.float32)
         self.fields: list[dict] = []
+        self.encoded: np.ndarray | None = None  # the quantized form, made again after a write
+
+    def stored(self) -> np.ndarray:
+        if self.encoded is None:
+            self.encoded = encode(self.vectors, self.schema.quantization)
+        return self.encoded
 
 
 # ``memory://NAME`` spaces: collections shared by every store opened on that name in this process.
@@ -53,10 +62,13 @@ class MemoryStore(BaseStore):
 
     backend = "memory"
     native_filter = "a callable over a hit's fields"
+    quantizations = PRECISIONS
 
     def __init__(self, *, embedder: EmbedderLike | None = None, dim: int | None = None, collection: str = "default",
-                 allow_mismatch: bool = False, space: dict[str, _Collection] | None = None) -> None:
-        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
+                 allow_mismatch: bool = False, space: dict[str, _Collection] | None = None,
+                 quantization: str | None = None) -> None:
+        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch,
+                         quantization=quantization)
         self._space = space if space is not None else {}
         if self.open_existing():
             return
@@ -86,6 +98,7 @@ class MemoryStore(BaseStore):
 
     def _write(self, rows: list[Row], vectors: np.ndarray) -> list[tuple[str, str]]:
         c = self._c
+        c.encoded = None
         new: list[tuple[str, np.ndarray, dict]] = []
         for row, vec in zip(rows, vectors):
             fields = {"text": row.text, "media": row.media, "modality": row.modality,
@@ -115,24 +128,29 @@ class MemoryStore(BaseStore):
         if options:
             raise InputError(f"unknown search option(s) {sorted(options)}: the memory store has none")
         c = self._c
-        vec = vector / (np.linalg.norm(vector) or 1.0)
-        norms = np.linalg.norm(c.vectors, axis=1)
-        norms[norms == 0] = 1.0
-        scores = (c.vectors @ vec) / norms
-        hits = []
+        if not c.ids:
+            return []
+        precision = c.schema.quantization
+        scores = similarities(vector, c.stored() if precision != "float32" else c.vectors, precision)
+        wanted = n * RESCORE_OVERSAMPLING if precision == "binary" else n
+        found = []
         for i in np.argsort(-scores, kind="stable"):
             if where is not None and not where(c.fields[i]):
                 continue
-            hits.append(Hit(id=c.ids[i], score=float(scores[i]), fields=dict(c.fields[i])))
-            if len(hits) >= n:
+            found.append(i)
+            if len(found) >= wanted:
                 break
-        return hits
+        if precision == "binary":  # the binary candidates re-scored with the float vectors
+            exact = similarities(vector, c.vectors[found], "float32")
+            found, scores = [found[j] for j in np.argsort(-exact, kind="stable")[:n]], dict(zip(found, exact))
+        return [Hit(id=c.ids[i], score=float(scores[i]), fields=dict(c.fields[i])) for i in found]
 
     def _existing(self, ids: list[str]) -> Iterable[str]:
         return [i for i in ids if i in self._c.pos]
 
     def _delete(self, ids: list[str]) -> None:
         c, gone = self._c, set(ids)
+        c.encoded = None
         keep = [i for i, rid in enumerate(c.ids) if rid not in gone]
         c.ids = [c.ids[i] for i in keep]
         c.vectors = c.vectors[keep]
@@ -155,9 +173,10 @@ class MemoryStore(BaseStore):
 
 
 def open_store(target: str = "memory:", *, collection: str = "default", embedder: EmbedderLike | None = None,
-               dim: int | None = None, allow_mismatch: bool = False, **_: Any) -> MemoryStore:
+               dim: int | None = None, allow_mismatch: bool = False, quantization: str | None = None,
+               **_: Any) -> MemoryStore:
     """``connect("memory:", ...)`` (a private space) or ``connect("memory://NAME", ...)`` (shared by name)."""
     name = target[len("memory://"):] if target.startswith("memory://") else None
     space = _SPACES.setdefault(name, {}) if name else None
     return MemoryStore(embedder=embedder, dim=dim, collection=collection, allow_mismatch=allow_mismatch,
-                       space=space)
+                       space=space, quantization=quantization)

@@ -3,8 +3,9 @@
 :class:`connectors.base.BaseStore` does create/upsert/search/rerank/existing_ids/delete/count/
 drop/scan and the checks; this module holds what is Qdrant's own: the named vectors (``full``,
 and an optional ``coarse`` MRL prefix searched first with the Query API's ``prefetch``), the
-collection metadata holding the schema and fingerprint, payload indexes, scalar/binary
-quantization with re-scoring, and point ids derived from row ids.
+collection metadata holding the schema and fingerprint, payload indexes, the ``quantization=``
+option (float16 vectors, scalar int8 or binary quantization with re-scoring), and point ids
+derived from row ids.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from embedder.errors import InputError, NotFoundError, SchemaMismatchError, Unav
 from ..base import BaseStore, Schema, StoredRow, check_field_types
 from ..core import Failure, Hit, Row, utf8_storable
 from ..filters import Node, matches
+from ..quantization import PRECISIONS, RESCORE_OVERSAMPLING, check_precision
 from .wire import (COLLECTION_RE, QdrantTarget, acquire_local, as_filter, compile_condition, driver_errors,
                    parse_target, point_id, qdrant_models, release_local, translate)
 
@@ -40,7 +42,9 @@ NORM_KEY = "_norm"       # payload: the vector's norm (Qdrant stores cosine vect
 CONTENT_FIELDS = ("text", "media", "modality")
 RESERVED = ("id", *CONTENT_FIELDS, "metadata", "vector", "image", "video", "instruction")
 FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-QUANTIZATION = ("scalar", "binary")
+QUANTIZATION = PRECISIONS
+#: Qdrant's own names for the options, accepted too ("scalar" was this store's name for int8).
+QUANTIZATION_ALIASES = {"scalar": "int8"}
 IDS_PER_REQUEST = 1000
 MAX_FETCH = 100_000      # the most points one filtered search asks for while it tops up post-checked hits
 #: Estimated bytes per upsert request (the pipeline counts 4 bytes a dim; JSON takes ~4x that):
@@ -60,29 +64,31 @@ class QdrantStore(BaseStore):
     - search options: ``using`` (``"full"`` or ``"coarse"``: search that vector alone; default:
       with a coarse vector, coarse-to-fine in one Query API call), ``coarse_candidates`` (the
       coarse shortlist, default ``max(4n, 50)``), ``exact`` (a full scan instead of HNSW),
-      ``hnsw_ef``, ``rescore`` and ``oversampling`` (with quantization).
+      ``hnsw_ef``, ``rescore`` and ``oversampling`` (with int8 or binary quantization; binary
+      oversamples ``RESCORE_OVERSAMPLING`` times unless told).
 
     Attributes:
         collection: the collection name.
         target: where the store lives (:class:`~connectors.qdrant.wire.QdrantTarget`).
         coarse_dim: dim of the ``coarse`` named vector, or None.
-        quantization: ``"scalar"``, ``"binary"`` or None.
+        quantization: ``float32``, ``float16``, ``int8`` or ``binary`` (see :func:`open_store`).
     """
 
     backend = "qdrant"
     max_bytes = DEFAULT_MAX_BYTES
     native_filter = "a qdrant_client.models.Filter"
+    quantizations = PRECISIONS
 
     def __init__(self, client: "QdrantClient", target: QdrantTarget, *, collection: str,
                  embedder: EmbedderLike | None = None, dim: int | None = None, coarse_dim: int | None = None,
                  allow_mismatch: bool = False, quantization: str | None = None,
                  hnsw: Mapping[str, Any] | None = None, on_disk: bool = False, exact: bool = False,
                  lock: Any = None, owns_client: bool = True) -> None:
-        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
+        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch,
+                         quantization=quantization)
         self._client = client
         self.target = target
         self.coarse_dim = coarse_dim
-        self.quantization = quantization
         self.hnsw = dict(hnsw or {})
         self.on_disk = bool(on_disk)
         self.exact = bool(exact)
@@ -139,28 +145,27 @@ class QdrantStore(BaseStore):
         if isinstance(entry, Mapping):
             fields = {k: _TYPE_NAMES[t] for k, t in (entry.get("fields") or {}).items() if t in _TYPE_NAMES}
             fingerprint = entry.get("fingerprint") if isinstance(entry.get("fingerprint"), dict) else None
-            stored_q = entry.get("quantization")
+            stored_q = entry.get("quantization") or _quantization_name(None, vectors[VECTOR])
         else:
             by_index = {v: k for k, v in _INDEX_TYPES.items()}
             fields = {k: by_index[str(getattr(s.data_type, "value", s.data_type))]
                       for k, s in (info.payload_schema or {}).items()
                       if "." not in k and str(getattr(s.data_type, "value", s.data_type)) in by_index}
-            fingerprint, stored_q = None, _quantization_name(info.config.quantization_config)
-        if self.quantization is not None and stored_q != self.quantization:
-            log.info("collection %r has quantization=%s (requested %s); keeping it", self.collection, stored_q,
-                     self.quantization)
-        self.quantization = stored_q
-        return Schema(int(vectors[VECTOR].size), fields, fingerprint)
+            fingerprint, stored_q = None, _quantization_name(info.config.quantization_config, vectors[VECTOR])
+        stored_q = QUANTIZATION_ALIASES.get(stored_q, stored_q)
+        return Schema(int(vectors[VECTOR].size), fields, fingerprint, stored_q)
 
     def _create(self, schema: Schema) -> None:
         m = qdrant_models()
         if self.coarse_dim is not None and not 1 <= self.coarse_dim < schema.dim:
             raise InputError(f"coarse_dim must be smaller than dim={schema.dim}, got {self.coarse_dim}")
-        vectors = {VECTOR: m.VectorParams(size=schema.dim, distance=m.Distance.COSINE, on_disk=self.on_disk or None)}
+        datatype = m.Datatype.FLOAT16 if schema.quantization == "float16" else None
+        vectors = {VECTOR: m.VectorParams(size=schema.dim, distance=m.Distance.COSINE, on_disk=self.on_disk or None,
+                                          datatype=datatype)}
         if self.coarse_dim is not None:
             vectors[COARSE] = m.VectorParams(size=self.coarse_dim, distance=m.Distance.COSINE,
-                                             on_disk=self.on_disk or None)
-        entry = {"version": 1, "dim": schema.dim, "coarse_dim": self.coarse_dim, "quantization": self.quantization,
+                                             on_disk=self.on_disk or None, datatype=datatype)
+        entry = {"version": 1, "dim": schema.dim, "coarse_dim": self.coarse_dim, "quantization": schema.quantization,
                  "fields": {k: t.__name__ for k, t in schema.fields.items()}, "fingerprint": schema.fingerprint}
         try:
             hnsw = m.HnswConfigDiff(**self.hnsw) if self.hnsw else None
@@ -168,7 +173,7 @@ class QdrantStore(BaseStore):
             raise InputError(f"hnsw: {exc}") from None
         with self._calling("create_collection"):
             self._client.create_collection(self.collection, vectors_config=vectors, hnsw_config=hnsw,
-                                           quantization_config=_quantization_config(self.quantization),
+                                           quantization_config=_quantization_config(schema.quantization),
                                            metadata={METADATA_KEY: entry})
         with self._calling("get_collection"):
             kept = (getattr(self._client.get_collection(self.collection).config, "metadata", None) or {})
@@ -278,11 +283,14 @@ class QdrantStore(BaseStore):
                        oversampling: float | None) -> Any:
         m = qdrant_models()
         quant = None
-        if self.quantization is not None:
+        if self.quantization in ("int8", "binary"):
+            if oversampling is None and self.quantization == "binary":
+                oversampling = float(RESCORE_OVERSAMPLING)
             quant = m.QuantizationSearchParams(rescore=True if rescore is None else bool(rescore),
                                                oversampling=oversampling)
         elif rescore is not None or oversampling is not None:
-            raise InputError("rescore and oversampling apply to a quantized collection; this one has no quantization")
+            raise InputError(f"rescore and oversampling apply to a quantized collection (int8 or binary); this one "
+                             f"is {self.quantization}")
         exact = self.exact if exact is None else bool(exact)
         if not exact and hnsw_ef is None and quant is None:
             return None
@@ -387,7 +395,7 @@ def _hit(point: Any) -> Hit:
 
 def _quantization_config(kind: str | None) -> Any:
     m = qdrant_models()
-    if kind == "scalar":
+    if kind == "int8":
         return m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99,
                                                                       always_ram=True))
     if kind == "binary":
@@ -395,11 +403,14 @@ def _quantization_config(kind: str | None) -> Any:
     return None
 
 
-def _quantization_name(config: Any) -> str | None:
-    if config is None:
-        return None
-    return "scalar" if getattr(config, "scalar", None) is not None else \
-        "binary" if getattr(config, "binary", None) is not None else None
+def _quantization_name(config: Any, vector: Any) -> str:
+    """The option a collection made elsewhere amounts to: its quantization config, else its vectors' datatype."""
+    if getattr(config, "scalar", None) is not None:
+        return "int8"
+    if getattr(config, "binary", None) is not None:
+        return "binary"
+    datatype = getattr(vector, "datatype", None)
+    return "float16" if str(getattr(datatype, "value", datatype)) == "float16" else "float32"
 
 
 def _coerce(name: str, value: Any, typ: type) -> Any:
@@ -438,9 +449,12 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
         api_key: the server's API key (default: ``$QDRANT_API_KEY``).
         coarse_dim: add a ``coarse`` named vector (the MRL prefix at this dim): search then
             shortlists on it and re-scores the shortlist at full dim, in one Query API call.
-        quantization: ``"scalar"`` (int8) or ``"binary"``: Qdrant keeps the quantized vectors in
-            RAM and searches them, then re-scores with the originals (``rescore``). A server
-            feature: local mode stores the setting and searches exactly.
+        quantization: ``"float32"`` (default: an existing collection's), ``"float16"`` (the vectors'
+            ``datatype``), ``"int8"`` (scalar quantization, quantile 0.99; ``"scalar"`` is accepted
+            too) or ``"binary"`` (binary quantization, ``RESCORE_OVERSAMPLING`` times oversampled):
+            Qdrant keeps the quantized vectors in RAM and searches them, then re-scores with the
+            originals (``rescore``). Recorded in the collection's metadata. A server feature: local
+            mode records the setting and searches the float vectors exactly.
         hnsw: HNSW settings (``m``, ``ef_construct``, ``full_scan_threshold``, ...).
         on_disk: keep the original vectors on disk (memmap) on a server.
         exact: every search is exact (a full scan, no HNSW); local mode always is.
@@ -452,7 +466,7 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
     Raises:
         InputError: a bad target, name, dim, coarse_dim or quantization.
         UnavailableError: the server cannot be reached, or another process has the folder open.
-        SchemaMismatchError: the collection exists with another dim, coarse dim or fingerprint.
+        SchemaMismatchError: the collection exists with another dim, coarse dim, quantization or fingerprint.
     """
     parsed = parse_target(target)
     if not isinstance(collection, str) or not COLLECTION_RE.match(collection):
@@ -463,8 +477,11 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     if coarse_dim is not None and dim is not None and coarse_dim >= dim:
         raise InputError(f"coarse_dim must be smaller than dim={dim}, got {coarse_dim}")
-    if quantization is not None and quantization not in QUANTIZATION:
-        raise InputError(f"quantization must be one of {list(QUANTIZATION)} or None, got {quantization!r}")
+    if quantization is not None and QUANTIZATION_ALIASES.get(quantization, quantization) not in PRECISIONS:
+        raise InputError(f"quantization must be one of {', '.join(PRECISIONS)} (or 'scalar', Qdrant's name for "
+                         f"int8), got {quantization!r}")
+    if quantization is not None:
+        quantization = check_precision(QUANTIZATION_ALIASES.get(quantization, quantization))
     if hnsw is not None and not isinstance(hnsw, Mapping):
         raise InputError(f"hnsw must be a dict, got {type(hnsw).__name__}")
     qdrant_models()

@@ -78,13 +78,13 @@ def test_the_schema_and_fingerprint_are_the_collection_metadata(tmp_path, reques
     with open_test_store(tmp_path, request.node.name, embedder=embedder, dim=DIM, coarse_dim=16,
                          quantization="scalar", fields={"color": str, "price": float}) as store:
         entry = store.client.get_collection(store.collection).config.metadata["qvl"]
-        assert entry["dim"] == DIM and entry["coarse_dim"] == 16 and entry["quantization"] == "scalar"
+        assert entry["dim"] == DIM and entry["coarse_dim"] == 16 and entry["quantization"] == "int8"
         assert entry["fields"] == {"color": "str", "price": "float"}
         assert entry["fingerprint"] == embedder.fingerprint()
         vectors = store.client.get_collection(store.collection).config.params.vectors
         assert {name: v.size for name, v in vectors.items()} == {"full": DIM, "coarse": 16}
         with new_store(tmp_path, request.node.name, embedder=embedder, dim=None) as again:  # adopts everything
-            assert (again.dim, again.coarse_dim, again.quantization) == (DIM, 16, "scalar")
+            assert (again.dim, again.coarse_dim, again.quantization) == (DIM, 16, "int8")  # "scalar" is int8
             assert again.fields == {"color": str, "price": float}
         with pytest.raises(SchemaMismatchError, match="coarse_dim=16, but coarse_dim=32"):
             new_store(tmp_path, request.node.name, embedder=embedder, dim=None, coarse_dim=32)
