@@ -19,19 +19,29 @@ Sizing follows the release exactly (spec points 7 and 8, see :mod:`embedder.prom
 steps of qwen-vl-utils' ``fetch_image`` (its ``to_rgb`` and ``smart_resize``, PIL's
 bicubic resize) on already-opened images; videos are decoded and sized in
 :mod:`embedder.video`.
+
+A page of a PDF is an image source too: the path ``report.pdf#page=3`` (1-based, the
+PDF open-parameter form browsers understand; ``&dpi=N`` when not rendered at
+:data:`DEFAULT_PDF_DPI`) is rendered with pypdfium2 (the ``documents`` extra) at that DPI,
+capped so that the page stays within the model's :data:`MAX_PIXELS`
+(:func:`render_pdf_page`). Ingest stores that reference, so the reranker and ``qvl search
+--html`` see the very page image that was embedded. PDFium is not thread-safe: every
+call into it holds :data:`PDFIUM_LOCK`.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import math
 import os
 import pathlib
+import re
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import InputError, LimitError
+from .errors import InputError, LimitError, MissingDependencyError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -67,6 +77,13 @@ ALLOWED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "ICO")
 _PIL_LOAD_LOCK = threading.Lock()
 
 _ITEM_KEYS = {"text", "image", "video", "instruction", "fps", "max_frames"}
+
+#: pages are rendered at this DPI unless the reference says ``&dpi=N`` (and never above MAX_PIXELS)
+DEFAULT_PDF_DPI = 144
+#: PDFium (pypdfium2) may be entered by one thread at a time
+PDFIUM_LOCK = threading.RLock()
+_PAGE_REF = re.compile(r"^(?P<path>.+\.pdf)#page=(?P<page>[1-9][0-9]{0,6})(?:&dpi=(?P<dpi>[1-9][0-9]{0,3}))?$",
+                       re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -370,6 +387,9 @@ def probe_image_size(source: Any, options: LoadOptions) -> tuple[int, int]:
         return source.size
     if _is_ndarray(source):
         return _array_image(source, options).size
+    ref = parse_page_ref(source)
+    if ref is not None:
+        return _page_size(*ref, options)
     img, fh = _open_header(source, options)
     fh.close()
     return img.size
@@ -394,6 +414,9 @@ def open_image(source: Any, options: LoadOptions) -> "Image.Image":
         return source
     if _is_ndarray(source):
         return _array_image(source, options)
+    ref = parse_page_ref(source)
+    if ref is not None:
+        return render_pdf_page(ref[0], ref[1], ref[2], options=options)
     img, fh = _open_header(source, options)
     try:
         try:
@@ -439,3 +462,114 @@ def load_image(source: Any, options: LoadOptions) -> "Image.Image":
     except ValueError as exc:
         raise InputError(f"image cannot be resized: {exc}") from exc
     return img.resize((w, h))
+
+
+# --------------------------------------------------------------------------- PDF pages
+def page_ref(path: str | os.PathLike, page: int, dpi: int = DEFAULT_PDF_DPI) -> str:
+    """The image source for page ``page`` (1-based) of a PDF: ``/abs/report.pdf#page=3`` (``&dpi=N``
+    added when ``dpi`` is not :data:`DEFAULT_PDF_DPI`)."""
+    ref = f"{os.fspath(path)}#page={int(page)}"
+    return ref if int(dpi) == DEFAULT_PDF_DPI else f"{ref}&dpi={int(dpi)}"
+
+
+def parse_page_ref(source: Any) -> tuple[str, int, int] | None:
+    """``(pdf path, page, dpi)`` when ``source`` is a page reference (:func:`page_ref`), else None.
+
+    A string that names an existing file as a whole (a file called ``a.pdf#page=1``) is that file.
+    """
+    if isinstance(source, pathlib.Path):
+        source = str(source)
+    if not isinstance(source, str) or "#page=" not in source[-24:].lower():
+        return None
+    m = _PAGE_REF.match(source[7:] if source[:7].lower() == "file://" else source)
+    if m is None or os.path.exists(source):
+        return None
+    return m.group("path"), int(m.group("page")), int(m.group("dpi") or DEFAULT_PDF_DPI)
+
+
+def pdf_page_scale(width_pt: float, height_pt: float, dpi: int = DEFAULT_PDF_DPI,
+                   max_pixels: int = MAX_PIXELS) -> float:
+    """Pixels per PDF point for a page of ``width_pt`` x ``height_pt`` points rendered at ``dpi``,
+    lowered so that the rendered page (rounded up, as PDFium does) is within ``max_pixels``."""
+    scale = dpi / 72.0
+    area = max(width_pt, 1e-6) * max(height_pt, 1e-6)
+    if math.ceil(width_pt * scale) * math.ceil(height_pt * scale) > max_pixels:
+        scale = math.sqrt(max_pixels / area)
+        while scale > 0 and math.ceil(width_pt * scale) * math.ceil(height_pt * scale) > max_pixels:
+            scale *= 0.999
+    return scale
+
+
+def import_pdfium() -> Any:
+    """pypdfium2, or :class:`~embedder.errors.MissingDependencyError` naming the ``documents`` extra."""
+    try:
+        import pypdfium2
+    except ImportError as exc:
+        raise MissingDependencyError("pypdfium2", "documents", "Reading PDF pages") from exc
+    return pypdfium2
+
+
+def _page_path(path: str, options: LoadOptions) -> str:
+    if not options.allow_paths:
+        raise InputError(f"PDF page {_describe(path)} refused: reading local paths is disabled "
+                         "(send the page as an image, or start the service with --allow-paths)")
+    check_path_root(path, options.path_roots, "PDF")
+    if not os.path.isfile(path):
+        raise InputError(f"PDF file not found: {path!r}" if not os.path.exists(path)
+                         else f"PDF path is not a file: {path!r}")
+    return path
+
+
+def render_pdf_page(path: str | os.PathLike, page: int, dpi: int = DEFAULT_PDF_DPI, *,
+                    max_pixels: int = MAX_PIXELS, options: LoadOptions | None = None) -> "Image.Image":
+    """Render page ``page`` (1-based) of a PDF as an RGB image at ``dpi``, within ``max_pixels``.
+
+    Raises:
+        InputError: the file is missing, outside the allowed folders, encrypted, corrupt, or
+            has no such page; the page cannot be rendered.
+        MissingDependencyError: pypdfium2 is not installed (the ``documents`` extra).
+    """
+    options = options or LoadOptions()
+    path = _page_path(os.fspath(path), options)
+    pdfium = import_pdfium()
+    with PDFIUM_LOCK:
+        try:
+            doc = pdfium.PdfDocument(path)
+        except pdfium.PdfiumError as exc:
+            raise InputError(f"cannot open PDF {_describe(path)}: {exc}") from exc
+        try:
+            if not 1 <= page <= len(doc):
+                raise InputError(f"PDF {_describe(path)} has {len(doc)} pages, no page {page}")
+            try:
+                pdf_page = doc[page - 1]
+                width, height = pdf_page.get_size()
+                scale = pdf_page_scale(width, height, dpi, max_pixels)
+                _check_pixels((max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))), options)
+                bitmap = pdf_page.render(scale=scale, fill_color=(255, 255, 255, 255))
+                img = bitmap.to_pil().convert("RGB")
+            except pdfium.PdfiumError as exc:
+                raise InputError(f"cannot render page {page} of PDF {_describe(path)}: {exc}") from exc
+            return img
+        finally:
+            doc.close()
+
+
+def _page_size(path: str, page: int, dpi: int, options: LoadOptions) -> tuple[int, int]:
+    """The size :func:`render_pdf_page` will give, from the page's dimensions (nothing rendered)."""
+    pdfium = import_pdfium()
+    path = _page_path(path, options)
+    with PDFIUM_LOCK:
+        try:
+            doc = pdfium.PdfDocument(path)
+        except pdfium.PdfiumError as exc:
+            raise InputError(f"cannot open PDF {_describe(path)}: {exc}") from exc
+        try:
+            if not 1 <= page <= len(doc):
+                raise InputError(f"PDF {_describe(path)} has {len(doc)} pages, no page {page}")
+            width, height = doc.get_page_size(page - 1)
+        finally:
+            doc.close()
+    scale = pdf_page_scale(width, height, dpi)
+    size = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
+    _check_pixels(size, options)
+    return size

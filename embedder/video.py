@@ -28,11 +28,25 @@ Memory and work are bounded before anything is decoded: each frame's width x hei
 must be within ``LoadOptions.max_source_pixels`` and the pixels decoded for the model
 (width x height x sampled frames for a file, the sum over distinct frames for a list)
 within ``LoadOptions.max_video_pixels``.
+
+A **segment** of a video file is the path with a media-fragment time range,
+``talk.mp4#t=30,60`` (seconds, :func:`segment_ref`): the frames whose time ``i / fps``
+lies in ``[30, 60)`` are sampled as a whole file would be (``fps`` 1, at most
+``max_frames``), with timestamps counted from the window's start. The file's packet index
+(:func:`video_info`) is read once and kept (a few recent files), so cutting an hour into
+windows reads the file's packets once and then decodes, per window, only the GOPs of the
+frames it takes, one window in memory at a time. :func:`segment_windows` cuts a duration
+into overlapping windows.
 """
 from __future__ import annotations
 
 import bisect
+import collections
 import io
+import math
+import os
+import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -49,6 +63,131 @@ FRAME_FACTOR = 2          # frames per temporal patch
 LIST_FRAME_FACTOR = 64    # qwen-vl-utils sizes list frames with fetch_image(..., image_patch_size=32): 32 x merge 2
 LIST_FRAME_MIN_PIXELS = 4 * LIST_FRAME_FACTOR * LIST_FRAME_FACTOR
 LIST_FRAME_MAX_PIXELS = 16384 * LIST_FRAME_FACTOR * LIST_FRAME_FACTOR
+
+
+_NUMBER = r"[0-9]{1,7}(?:\.[0-9]{1,6})?"
+_SEGMENT_REF = re.compile(rf"^(?P<path>.+)#t=(?P<start>{_NUMBER}),(?P<end>{_NUMBER})$")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") or "0"
+
+
+def segment_ref(path: str | os.PathLike, start: float, end: float) -> str:
+    """The video source for the window ``[start, end)`` seconds of a file: ``/abs/talk.mp4#t=30,60``."""
+    return f"{os.fspath(path)}#t={_seconds(start)},{_seconds(end)}"
+
+
+def parse_segment_ref(source: Any) -> tuple[str, float, float] | None:
+    """``(path, start, end)`` when ``source`` is a segment reference (:func:`segment_ref`), else None.
+
+    A string that names an existing file as a whole is that file.
+    """
+    if not isinstance(source, str) or "#t=" not in source[-32:]:
+        return None
+    m = _SEGMENT_REF.match(source)
+    if m is None or os.path.exists(source):
+        return None
+    start, end = float(m.group("start")), float(m.group("end"))
+    if not end > start:
+        return None
+    return m.group("path"), start, end
+
+
+def segment_windows(duration: float, window: float = 30.0, overlap: float = 5.0) -> list[tuple[float, float]]:
+    """Windows of ``window`` seconds, each starting ``window - overlap`` after the previous one,
+    covering ``[0, duration]``; the last one ends at ``duration``.
+
+    Example:
+        >>> segment_windows(70, 30, 5)
+        [(0.0, 30.0), (25.0, 55.0), (50.0, 70.0)]
+    """
+    if not window > 0 or not 0 <= overlap < window:
+        raise InputError(f"video windows need 0 <= overlap < window, got window {window} s, overlap {overlap} s")
+    out: list[tuple[float, float]] = []
+    start = 0.0
+    while True:
+        end = min(start + window, float(duration))
+        out.append((round(start, 3), round(end, 3)))
+        if end >= duration:
+            return out
+        start += window - overlap
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video file's stream, read from its packets (nothing decoded).
+
+    Attributes:
+        width, height: frame size.
+        fps: the stream's average frame rate.
+        total: frames in the stream.
+        pts: every frame's timestamp in presentation order (None when unusable).
+        keys: the keyframes' timestamps.
+    """
+
+    width: int
+    height: int
+    fps: float
+    total: int
+    pts: list[int] | None
+    keys: list[int]
+
+    @property
+    def duration(self) -> float:
+        """Seconds, as frames count them (``total / fps``)."""
+        return self.total / self.fps if self.fps > 0 else 0.0
+
+
+_INFO_CACHE: "collections.OrderedDict[tuple, VideoInfo]" = collections.OrderedDict()
+_INFO_LOCK = threading.Lock()
+_INFO_CACHE_SIZE = 16
+
+
+def _probe(av: Any, data: bytes | str, desc: str) -> VideoInfo:
+    with _open(av, data) as container:
+        if not container.streams.video:
+            raise InputError(f"cannot decode video {desc}: it has no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        pts, keys, total = _frame_index(container, stream)
+    return VideoInfo(width, height, fps, total, pts, keys)
+
+
+def _info(av: Any, data: bytes | str, desc: str) -> VideoInfo:
+    """:func:`_probe`, kept per file (path, size, modification time) for a few recent files."""
+    if isinstance(data, bytes):
+        return _probe(av, data, desc)
+    st = os.stat(data)
+    key = (os.path.realpath(data), st.st_size, st.st_mtime_ns)
+    with _INFO_LOCK:
+        if key in _INFO_CACHE:
+            _INFO_CACHE.move_to_end(key)
+            return _INFO_CACHE[key]
+    info = _probe(av, data, desc)
+    with _INFO_LOCK:
+        _INFO_CACHE[key] = info
+        while len(_INFO_CACHE) > _INFO_CACHE_SIZE:
+            _INFO_CACHE.popitem(last=False)
+    return info
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    """The stream of a local video file (size, fps, frame count, packet index), read once and kept.
+
+    Raises:
+        InputError: not a readable video.
+        MissingDependencyError: PyAV is not installed (the ``video`` extra).
+    """
+    av = _import_av()
+    desc = _describe(os.fspath(path))
+    try:
+        return _info(av, os.fspath(path), desc)
+    except InputError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot read video {desc}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -130,6 +269,9 @@ def load_video(source: Any, options: LoadOptions) -> LoadedVideo:
                          "send images or text instead")
     if isinstance(source, (list, tuple)):
         return _load_frame_list(list(source), options)
+    segment = parse_segment_ref(source)
+    if segment is not None:
+        return _load_file(segment[0], options, window=segment[1:])
     return _load_file(source, options)
 
 
@@ -220,7 +362,7 @@ def _import_av() -> Any:
     return av
 
 
-def _load_file(source: Any, options: LoadOptions) -> LoadedVideo:
+def _load_file(source: Any, options: LoadOptions, window: tuple[float, float] | None = None) -> LoadedVideo:
     data = read_source_bytes(source, options, "video")
     av = _import_av()
     import os
@@ -230,9 +372,9 @@ def _load_file(source: Any, options: LoadOptions) -> LoadedVideo:
             raise InputError("video is empty (zero bytes)")
     elif os.path.getsize(data) == 0:
         raise InputError(f"video {data!r} is empty (zero bytes)")
-    desc = _describe(source)
+    desc = _describe(source) if window is None else _describe(segment_ref(source, *window))
     try:
-        return _decode(av, data, desc, options)
+        return _decode(av, data, desc, options, window=window)
     except (InputError, MissingDependencyError):
         raise
     except av.FFmpegError as exc:
@@ -309,17 +451,13 @@ def _wanted_frames(container: Any, stream: Any, wanted: set[int], pts: list[int]
             t += 1
 
 
-def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions, *, seek: bool = True) -> LoadedVideo:
+def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions, *, seek: bool = True,
+            window: tuple[float, float] | None = None) -> LoadedVideo:
     import torch
     from qwen_vl_utils.vision_process import smart_nframes
 
-    with _open(av, data) as container:
-        if not container.streams.video:
-            raise InputError(f"cannot decode video {desc}: it has no video stream")
-        stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
-        pts, keys, total = _frame_index(container, stream)
+    info = _info(av, data, desc)
+    width, height, fps, total, pts, keys = info.width, info.height, info.fps, info.total, info.pts, info.keys
     if not seek:
         pts, keys = None, []
     if width <= 0 or height <= 0 or fps <= 0 or total <= 0:
@@ -329,15 +467,27 @@ def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions, *, seek
         _check_pixels((width, height), options)
     except InputError as exc:
         raise InputError(f"video {desc}: frame {exc.reason}") from exc
+    first, count = 0, total
+    if window is not None:  # the frames whose time i / fps is in [start, end)
+        first = max(0, math.ceil(window[0] * fps - 1e-6))
+        count = min(total, math.ceil(window[1] * fps - 1e-6)) - first
+        if count <= 0:
+            raise InputError(f"video segment {desc} holds no frame: the video has {total} frames at {fps:g} fps "
+                             f"({total / fps:.1f} s)")
     try:
-        nframes = smart_nframes({"fps": options.fps, "max_frames": options.max_frames}, total_frames=total,
-                                video_fps=fps)
+        try:
+            nframes = smart_nframes({"fps": options.fps, "max_frames": options.max_frames}, total_frames=count,
+                                    video_fps=fps)
+        except ValueError:
+            if window is None or count >= 2 * FRAME_FACTOR:
+                raise
+            nframes = 2 * FRAME_FACTOR  # a window shorter than the least frame count: frames repeat
         size = clip_size(height, width, nframes)
     except ValueError as exc:
-        raise InputError(f"video {desc} ({total} frames at {fps:g} fps, {width}x{height}) cannot be sampled "
+        raise InputError(f"video {desc} ({count} frames at {fps:g} fps, {width}x{height}) cannot be sampled "
                          f"or sized: {exc}") from exc
     _check_budget(f"video {desc}", width, height, nframes, options)
-    indices = torch.linspace(0, total - 1, nframes).round().long().tolist()
+    indices = [first + i for i in torch.linspace(0, count - 1, nframes).round().long().tolist()]
     small: dict[int, Any] = {}
     with _open(av, data) as container:
         stream = container.streams.video[0]  # PyAV's default slice threading: frame threads hold more frames
@@ -354,4 +504,4 @@ def _decode(av: Any, data: bytes | str, desc: str, options: LoadOptions, *, seek
     # A stream shorter than its header: the frames past its end repeat the last decoded one.
     last = small[max(small)]
     frames = [small.get(i, last) for i in indices]
-    return LoadedVideo(frames=torch.stack(frames), timestamps=pair_timestamps(indices, fps))
+    return LoadedVideo(frames=torch.stack(frames), timestamps=pair_timestamps([i - first for i in indices], fps))
