@@ -25,7 +25,7 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
                embedder: EmbedderLike | None = None,
                dim: int | None = None, storage: str = "auto", index_dim: int | None = None, m: int = 16,
                ef_construction: int = 64, rescore_factor: int = 4, connect_timeout: float = 10.0,
-               allow_mismatch: bool = False) -> PgVectorStore:
+               allow_mismatch: bool = False, quantization: str | None = None) -> PgVectorStore:
     """Open a store over a table owned by the store (call :meth:`PgVectorStore.create` to make it).
 
     A table of yours that :func:`attach` (or ``qvl pg sync``) gave embeddings, in either
@@ -45,11 +45,15 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
         rescore_factor: shortlist size multiplier for re-scored storages.
         allow_mismatch: open a table whose vectors were made another way than ``embedder``
             makes them (see :meth:`~connectors.base.BaseStore.check_fingerprint`).
+        quantization: ``float32`` (``vector``, or ``subvector`` above 2000 dims), ``float16``
+            (``halfvec``, up to 4000 dims) or ``binary`` (``binary``: a ``bit`` index, re-scored
+            exactly): a storage by its option name (see :func:`~connectors.pgvector.schema.storage_for`);
+            ``int8`` is refused at ``create`` (pgvector has no int8 type). Default: the table's.
 
     Raises:
         UnavailableError, ConnectorError, InputError, SchemaMismatchError (existing table with a
-        different dim, storage or embedding fingerprint), NotFoundError (a table of yours that
-        was never attached).
+        different dim, storage, quantization or embedding fingerprint), NotFoundError (a table of
+        yours that was never attached).
 
     Example:
         >>> store = open_store("postgresql://localhost/app", table="photos", embedder=emb, dim=1024)  # doctest: +SKIP
@@ -73,13 +77,14 @@ def open_store(target: Any, *, table: str | None = None, collection: str | None 
             return _attach_on(conn, owned, resolved, side or resolved.sibling(f"{resolved.name}_embeddings"),
                               mode=found_mode, embedding_column=column, embedder=embedder, dim=dim, storage=storage,
                               index_dim=index_dim, m=m, ef_construction=ef_construction,
-                              rescore_factor=rescore_factor, create=False, allow_mismatch=allow_mismatch)
+                              rescore_factor=rescore_factor, create=False, allow_mismatch=allow_mismatch,
+                              quantization=quantization)
         plan = resolve_plan(str(name), config, cols.get("embedding"), dim=dim, storage=storage, index_dim=index_dim,
-                             embedder=embedder, m=m, ef_construction=ef_construction)
+                             embedder=embedder, m=m, ef_construction=ef_construction, quantization=quantization)
         layout = Layout(mode="table", table=name, key="id", key_type="text", embedding_table=name,
                         columns=NATIVE_COLUMNS)
         return PgVectorStore(conn, layout=layout, plan=plan, embedder=embedder, owned=owned,
-                             rescore_factor=rescore_factor, allow_mismatch=allow_mismatch)
+                             rescore_factor=rescore_factor, allow_mismatch=allow_mismatch, quantization=quantization)
     except BaseException:
         if owned:
             conn.close()
@@ -91,7 +96,8 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
            dim: int | None = None, mode: str | None = None, storage: str = "auto", index_dim: int | None = None,
            embedding_column: str = "embedding", side_table: str | None = None, backfill: bool = True,
            batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
-           rescore_factor: int = 4, create: bool = True, allow_mismatch: bool = False) -> PgVectorStore:
+           rescore_factor: int = 4, create: bool = True, allow_mismatch: bool = False,
+           quantization: str | None = None) -> PgVectorStore:
     """Add multimodal search to an existing table (or, with ``create=False``, open one that has it).
 
     Adds an embedding column (``mode="column"``, default) or a side table keyed by the primary
@@ -112,7 +118,7 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
         primary_key: its single-column primary key (default: detected).
         text_column, image_column, video_column: columns holding text and media paths/URLs/bytes;
             at least one. A row's columns are fused into one item.
-        embedder, dim, storage, index_dim: as for :func:`open_store`.
+        embedder, dim, storage, index_dim, quantization: as for :func:`open_store`.
         backfill: embed the rows that have none now (ignored with ``create=False``).
         create: add the embedding storage and index when missing (default); False opens
             existing storage read-only, as described above.
@@ -160,7 +166,7 @@ def attach(conn_or_url: Any, *, table: str, primary_key: str | None = None, text
                           mode=mode, storage=storage, index_dim=index_dim, embedding_column=embedding_column,
                           backfill=backfill, batch_size=batch_size, show_progress=show_progress, m=m,
                           ef_construction=ef_construction, rescore_factor=rescore_factor, create=create,
-                          note=note, allow_mismatch=allow_mismatch)
+                          note=note, allow_mismatch=allow_mismatch, quantization=quantization)
     except BaseException:
         if owned:
             conn.close()
@@ -188,7 +194,7 @@ def _attach_on(conn: Any, owned: bool, name: TableName, side_name: TableName, *,
                index_dim: int | None = None, embedding_column: str = "embedding", backfill: bool = False,
                batch_size: int = 64, show_progress: bool = False, m: int = 16, ef_construction: int = 64,
                rescore_factor: int = 4, create: bool = True, note: str | None = None,
-               allow_mismatch: bool = False) -> PgVectorStore:
+               allow_mismatch: bool = False, quantization: str | None = None) -> PgVectorStore:
     """:func:`attach` on an open connection, for the resolved (schema-qualified) ``name``."""
     try:
         cols = {c.name: c for c in table_columns(conn, name)}
@@ -228,19 +234,21 @@ def _attach_on(conn: Any, owned: bool, name: TableName, side_name: TableName, *,
         elif mode == "side_table" and pk != [primary_key]:
             raise InputError(f"side_table mode needs {primary_key!r} to be the primary key of {name} (it is {pk})")
         plan = resolve_plan(str(name), config or None, found, dim=dim, storage=storage, index_dim=index_dim,
-                             embedder=embedder, m=m, ef_construction=ef_construction)
+                             embedder=embedder, m=m, ef_construction=ef_construction, quantization=quantization)
         layout = Layout(mode=mode, table=name, key=primary_key, key_type=cols[primary_key].type,
                         embedding_table=name if mode == "column" else side_name, embedding_column=embedding_column,
                         text_column=text_column, image_column=image_column, video_column=video_column,
                         columns=tuple(c for c in cols if not (mode == "column" and c == embedding_column)))
         store = PgVectorStore(conn, layout=layout, plan=plan, embedder=embedder, owned=owned,
-                              rescore_factor=rescore_factor, allow_mismatch=allow_mismatch)
+                              rescore_factor=rescore_factor, allow_mismatch=allow_mismatch, quantization=quantization)
         store.name_note = note
         if not create:
             if found is not None and found.type != plan.column_sql:
                 raise SchemaMismatchError(f"{layout.embedding_table}.{embedding_column} is {found.type}, "
                                           f"requested {plan.column_sql} (dim={plan.dim}, storage={plan.storage!r})")
             return store
+        if found is None:
+            store._check_quantization(store.quantization, plan.dim)
         try:
             store._ensure_attached_storage(fingerprint=embedder_fingerprint(embedder))
             store.open_existing()

@@ -3,7 +3,8 @@
 * identifiers: :func:`validate_identifier`, :class:`TableName`, :func:`resolve_table` (which
   table a name means, by PostgreSQL's rules), :func:`derived_name`;
 * storage: :class:`StoragePlan` and :func:`plan_storage` (column type and index within
-  pgvector's limits), :func:`resolve_plan` (a requested plan checked against a table's);
+  pgvector's limits), :func:`resolve_plan` (a requested plan checked against a table's),
+  :func:`storage_for` and :func:`quantization_of` (the ``quantization=`` option as a storage);
 * :class:`Layout`: where a store's rows and embeddings live;
 * introspection: :func:`table_columns`, :func:`primary_key_of`, :func:`read_config` (the
   configuration a store leaves in its embedding column's comment);
@@ -277,6 +278,35 @@ def plan_storage(dim: int, storage: str = "auto", *, index_dim: int | None = Non
     return StoragePlan(dim=dim, storage=storage, index_dim=index_dim, m=m, ef_construction=ef_construction)
 
 
+# ---------------------------------------------------------------------------- quantization
+def storage_for(quantization: str | None, storage: str, dim: int) -> str:
+    """The storage that honours ``quantization`` at ``dim`` (``storage`` when none is asked for).
+
+    float32: ``vector`` up to 2000 dims, else ``subvector`` (an indexed prefix, re-scored on the
+    float vector); float16: ``halfvec`` up to 4000 dims; binary: ``binary`` (a ``bit`` index,
+    re-scored exactly). What pgvector cannot do (int8, float16 above 4000 dims) keeps ``storage``
+    and is refused at ``create``.
+
+    Raises:
+        InputError: both ``storage`` and ``quantization`` given, and they disagree.
+    """
+    if quantization is None:
+        return storage
+    wanted = {"float32": "vector" if dim <= VECTOR_INDEX_MAX_DIM else "subvector",
+              "float16": "halfvec" if dim <= HALFVEC_INDEX_MAX_DIM else None, "binary": "binary"}.get(quantization)
+    if storage == "auto":
+        return wanted or storage
+    if quantization_of(storage) != quantization:
+        raise InputError(f"storage={storage!r} stores {quantization_of(storage)} vectors, not "
+                         f"quantization={quantization!r}; pass one of them")
+    return storage
+
+
+def quantization_of(storage: str) -> str:
+    """The ``quantization=`` name of a storage: halfvec is float16, binary is binary, the rest float32."""
+    return {"halfvec": "float16", "binary": "binary"}.get(storage, "float32")
+
+
 # ---------------------------------------------------------------------------- layout
 @dataclass(frozen=True)
 class Layout:
@@ -378,7 +408,8 @@ def field_sql_type(name: str, typ: Any) -> str:
 
 
 def resolve_plan(where: str, config: dict | None, column: ColumnInfo | None, *, dim: int | None, storage: str,
-                  index_dim: int | None, embedder: EmbedderLike | None, m: int, ef_construction: int) -> StoragePlan:
+                  index_dim: int | None, embedder: EmbedderLike | None, m: int, ef_construction: int,
+                  quantization: str | None = None) -> StoragePlan:
     if config:
         existing = plan_storage(config["dim"], config["storage"], index_dim=config.get("index_dim"), m=m,
                                 ef_construction=ef_construction)
@@ -402,7 +433,8 @@ def resolve_plan(where: str, config: dict | None, column: ColumnInfo | None, *, 
             raise InputError(f"{where}: pass dim= (or an embedder, whose full dim is used)")
         dim = int(embedder.dim)
     dim = check_dim(dim, embedder)  # before anything is created: 64..the model's full dim
-    return plan_storage(dim, storage, index_dim=index_dim, m=m, ef_construction=ef_construction)
+    return plan_storage(dim, storage_for(quantization, storage, dim), index_dim=index_dim, m=m,
+                        ef_construction=ef_construction)
 
 
 # ---------------------------------------------------------------------------- sync objects

@@ -31,9 +31,10 @@ from ..pipeline import dedupe_rows, pipelined_upsert
 from ..search import query_vector
 from ..filters import And, Node, Or
 from . import statements as q
-from .schema import (CONFIG_TAG, NATIVE_COLUMNS, RESERVED_COLUMNS, Layout, StoragePlan, derived_name,
-                     drop_sync_objects, field_sql_type, python_type, read_config, table_columns,
-                     validate_identifier)
+from ..quantization import unsupported
+from .schema import (CONFIG_TAG, HALFVEC_INDEX_MAX_DIM, NATIVE_COLUMNS, RESERVED_COLUMNS, Layout, StoragePlan,
+                     derived_name, drop_sync_objects, field_sql_type, python_type, quantization_of, read_config,
+                     table_columns, validate_identifier)
 from .wire import (BYTEA_OID, JSONB_EMPTY, KEY_ARRAY_PREPARE, SQL_SCALAR_TYPES, STREAM_BLOCK, first_line,
                    psycopg_module, sql_module, translate_error, vector_wire)
 
@@ -69,11 +70,13 @@ class PgVectorStore(BaseStore):
     max_bytes = 128 * 1024 * 1024
     native_filter = "an SQL condition string (trusted input; values in params=)"
     text_filter = True
+    quantizations = ("float32", "float16", "binary")  # vector/subvector, halfvec, bit + exact re-scoring
 
     def __init__(self, conn: Any, *, layout: Layout, plan: StoragePlan, embedder: EmbedderLike | None = None,
                  owned: bool = True,
-                 rescore_factor: int = 4, allow_mismatch: bool = False) -> None:
-        super().__init__(collection=str(layout.table), embedder=embedder, dim=plan.dim, allow_mismatch=allow_mismatch)
+                 rescore_factor: int = 4, allow_mismatch: bool = False, quantization: str | None = None) -> None:
+        super().__init__(collection=str(layout.table), embedder=embedder, dim=plan.dim, allow_mismatch=allow_mismatch,
+                         quantization=quantization or quantization_of(plan.storage))
         self._conn = conn
         self.layout = layout
         self.plan = plan
@@ -144,7 +147,16 @@ class PgVectorStore(BaseStore):
             fields = {n: python_type(t) for n, t in self.layout.field_types}
         match = re.match(r"(?:vector|halfvec)\((\d+)\)", emb.type) if emb is not None else None
         config = read_config(emb.comment) if emb is not None else None
-        return Schema(int(match.group(1)) if match else self.plan.dim, fields, (config or {}).get("fingerprint"))
+        storage = (config or {}).get("storage") or ("halfvec" if emb is not None and emb.type.startswith("halfvec")
+                                                    else "vector")
+        return Schema(int(match.group(1)) if match else self.plan.dim, fields, (config or {}).get("fingerprint"),
+                      quantization_of(storage))
+
+    def _check_quantization(self, precision: str, dim: int) -> None:
+        super()._check_quantization(precision, dim)
+        if quantization_of(self.plan.storage) != precision:  # float16 above halfvec's index limit
+            raise unsupported(self.backend, precision, self.quantizations,
+                              f"pgvector indexes halfvec up to {HALFVEC_INDEX_MAX_DIM} dims, this table has {dim}")
 
     def _check_fields(self, fields: Mapping[str, Any] | None) -> dict[str, type]:
         if fields is not None and not isinstance(fields, Mapping):
