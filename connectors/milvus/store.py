@@ -4,7 +4,8 @@
 count/drop/scan and the checks; this module holds what is Milvus' own: the collection
 layout (an optional coarse MRL field and its two-step search), the index and metric, load
 on open, the flush after a write on Milvus Lite, :meth:`MilvusStore.refresh_index`, ids as
-escaped expression literals, and the embedding fingerprint in the collection's properties.
+escaped expression literals, the embedding fingerprint and the quantization (``HNSW_SQ`` /
+``IVF_SQ8``, see :func:`open_store`) in the collection's properties.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from embedder.errors import ConnectorError, InputError, QVLError, SchemaMismatch
 from ..base import BaseStore, Schema, StoredRow, check_field_types
 from ..core import Failure, Hit, Row, UpsertReport, utf8_storable
 from ..filters import Node
+from ..quantization import unsupported
 from .wire import (FIELD_TYPES, NAME_RE, MilvusTarget, check_name, check_vector_dim, compile_filter, driver_errors,
                    dtype_name, field_dim, fields_by_name, ids_filter, is_not_found, is_unavailable, lite_lock_conflict,
                    lite_locked_message, parse_target, pymilvus, string_literal, translate, translated)
@@ -54,6 +56,9 @@ IDS_PER_REQUEST = 1000       # ids per get/delete expression
 #: The collection property holding the embedding fingerprint (JSON). A property, not the
 #: description: Milvus Lite does not keep a collection's description.
 FINGERPRINT_PROPERTY = "qvl.fingerprint"
+QUANTIZATION_PROPERTY = "qvl.quantization"
+#: quantization -> Milvus' scalar quantizer of HNSW_SQ (float32 keeps the requested index)
+SQ_TYPES = {"float16": "FP16", "int8": "SQ8"}
 # What pymilvus' query_iterator sends so that a query's page holds the smallest primary keys
 # matching the filter, in order (a plain query with a limit promises neither, and Milvus Lite
 # ignores order_by). _page sends them with its own escaped ``id > "<cursor>"`` expression:
@@ -87,11 +92,13 @@ class MilvusStore(BaseStore):
     max_bytes = DEFAULT_MAX_BYTES
     native_filter = "a Milvus expression string"
     text_filter = True
+    quantizations = ("float32", "float16", "int8")
 
     def __init__(self, client: "MilvusClient", target: MilvusTarget, *, collection: str, embedder: EmbedderLike | None,
                  dim: int | None, metric: str, index: str, index_params: Mapping[str, Any] | None,
-                 coarse_dim: int | None, allow_mismatch: bool = False) -> None:
-        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
+                 coarse_dim: int | None, allow_mismatch: bool = False, quantization: str | None = None) -> None:
+        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch,
+                         quantization=quantization)
         self._client = client
         self.target = target
         self.metric = metric
@@ -144,12 +151,13 @@ class MilvusStore(BaseStore):
         if problems:
             raise SchemaMismatchError(f"collection {self.collection!r} does not match this connector's layout: "
                                       + "; ".join(problems))
-        self._check_index()
+        quantization = str((desc.get("properties") or {}).get(QUANTIZATION_PROPERTY) or "float32")
+        self._check_index(quantization)
         self._ensure_loaded()
         by_type = {v: k for k, v in FIELD_TYPES.items()}
         fields = {name: by_type[dtype_name(info["type"])] for name, info in have.items()
                   if name not in (*BASE_FIELDS, COARSE_FIELD) and dtype_name(info["type"]) in by_type}
-        return Schema(field_dim(vec) or 0, fields, self._stored_fingerprint(desc))
+        return Schema(field_dim(vec) or 0, fields, self._stored_fingerprint(desc), quantization)
 
     def _stored_fingerprint(self, desc: Mapping[str, Any]) -> dict | None:
         raw = (desc.get("properties") or {}).get(FINGERPRINT_PROPERTY)
@@ -165,7 +173,23 @@ class MilvusStore(BaseStore):
             return None
         return value
 
-    def _check_index(self) -> None:
+    def index_spec(self, quantization: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The index type and build params that store the vectors at ``quantization`` (default: the store's)."""
+        quantization = quantization or self.quantization
+        if quantization not in SQ_TYPES:
+            return self.index, dict(self.index_params)
+        if quantization == "int8" and self.index == "IVF_FLAT":
+            return "IVF_SQ8", dict(self.index_params)
+        hnsw = self.index_params if self.index == "HNSW" else DEFAULT_INDEX_PARAMS["HNSW"]
+        return "HNSW_SQ", {**hnsw, "sq_type": SQ_TYPES[quantization]}
+
+    def _check_quantization(self, precision: str, dim: int) -> None:
+        if precision == "binary":
+            raise unsupported("milvus", precision, self.quantizations, "Milvus Lite has no BINARY_VECTOR field type"
+                              if self.target.lite else "this connector does not use a server's BINARY_VECTOR yet")
+        super()._check_quantization(precision, dim)
+
+    def _check_index(self, quantization: str = "float32") -> None:
         with self._translating("describe_index"):
             info = self._client.describe_index(self.collection, VECTOR_FIELD) or {}
         metric = str(info.get("metric_type", "")).upper()
@@ -173,6 +197,8 @@ class MilvusStore(BaseStore):
             raise SchemaMismatchError(f"collection {self.collection!r} is indexed with metric {metric}, "
                                       f"but metric={self.metric!r} was requested")
         index_type = str(info.get("index_type", "")).upper()
+        if quantization != "float32" or index_type in ("HNSW_SQ", "IVF_SQ8"):
+            return  # a quantized index: what it is follows from the recorded quantization
         if index_type and index_type != self.index:
             log.info("collection %r has index %s (requested %s); keeping the existing index",
                      self.collection, index_type, self.index)
@@ -189,11 +215,13 @@ class MilvusStore(BaseStore):
         if self.coarse_dim is not None and not 1 <= self.coarse_dim < schema.dim:
             raise InputError(f"coarse_dim must be smaller than dim={schema.dim}, got {self.coarse_dim}")
         index_params = self._client.prepare_index_params()
+        index_type, params = self.index_spec(schema.quantization)
         for name in (VECTOR_FIELD, *([COARSE_FIELD] if self.coarse_dim is not None else [])):
-            index_params.add_index(name, index_type=self.index, metric_type=self.metric,
-                                   params=dict(self.index_params))
+            index_params.add_index(name, index_type=index_type, metric_type=self.metric, params=dict(params))
         properties = {FINGERPRINT_PROPERTY: json.dumps(schema.fingerprint, sort_keys=True)} \
             if schema.fingerprint else {}
+        if schema.quantization != "float32":
+            properties[QUANTIZATION_PROPERTY] = schema.quantization
         with self._translating("create_collection"):
             self._client.create_collection(self.collection, schema=self._milvus_schema(schema),
                                            consistency_level="Strong", properties=properties)
@@ -202,7 +230,7 @@ class MilvusStore(BaseStore):
             self._client.create_index(self.collection, index_params, sync=not self.target.lite)
         self._load()
         log.info("Milvus collection %r: coarse_dim=%s, index=%s, metric=%s", self.collection, self.coarse_dim,
-                 self.index, self.metric)
+                 index_type, self.metric)
 
     def _milvus_schema(self, schema: Schema) -> "CollectionSchema":
         from pymilvus import DataType
@@ -411,11 +439,12 @@ class MilvusStore(BaseStore):
         return fields
 
     def _search_params(self, n: int, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        index_type = self.index_spec()[0]
         if given is not None:
             params = dict(given)
-        elif self.index == "HNSW":
+        elif index_type in ("HNSW", "HNSW_SQ"):
             params = {"ef": max(64, n)}
-        elif self.index == "IVF_FLAT":
+        elif index_type in ("IVF_FLAT", "IVF_SQ8"):
             params = {"nprobe": min(int(self.index_params.get("nlist", 128)), 32)}
         else:
             params = {}
@@ -461,7 +490,8 @@ class MilvusStore(BaseStore):
 
     def __repr__(self) -> str:
         return (f"MilvusStore({self.target.uri!r}, collection={self.collection!r}, dim={self._dim}, "
-                f"coarse_dim={self.coarse_dim}, index={self.index}, metric={self.metric})")
+                f"coarse_dim={self.coarse_dim}, index={self.index}, metric={self.metric}, "
+                f"quantization={self.quantization})")
 
 
 def _coerce(name: str, value: Any, typ: type) -> Any:
@@ -491,7 +521,7 @@ def open_store(target: str | pathlib.Path, *, collection: str, embedder: Embedde
                metric: str = "COSINE", index: str = "HNSW", index_params: Mapping[str, Any] | None = None,
                coarse_dim: int | None = None, allow_mismatch: bool = False, token: str | None = None,
                user: str | None = None, password: str | None = None, db_name: str | None = None,
-               timeout: float | None = None, **client_kwargs: Any) -> MilvusStore:
+               timeout: float | None = None, quantization: str | None = None, **client_kwargs: Any) -> MilvusStore:
     """Open a Milvus store (the collection may not exist yet: call ``create``).
 
     Args:
@@ -510,6 +540,9 @@ def open_store(target: str | pathlib.Path, *, collection: str, embedder: Embedde
             then shortlists on it and re-scores the shortlist at full dim.
         allow_mismatch: open a collection whose vectors another embedder made (see
             :class:`connectors.base.BaseStore`).
+        quantization: ``float32`` (default: the collection's), ``float16`` or ``int8``: the index becomes
+            ``HNSW_SQ`` with ``sq_type`` ``FP16`` / ``SQ8`` (int8 with ``index="IVF_FLAT"``: ``IVF_SQ8``);
+            ``binary`` is refused at ``create`` (Milvus Lite has no ``BINARY_VECTOR`` field).
         token, user, password, db_name, timeout: Milvus server connection settings.
         **client_kwargs: passed to ``pymilvus.MilvusClient``.
 
@@ -520,7 +553,7 @@ def open_store(target: str | pathlib.Path, *, collection: str, embedder: Embedde
         InputError: a bad target, metric, index, dim or collection name (the message lists
             the allowed values).
         SchemaMismatchError: the collection exists with another dim, coarse dim, metric,
-            layout or embedding fingerprint.
+            layout, quantization or embedding fingerprint.
         UnavailableError: the server cannot be reached, or another process has the Milvus
             Lite file open (Milvus Lite allows one process per file, until that process exits).
         MissingDependencyError: pymilvus is not installed.
@@ -564,7 +597,7 @@ def open_store(target: str | pathlib.Path, *, collection: str, embedder: Embedde
     try:
         return MilvusStore(client, parsed, collection=collection, embedder=embedder, dim=dim, metric=metric_u,
                            index=index_u, index_params=index_params, coarse_dim=coarse_dim,
-                           allow_mismatch=allow_mismatch)
+                           allow_mismatch=allow_mismatch, quantization=quantization)
     except BaseException:
         client.close()
         raise
