@@ -8,6 +8,7 @@ One module per sub-command, each with an ``add_parser(subparsers)`` function tha
 * :mod:`connectors.cli.search`: ``qvl search``
 * :mod:`connectors.cli.demo`: ``qvl demo``
 * :mod:`connectors.cli.migrate`: ``qvl migrate`` (:mod:`connectors.migrate`)
+* :mod:`connectors.cli.eval`: ``qvl eval`` (:mod:`connectors.eval`)
 * ``qvl pg``: the pgvector package's own command (sync / worker / status)
 * :mod:`connectors.cli.db`: ``qvl db`` (the local servers of :mod:`connectors.localdb`)
 
@@ -32,6 +33,7 @@ COMMAND_MODULES: dict[str, str | None] = {
     "connectors.cli.search": None,                 # qvl search
     "connectors.cli.demo": None,                   # qvl demo
     "connectors.cli.migrate": None,                # qvl migrate
+    "connectors.cli.eval": None,                   # qvl eval
     "connectors.pgvector.cli": None,               # qvl pg sync / worker / status
     "connectors.cli.db": "connectors.localdb",     # qvl db postgres / weaviate
 }
