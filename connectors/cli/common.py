@@ -178,8 +178,12 @@ def open_target_first(target: str, collection: str, *, dim: int | None = None) -
         return
     from embedder.errors import MissingDependencyError, UnavailableError
 
+    # pymilvus shares one gRPC connection per URI and health-checks it after 30 s idle (the model
+    # load); Milvus Lite answers an idle channel's keepalive pings with "too many pings", and the
+    # recovery then fails: the early check gets a connection of its own, closed with it.
+    extra = {"dedicated": True} if scheme == "milvus" else {}
     try:
-        store = connectors.connect(target, collection=collection, embedder=None, dim=dim)
+        store = connectors.connect(target, collection=collection, embedder=None, dim=dim, **extra)
     except (UnavailableError, MissingDependencyError):
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. "pass dim=": the real open, with the model, decides
