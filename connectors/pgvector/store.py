@@ -153,6 +153,8 @@ class PgVectorStore(BaseStore):
                       quantization_of(storage))
 
     def _check_quantization(self, precision: str, dim: int) -> None:
+        if precision == "int8":
+            raise unsupported(self.backend, precision, self.quantizations, "pgvector has no int8 vector type")
         super()._check_quantization(precision, dim)
         if quantization_of(self.plan.storage) != precision:  # float16 above halfvec's index limit
             raise unsupported(self.backend, precision, self.quantizations,

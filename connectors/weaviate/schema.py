@@ -1,6 +1,7 @@
 """What a store's collection looks like: property types, the properties every store has,
-the vector index, and the description where the store records what Weaviate keeps no
-trace of (the named vectors' dims and the embedding fingerprint)."""
+the vector index and its compression, and the description where the store records what
+Weaviate keeps no trace of (the named vectors' dims, the embedding fingerprint, the
+quantization option)."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -142,6 +143,31 @@ def index_config(index: str, params: Mapping[str, Any], *, defaults: bool = True
     return Configure.VectorIndex.hnsw(**kwargs)
 
 
+#: Candidates Weaviate re-scores with the uncompressed vectors under BQ (its ``rescore_limit``).
+BQ_RESCORE_LIMIT = 100
+
+
+def quantizer(quantization: str) -> Any:
+    """The compression that stores vectors at ``quantization``: int8 is RQ at 8 bits (no training,
+    re-scored as Weaviate does by default), binary is BQ re-scored on :data:`BQ_RESCORE_LIMIT`
+    candidates; None for float32."""
+    from weaviate.classes.config import Configure
+
+    if quantization == "int8":
+        return Configure.VectorIndex.Quantizer.rq(bits=8)
+    if quantization == "binary":
+        return Configure.VectorIndex.Quantizer.bq(rescore_limit=BQ_RESCORE_LIMIT)
+    return None
+
+
+def quantization_of(index_config: Any) -> str:
+    """The quantization a vector index's compression amounts to (a collection made without our record)."""
+    kind = type(getattr(index_config, "quantizer", None)).__name__
+    if kind == "_BQConfig" or (kind == "_RQConfig" and getattr(index_config.quantizer, "bits", 8) == 1):
+        return "binary"
+    return "int8" if kind in ("_RQConfig", "_SQConfig") else "float32"
+
+
 @dataclass(frozen=True)
 class StoreSchema:
     """What the store records in the collection description (Weaviate keeps neither).
@@ -149,16 +175,20 @@ class StoreSchema:
     Attributes:
         vectors: named vector -> dimension (the largest is the store's ``dim``).
         fingerprint: how the vectors were made (see :func:`embedder.fingerprint_conflicts`), or None.
+        quantization: the ``quantization=`` option the collection was created with.
     """
 
     vectors: Mapping[str, int]
     fingerprint: Mapping[str, Any] | None = field(default=None)
+    quantization: str = "float32"
 
     def marker(self) -> str:
         """The collection description: ``qvl:`` and a JSON object."""
         body: dict[str, Any] = {"vectors": dict(self.vectors)}
         if self.fingerprint:
             body["fingerprint"] = dict(self.fingerprint)
+        if self.quantization != "float32":
+            body["quantization"] = self.quantization
         return DESCRIPTION_PREFIX + json.dumps(body, sort_keys=True, default=str)
 
     @classmethod
@@ -173,4 +203,4 @@ class StoreSchema:
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
         fp = body.get("fingerprint")
-        return cls(vectors, dict(fp) if isinstance(fp, dict) else None)
+        return cls(vectors, dict(fp) if isinstance(fp, dict) else None, str(body.get("quantization") or "float32"))

@@ -17,12 +17,13 @@ from embedder.errors import InputError, NotFoundError, SchemaMismatchError
 
 from ..base import BaseStore, Schema, StoredRow
 from ..core import Hit, Row, bad_vector_reason, check_dim, utf8_storable, vector_problems
+from ..quantization import unsupported
 from ..search import is_query_vector, query_vector
 from ..filters import And, Node, Or, matches
 from .client import (NAME_RE, WeaviateTarget, collection_name, connect_client, driver_errors, row_uuid,
                      translate)
 from .schema import (CORE_PROPERTIES, SCALAR_TYPES, StoreSchema, check_fields, core_properties, data_type_name,
-                     index_config, python_type, user_property, weaviate_data_type)
+                     index_config, python_type, quantization_of, quantizer, user_property, weaviate_data_type)
 
 if TYPE_CHECKING:  # pragma: no cover
     import weaviate
@@ -69,12 +70,14 @@ class WeaviateStore(BaseStore):
     backend = "weaviate"
     max_k = MAX_QUERY_RESULTS
     native_filter = "a weaviate Filter (weaviate.classes.query.Filter)"
+    quantizations = ("float32", "int8", "binary")  # RQ-8 and BQ; Weaviate keeps no half-precision vectors
 
     def __init__(self, client: "weaviate.WeaviateClient", collection: str, *, embedder: EmbedderLike | None = None,
                  dim: int | None = None, named_vectors: Mapping[str, int] | None = None,
                  allow_mismatch: bool = False, owns_client: bool = True, index: str = "hnsw",
                  index_params: Mapping[str, Any] | None = None, metadata_fields: Mapping[str, Any] | None = None,
-                 batching: str = "insert_many", batch_size: int = 256, concurrent_requests: int = 2) -> None:
+                 batching: str = "insert_many", batch_size: int = 256, concurrent_requests: int = 2,
+                 quantization: str | None = None) -> None:
         if named_vectors is not None:
             if not named_vectors:
                 raise InputError("named_vectors must name at least one vector, e.g. {'default': 1024}")
@@ -94,7 +97,10 @@ class WeaviateStore(BaseStore):
         if batching not in BATCHING:
             raise InputError(f"batching must be one of {list(BATCHING)}, got {batching!r}")
         super().__init__(collection=collection_name(collection), embedder=embedder,
-                         dim=max(named_vectors.values()) if named_vectors else None, allow_mismatch=allow_mismatch)
+                         dim=max(named_vectors.values()) if named_vectors else None, allow_mismatch=allow_mismatch,
+                         quantization=quantization)
+        if quantization not in (None, "float32") and "quantizer" in (index_params or {}):
+            raise InputError("pass quantization= or index_params['quantizer'] (Weaviate's own compression), not both")
         self._client = client
         self._owns_client = owns_client
         self._named = named_vectors  # None: adopted from the collection, else {"default": dim}
@@ -191,7 +197,16 @@ class WeaviateStore(BaseStore):
             self.metadata_fields = {p.name: data_type_name(p.data_type) for p in (meta.nested_properties or [])}
         self._named = named
         fields = {k: python_type(p.data_type) for k, p in props.items() if k not in CORE_PROPERTIES}
-        return Schema(dims.get(main, named[main]), fields, recorded.fingerprint if recorded is not None else None)
+        quantization = recorded.quantization if recorded is not None else \
+            quantization_of(getattr(vectors.get(main), "vector_index_config", None))
+        return Schema(dims.get(main, named[main]), fields, recorded.fingerprint if recorded is not None else None,
+                      quantization)
+
+    def _check_quantization(self, precision: str, dim: int) -> None:
+        if precision == "float16":
+            raise unsupported(self.backend, precision, self.quantizations, "Weaviate keeps no half-precision "
+                              "vectors (its compression is RQ, SQ, BQ, PQ)")
+        super()._check_quantization(precision, dim)
 
     def _sampled_dims(self) -> dict[str, int]:
         """Vector dims of one stored object (for collections created without our marker)."""
@@ -212,11 +227,14 @@ class WeaviateStore(BaseStore):
                 raise InputError(exc.reason if list(named) == ["default"]
                                  else f"named vector {vname!r}: {exc.reason}") from None
         properties = core_properties(self.metadata_fields) + [user_property(k, v) for k, v in schema.fields.items()]
+        compression = quantizer(schema.quantization)
+        params = {**self.index_params, **({"quantizer": compression} if compression is not None else {})}
         vector_config = [Configure.Vectors.self_provided(
-            name=vname, vector_index_config=index_config(self.index, self.index_params)) for vname in named]
+            name=vname, vector_index_config=index_config(self.index, params)) for vname in named]
+        marker = StoreSchema(named, schema.fingerprint, schema.quantization).marker()
         with driver_errors(f"creating collection {self.collection}"):
             self._client.collections.create(
-                self.collection, description=StoreSchema(named, schema.fingerprint).marker(), properties=properties,
+                self.collection, description=marker, properties=properties,
                 vector_config=vector_config, inverted_index_config=Configure.inverted_index(index_null_state=True))
         self._named = named
 
@@ -513,7 +531,8 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
                client: "weaviate.WeaviateClient | None" = None, index: str = "hnsw",
                index_params: Mapping[str, Any] | None = None, metadata_fields: Mapping[str, Any] | None = None,
                batching: str = "insert_many", batch_size: int = 256, concurrent_requests: int = 2,
-               timeout: tuple[int, int] = (60, 300), skip_init_checks: bool = True) -> WeaviateStore:
+               timeout: tuple[int, int] = (60, 300), skip_init_checks: bool = True,
+               quantization: str | None = None) -> WeaviateStore:
     """Open a Weaviate collection as a store (it is created by :meth:`WeaviateStore.create`).
 
     Args:
@@ -544,10 +563,13 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
         concurrent_requests: parallel write requests per batch.
         timeout: (query, insert) timeouts in seconds.
         skip_init_checks: skip the client's start-up checks (they include a PyPI request).
+        quantization: ``float32`` (default: the collection's), ``int8`` (RQ, 8 bits) or ``binary``
+            (BQ, re-scored with the uncompressed vectors), on every named vector; ``float16`` is
+            refused at ``create`` (Weaviate has no half-precision vectors).
 
     Raises:
         UnavailableError: the server cannot be reached.
-        SchemaMismatchError: the collection exists with other dims, properties or fingerprint.
+        SchemaMismatchError: the collection exists with other dims, properties, quantization or fingerprint.
     """
     owns = client is None
     if client is None:
@@ -557,7 +579,7 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
         return WeaviateStore(client, collection, embedder=embedder, dim=dim, named_vectors=named_vectors,
                              allow_mismatch=allow_mismatch, owns_client=owns, index=index, index_params=index_params,
                              metadata_fields=metadata_fields, batching=batching, batch_size=batch_size,
-                             concurrent_requests=concurrent_requests)
+                             concurrent_requests=concurrent_requests, quantization=quantization)
     except BaseException:
         if owns:
             client.close()
