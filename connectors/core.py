@@ -407,7 +407,8 @@ def check_dim(dim: Any, embedder: EmbedderLike | None = None) -> int:
     """Check a store's vector dimension before anything is created, and return it as an int.
 
     A dim is an integer of at least ``MIN_DIM`` (64, the smallest Matryoshka dimension
-    the models were trained for); with an embedder attached it is also at most the
+    the models were trained for; an attached embedder's own ``min_dim``: 32 for the
+    text-only Qwen3-Embedding); with an embedder attached it is also at most the
     embedder's full dimension. Without an embedder (rows bring precomputed vectors)
     any larger dim is accepted.
 
@@ -417,9 +418,10 @@ def check_dim(dim: Any, embedder: EmbedderLike | None = None) -> int:
     from embedder.embedder import MIN_DIM
 
     full = int(embedder.dim) if embedder is not None and getattr(embedder, "dim", None) else None
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < MIN_DIM or (
+    minimum = int(getattr(embedder, "min_dim", MIN_DIM)) if full is not None else MIN_DIM
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < minimum or (
             full is not None and dim > full):
-        allowed = f"from {MIN_DIM} to {full} (the model's full dim)" if full else f"of at least {MIN_DIM}"
+        allowed = f"from {minimum} to {full} (the model's full dim)" if full else f"of at least {MIN_DIM}"
         raise InputError(f"dim must be an integer {allowed}, got {dim!r}")
     return int(dim)
 
@@ -533,5 +535,12 @@ def document_item(fields: Mapping[str, Any], *, text_field: str = "text", media_
         item["text"] = text
     media = fields.get(media_field)
     if media:
-        item["video" if fields.get(modality_field) == "video" else "image"] = media
+        item["video" if fields.get(modality_field) == "video" or _is_video_ref(media) else "image"] = media
     return item
+
+
+def _is_video_ref(media: Any) -> bool:
+    """A stored reference to a video file, or to a window of one (``talk.mp4#t=25,55``): a
+    captioned video is a fused (``vl``) row, and its media is still a video."""
+    return isinstance(media, str) and media.split("#t=")[0].lower().endswith(
+        (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"))

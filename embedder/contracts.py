@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, Sequence, overload, runtime_checkable
 
 import numpy as np
@@ -85,12 +85,13 @@ def check_items(items: Any, what: str = "items") -> Sequence[Any]:
     return items
 
 
-def check_dim(dim: Any, full: int) -> int:
-    """``dim`` as an int in ``MIN_DIM..full`` (None: ``full``)."""
+def check_dim(dim: Any, full: int, minimum: int = MIN_DIM) -> int:
+    """``dim`` as an int in ``minimum..full`` (None: ``full``); the minimum is the model's
+    (64 for the VL models, 32 for the text ones)."""
     if dim is None:
         return int(full)
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not MIN_DIM <= dim <= full:
-        raise InputError(f"dim must be an integer from {MIN_DIM} to {full}, got {dim!r}")
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not minimum <= dim <= full:
+        raise InputError(f"dim must be an integer from {minimum} to {full}, got {dim!r}")
     return int(dim)
 
 
@@ -139,6 +140,14 @@ def document_error(index: int, reason: str) -> InputError:
 def query_error(reason: str) -> InputError:
     """A reranker's bad query: ``query: <reason>``."""
     return InputError(f"query: {reason}")
+
+
+class _ModelDefault(str):
+    """``embed_queries`` without an instruction: the model's own default query instruction
+    (the VL models' :data:`DEFAULT_QUERY_INSTRUCTION`, the text models' own)."""
+
+
+_QUERY_DEFAULT = _ModelDefault(DEFAULT_QUERY_INSTRUCTION)
 
 
 # ---------------------------------------------------------------------------- calls
@@ -213,7 +222,8 @@ class EmbedderFront(_Closing):
         Args:
             items: texts, PIL images, or dicts of ``text`` / ``image`` / ``video`` /
                 ``instruction`` (several parts give one fused vector).
-            dim: Matryoshka dimension, 64..``self.dim`` (default: full).
+            dim: Matryoshka dimension, ``self.min_dim`` (64; 32 for a text model)..``self.dim``
+                (default: full).
             instruction: task instruction for items that carry none (default
                 ``Represent the user's input.``).
             batch_size: optional cap on items per forward pass (remote: per HTTP request).
@@ -233,7 +243,10 @@ class EmbedderFront(_Closing):
         items = check_items(items)
         call = EmbedCall(items=items, instruction=check_instruction(instruction),
                          batch_size=check_batch_size(batch_size), on_error=on_error,
-                         show_progress=bool(show_progress), dim=check_dim(dim, int(self.dim)))
+                         show_progress=bool(show_progress),
+                         dim=check_dim(dim, int(self.dim), int(getattr(self, "min_dim", MIN_DIM))))
+        if isinstance(call.instruction, _ModelDefault):  # resolved after the checks (a remote model asks its service)
+            call = replace(call, instruction=str(getattr(self, "default_query_instruction", call.instruction)))
         vectors, ok, errors = self._embed(call)
         if on_error == "skip":
             good = np.flatnonzero(ok)
@@ -252,8 +265,8 @@ class EmbedderFront(_Closing):
 
     def embed_queries(self, items: Sequence[Any], *, instruction: str | None = None, dim: int | None = None,
                       **kwargs: Any) -> np.ndarray | EmbedResult:
-        """Embed search queries with a task instruction (default: a generic retrieval one)."""
-        return self.embed(items, dim=dim, instruction=instruction or DEFAULT_QUERY_INSTRUCTION, **kwargs)
+        """Embed search queries with a task instruction (default: the model's generic retrieval one)."""
+        return self.embed(items, dim=dim, instruction=instruction or _QUERY_DEFAULT, **kwargs)
 
     @overload
     def embed_documents(self, items: Sequence[Any], *, dim: int | None = ..., instruction: str | None = ...,

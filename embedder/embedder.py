@@ -10,6 +10,7 @@ import numpy as np
 from .batching import token_budget_batches
 from .contracts import (DEFAULT_QUERY_INSTRUCTION, MIN_DIM, EmbedCall, EmbedderFront, EmbedResult, as_input_error)
 from .errors import InputError
+from .fingerprint import KIND_EMBEDDING
 from .items import bounded_text, normalize_item
 from .model import LocalModel, Prepared, collate, encode_media, last_hidden_state
 from .prompts import (DEFAULT_EMBED_INSTRUCTION, ENDOFTEXT_ID, embed_prompt_parts, normalize_instruction,
@@ -50,15 +51,39 @@ class Embedder(LocalModel, EmbedderFront):
     """
 
     MAX_LENGTH = MAX_LENGTH
+    KIND = "vl-embedding"           # what /meta reports; the text model's is "text-embedding"
+    FINGERPRINT_KIND = KIND_EMBEDDING
+    min_dim = MIN_DIM               # smallest Matryoshka dimension
+    default_query_instruction = DEFAULT_QUERY_INSTRUCTION
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._identity: tuple[str | None, str | None] | None = None  # (revision, weights digest), found once
 
+    @classmethod
+    def implementation(cls, modality: str) -> type:
+        if modality == "text":
+            from .text import TextEmbedder
+
+            return TextEmbedder
+        return cls
+
+    @property
+    def kind(self) -> str:
+        """``"vl-embedding"`` (Qwen3-VL-Embedding) or ``"text-embedding"`` (Qwen3-Embedding)."""
+        return self.KIND
+
     @property
     def dim(self) -> int:
         """Full embedding dimension (the text model's hidden size)."""
-        return int(self.model.config.text_config.hidden_size)
+        config = self.model.config
+        return int(getattr(config, "text_config", config).hidden_size)
+
+    def sizing(self) -> dict[str, Any]:
+        """The settings that shape an item's tokens, hence its vector (for the fingerprint)."""
+        from .fingerprint import sizing_settings
+
+        return sizing_settings(self.load_options, max_length=self.max_length)
 
     def fingerprint(self, *, document_instruction: str | None = None) -> dict[str, Any]:
         """How this embedder makes vectors, as a JSON-able dict (see :mod:`embedder.fingerprint`).
@@ -73,8 +98,7 @@ class Embedder(LocalModel, EmbedderFront):
             document_instruction: the instruction documents are embedded with, when not
                 the prompt's default (None).
         """
-        from .fingerprint import (checkpoint_folder, checkpoint_revision, make_fingerprint, sizing_settings,
-                                  weights_digest)
+        from .fingerprint import checkpoint_folder, checkpoint_revision, make_fingerprint, weights_digest
 
         if self._identity is None:
             config = getattr(self.model, "config", None)
@@ -86,8 +110,8 @@ class Embedder(LocalModel, EmbedderFront):
         return make_fingerprint(model=self.name, dim=self.dim, precision=str(dtype).replace("torch.", "") if dtype
                                 is not None else None, revision=revision, weights=weights,
                                 document_instruction=document_instruction,
-                                query_instruction=DEFAULT_QUERY_INSTRUCTION,
-                                sizing=sizing_settings(self.load_options, max_length=self.max_length))
+                                query_instruction=self.default_query_instruction, kind=self.FINGERPRINT_KIND,
+                                sizing=self.sizing())
 
     # ------------------------------------------------------------------ preparation
     def prepare(self, item: Any, *, instruction: str | None = None, index: int | None = None) -> Prepared:

@@ -160,7 +160,6 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
 
     dev = resolve_device(device)
     attn = resolve_attention(attn_implementation, dev)
-    cls = Qwen3VLForConditionalGeneration if head else Qwen3VLModel
     source = os.fspath(path_or_id)
     is_local = os.path.isdir(source)
     if not is_local and (source.startswith((".", "/", "~")) or source.count("/") != 1):
@@ -170,12 +169,20 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
     if not is_local:
         check_hub_reachable(source)  # one line at once, not transformers' retries, on a machine without network
     try:
+        modality = checkpoint_modality(source, kwargs)
+        cls: Any
+        if modality == "text":
+            from transformers import Qwen3ForCausalLM, Qwen3Model
+
+            cls = Qwen3ForCausalLM if head else Qwen3Model
+        else:
+            cls = Qwen3VLForConditionalGeneration if head else Qwen3VLModel
         torch_dtype, dtype_reason = pick_dtype(dtype, dev, source, kwargs)
         model, info = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn,
                                           output_loading_info=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        image_processor = AutoImageProcessor.from_pretrained(source)
-        video_processor = _load_video_processor(source)
+        image_processor = AutoImageProcessor.from_pretrained(source) if modality == "vl" else None
+        video_processor = _load_video_processor(source) if modality == "vl" else None
     except ModelLoadError:
         raise
     except (OSError, ValueError) as exc:
@@ -199,8 +206,43 @@ def load_model(path_or_id: str, *, head: bool, device: str = "auto", dtype: Any 
     if dev.type == "cpu" and torch_dtype != torch.float32:
         fp32_final_norm(model)
     model.qvl_dtype_reason = dtype_reason
+    model.qvl_modality = modality
     log.info("%s runs in %s on %s (%s)", source, str(torch_dtype).replace("torch.", ""), dev, dtype_reason)
     return model, tokenizer, image_processor, video_processor, dev
+
+
+# config.json ``architectures`` -> what the checkpoint embeds (the name of a checkpoint is never used).
+VL_ARCHITECTURES = ("Qwen3VLForConditionalGeneration", "Qwen3VLModel")
+TEXT_ARCHITECTURES = ("Qwen3ForCausalLM", "Qwen3Model")  # Qwen3-Embedding / Qwen3-Reranker
+
+
+def modality_of_config(config: Any) -> str:
+    """``"vl"`` (Qwen3-VL-Embedding / -Reranker) or ``"text"`` (Qwen3-Embedding / -Reranker),
+    from a config's (dict or object) ``architectures``; its ``model_type`` when it names none.
+
+    Raises:
+        ModelLoadError: an architecture this package does not run.
+    """
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    archs = list(get("architectures") or [])
+    for arch in archs:
+        if arch in VL_ARCHITECTURES:
+            return "vl"
+        if arch in TEXT_ARCHITECTURES:
+            return "text"
+    if not archs and get("model_type") in ("qwen3_vl", "qwen3"):
+        return "vl" if get("model_type") == "qwen3_vl" else "text"
+    raise ModelLoadError(f"unsupported architecture {archs or get('model_type')!r}: expected one of "
+                         f"{VL_ARCHITECTURES + TEXT_ARCHITECTURES} (Qwen3-VL-Embedding/-Reranker, "
+                         "Qwen3-Embedding/-Reranker)")
+
+
+def checkpoint_modality(source: str, kwargs: dict[str, Any] | None = None) -> str:
+    """:func:`modality_of_config` of a local folder or hub id's ``config.json``."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, **{k: v for k, v in (kwargs or {}).items() if k in _CONFIG_KWARGS})
+    return modality_of_config(config)
 
 
 _Model = TypeVar("_Model", bound="LocalModel")
@@ -237,7 +279,10 @@ class LocalModel:
                         attn_implementation: str | None = None, max_batch_tokens: int | None = None,
                         allow_urls: bool | None = None, allow_paths: bool | None = None, num_workers: int = 2,
                         load_options: LoadOptions | None = None, **kwargs: Any) -> _Model:
-        """Load a checkpoint (Qwen3-VL-Embedding for an Embedder, -Reranker for a Reranker).
+        """Load a checkpoint (Qwen3-VL-Embedding or Qwen3-Embedding for an Embedder, the
+        -Reranker ones for a Reranker). The kind is read from ``config.json``'s
+        ``architectures``, never from the name: a text-only checkpoint gives the text
+        implementation (:mod:`embedder.text`), a subclass with the same API.
 
         Args:
             path_or_id: local directory, or hub id such as ``Qwen/Qwen3-VL-Embedding-2B``.
@@ -262,9 +307,16 @@ class LocalModel:
         """
         model, tok, ip, vp, dev = load_model(path_or_id, head=cls.HEAD, device=device, dtype=dtype,
                                              attn_implementation=attn_implementation, **kwargs)
-        return cls(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
+        impl = cls.implementation(getattr(model, "qvl_modality", "vl"))
+        return impl(model, tok, ip, vp, dev, max_batch_tokens=max_batch_tokens,
                    load_options=with_permissions(load_options, allow_urls=allow_urls, allow_paths=allow_paths),
                    num_workers=num_workers, name=str(path_or_id))
+
+    @classmethod
+    def implementation(cls, modality: str) -> type:
+        """The class that runs a checkpoint of this modality (``"vl"`` or ``"text"``): an
+        ``Embedder`` loading a Qwen3-Embedding checkpoint becomes a ``TextEmbedder``."""
+        return cls
 
     @property
     def dtype(self) -> str:
@@ -323,7 +375,8 @@ def fp32_final_norm(model) -> None:
     the reranker scores, so in bf16 it stays float32 (its weight too: exact for bf16
     checkpoints). Every other layer keeps the model's dtype.
     """
-    text = getattr(getattr(model, "model", model), "language_model", None)
+    backbone = getattr(model, "model", model)
+    text = getattr(backbone, "language_model", backbone)  # a text-only Qwen3Model is its own language model
     norm = getattr(text, "norm", None)
     if norm is None or hasattr(type(norm), "stock_class"):
         return  # no such module, or already rewritten

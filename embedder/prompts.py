@@ -150,3 +150,50 @@ def truncate_middle(ids: list[int], max_length: int, keep_ids: set[int], keep_la
 
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# ---------------------------------------------------------------------------- text-only models
+# Qwen3-Embedding and Qwen3-Reranker (0.6B / 4B / 8B), as their official code does it
+# (github.com/QwenLM/Qwen3-Embedding: README usage and examples/): no chat template
+# for the embedder, a fixed prefix and suffix around one formatted string for the reranker.
+
+TEXT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+TEXT_RERANK_PREFIX = f"{IM_START}system\n{RERANK_SYSTEM}{IM_END}\n{IM_START}user\n"
+TEXT_RERANK_SUFFIX = f"{IM_END}\n{IM_START}assistant\n<think>\n\n</think>\n\n"
+
+
+def text_query(instruction: str, query: str) -> str:
+    """A text model's query: ``Instruct: {task}\\nQuery:{query}`` (the task as given, no fix-up)."""
+    return f"Instruct: {instruction}\nQuery:{query}"
+
+
+def tokenize_text(tokenizer, text: str, max_length: int) -> Tokenized:
+    """A text embedder's tokens: the text, cut from the right to leave room for the final
+    ``<|endoftext|>``, which is always there and always last (the token that is pooled).
+
+    The same tokens as the released tokenizer called with ``truncation=True,
+    max_length=8192`` (its post-processor appends ``<|endoftext|>`` and truncation
+    keeps room for it), without depending on that post-processor being present.
+    """
+    ids = _encode(tokenizer, text)
+    if len(ids) + 1 <= max_length:
+        return Tokenized(ids + [ENDOFTEXT_ID])
+    return Tokenized(ids[:max_length - 1] + [ENDOFTEXT_ID], truncated=True)
+
+
+def text_rerank_pair(instruction: str, query: str, document: str) -> str:
+    """The reranker's user turn, between the fixed prefix and suffix."""
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+
+
+def tokenize_text_rerank(tokenizer, instruction: str, query: str, document: str,
+                         max_length: int) -> Tokenized:
+    """Prefix tokens + the pair's tokens cut from the right to ``max_length - len(prefix)
+    - len(suffix)`` + suffix tokens: the three are tokenised separately, as the release does."""
+    head = _encode(tokenizer, TEXT_RERANK_PREFIX)
+    tail = _encode(tokenizer, TEXT_RERANK_SUFFIX)
+    body = _encode(tokenizer, text_rerank_pair(instruction, query, document))
+    keep = max_length - len(head) - len(tail)
+    if keep <= 0:
+        raise ValueError(f"the reranker's prompt takes {len(head) + len(tail)} tokens, more than {max_length}")
+    return Tokenized(head + body[:keep] + tail, truncated=len(body) > keep)

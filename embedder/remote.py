@@ -408,6 +408,25 @@ class RemoteEmbedder(_Remote, EmbedderFront):
         """The served model's name."""
         return str((self.meta().get("model") or {}).get("name", ""))
 
+    @property
+    def kind(self) -> str:
+        """The served model's kind (``vl-embedding``, ``text-embedding``), per its ``/meta``."""
+        return str((self.meta().get("model") or {}).get("kind") or "vl-embedding")
+
+    @property
+    def min_dim(self) -> int:
+        """The served model's smallest Matryoshka dimension."""
+        from .contracts import MIN_DIM
+
+        return int((self.meta().get("model") or {}).get("min_dim") or MIN_DIM)
+
+    @property
+    def default_query_instruction(self) -> str:
+        """The served model's default query instruction (``embed_queries`` without one)."""
+        from .contracts import DEFAULT_QUERY_INSTRUCTION
+
+        return str((self.meta().get("model") or {}).get("query_instruction") or DEFAULT_QUERY_INSTRUCTION)
+
     def fingerprint(self, *, document_instruction: str | None = None) -> dict[str, Any]:
         """How the served model makes vectors: the service's ``/meta`` ``fingerprint``.
 

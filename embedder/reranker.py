@@ -58,6 +58,25 @@ class Reranker(LocalModel, RerankerFront):
     HEAD = True
     MAX_LENGTH = MAX_LENGTH
     THREAD_PREFIX = "qvl-rerank-prep"
+    KIND = "vl-reranker"            # what /meta reports; the text model's is "text-reranker"
+    default_instruction = DEFAULT_RERANK_INSTRUCTION
+
+    @classmethod
+    def implementation(cls, modality: str) -> type:
+        if modality == "text":
+            from .text import TextReranker
+
+            return TextReranker
+        return cls
+
+    @property
+    def kind(self) -> str:
+        """``"vl-reranker"`` (Qwen3-VL-Reranker) or ``"text-reranker"`` (Qwen3-Reranker)."""
+        return self.KIND
+
+    def resolve_instruction(self, instruction: str | None) -> str:
+        """The instruction a pair is scored with: the caller's, stripped; none or blank: the default."""
+        return instruction.strip() if instruction and instruction.strip() else self.default_instruction
 
     def __init__(self, model: Any, tokenizer: Any, *args: Any, **kwargs: Any) -> None:
         import torch
@@ -98,7 +117,7 @@ class Reranker(LocalModel, RerankerFront):
         if self._closed:
             raise RuntimeError("Reranker is closed")
         instruction, documents, on_error, batch_size = call.instruction, call.documents, call.on_error, call.batch_size
-        instr = instruction.strip() if instruction and instruction.strip() else DEFAULT_RERANK_INSTRUCTION
+        instr = self.resolve_instruction(instruction)
         try:
             q = self.prepare_side(call.query)
         except Exception as exc:  # noqa: BLE001

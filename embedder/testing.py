@@ -60,7 +60,10 @@ def build_tiny_checkpoint(path: str | os.PathLike, kind: str = "embedding", *, s
 
     Args:
         path: output directory (created; existing files are overwritten).
-        kind: ``"embedding"`` (tokenizer appends ``<|endoftext|>``) or ``"reranker"`` (it does not).
+        kind: ``"embedding"`` (tokenizer appends ``<|endoftext|>``) or ``"reranker"`` (it does not);
+            ``"text-embedding"`` / ``"text-reranker"``: a text-only Qwen3-Embedding /
+            Qwen3-Reranker checkpoint (``Qwen3ForCausalLM`` in ``config.json``; the
+            embedding one's weights without the ``model.`` prefix, as released).
         seed: random seed; the same seed gives byte-identical weights.
         widths: layer sizes (default :data:`TINY`; :data:`BENCH_2B` for benchmarks).
         init_std: weight scale, large enough that different inputs give clearly different vectors.
@@ -73,8 +76,11 @@ def build_tiny_checkpoint(path: str | os.PathLike, kind: str = "embedding", *, s
     from safetensors.torch import save_file
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
+    if kind in TEXT_KINDS:
+        return _build_text_checkpoint(path, kind, seed=seed, widths=widths, init_std=init_std, bf16=bf16)
     if kind not in ("embedding", "reranker"):
-        raise ValueError(f"kind must be 'embedding' or 'reranker', got {kind!r}")
+        raise ValueError(f"kind must be one of 'embedding', 'reranker', {', '.join(map(repr, TEXT_KINDS))}; "
+                         f"got {kind!r}")
     w = dict(TINY, **(widths or {}))
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +127,57 @@ def build_tiny_checkpoint(path: str | os.PathLike, kind: str = "embedding", *, s
     return str(out)
 
 
-def _write_tokenizer(out: Path, *, append_eos: bool) -> None:
+TEXT_KINDS = ("text-embedding", "text-reranker")
+TEXT_VOCAB = 151669  # Qwen3-Embedding / -Reranker config.json: the tokenizer's 151,669 ids
+# Real Qwen3-Embedding-0.6B widths with few layers, for benchmarks (random weights).
+BENCH_TEXT_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=2, num_attention_heads=16,
+                      num_key_value_heads=8, head_dim=128)
+
+
+def _build_text_checkpoint(path: str | os.PathLike, kind: str, *, seed: int, widths: dict[str, Any] | None,
+                           init_std: float, bf16: bool) -> str:
+    """A Qwen3-Embedding (``Qwen3Model`` keys, no prefix) or Qwen3-Reranker (``Qwen3ForCausalLM``
+    keys, ``model.`` prefix, tied LM head as in the 0.6B) checkpoint with the real tokenizer."""
+    from .model import import_local_stack
+
+    import_local_stack("Building the offline test checkpoint")
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3Model
+
+    w = {k: v for k, v in dict(TINY, **(widths or {})).items() if not k.startswith("vision_")}
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    config = Qwen3Config(vocab_size=TEXT_VOCAB, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                         tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643, **w)
+    config.architectures = ["Qwen3ForCausalLM"]
+    reranker = kind == "text-reranker"
+    with torch.device("meta"):
+        module = Qwen3ForCausalLM(config) if reranker else Qwen3Model(config)
+        shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    shapes.pop("lm_head.weight", None)  # tied
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, shape in sorted(shapes.items()):
+        if len(shape) >= 2:
+            scale = init_std if "embed_tokens" in name else init_std * 4.0 / shape[-1] ** 0.5
+            value = torch.randn(shape, generator=gen) * scale
+        elif "norm" in name:
+            value = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+            if name == "model.norm.weight":
+                value *= 0.02  # keeps sigmoid(logit_yes - logit_no) away from 0 and 1
+        else:
+            value = 0.02 * torch.randn(shape, generator=gen)
+        tensors[name] = value.to(torch.bfloat16 if bf16 else torch.float32).contiguous()
+    config.dtype = "bfloat16" if bf16 else "float32"
+    config.save_pretrained(out)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    _write_tokenizer(out, append_eos=not reranker, chat_template=False)
+    return str(out)
+
+
+def _write_tokenizer(out: Path, *, append_eos: bool, chat_template: bool = True) -> None:
     src = tokenizer_files_dir()
     for name in ("vocab.json", "merges.txt"):
         shutil.copyfile(src / name, out / name)
@@ -146,7 +202,8 @@ def _write_tokenizer(out: Path, *, append_eos: bool) -> None:
     cfg.update({"model_max_length": 262144, "padding_side": "right" if append_eos else "left",
                 "tokenizer_class": "Qwen2Tokenizer"})
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2))
-    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    if chat_template:
+        (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
 
 def _write_processor_configs(out: Path) -> None:

@@ -50,6 +50,22 @@ def reranker(tiny_reranker_path):
         yield rr
 
 
+@pytest.fixture(scope="session")
+def tiny_text_embedding_path(tmp_path_factory) -> str:
+    """A tiny Qwen3-Embedding (text-only) checkpoint (issue 20)."""
+    from embedder.testing import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-text-embedding"), kind="text-embedding", seed=2)
+
+
+@pytest.fixture(scope="session")
+def text_embedder(tiny_text_embedding_path):
+    from embedder import Embedder
+
+    with Embedder.from_pretrained(tiny_text_embedding_path, device="cpu") as emb:
+        yield emb
+
+
 def make_image(width: int = 96, height: int = 64, seed: int = 0, mode: str = "RGB"):
     from PIL import Image
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..embedder import MIN_DIM, mrl
+from ..embedder import DEFAULT_QUERY_INSTRUCTION, MIN_DIM, mrl
 from ..errors import InputError, LimitError, MissingDependencyError, OverloadedError
 from ..model import as_input_error
 from ..prompts import DEFAULT_RERANK_INSTRUCTION, IMAGE_PAD_ID
@@ -241,10 +241,14 @@ class Service:
     def meta(self) -> dict:
         """Model, limits and flags for ``GET /meta``; ``fingerprint`` when the embedder has one."""
         s = self.settings
-        out = {"model": {"name": self.model_name, "dim": self.embedder.dim, "min_dim": MIN_DIM,
-                          "type": "qwen3-vl-embedding", **precision(self.embedder)},
+        kind = str(getattr(self.embedder, "kind", "vl-embedding"))
+        out = {"model": {"name": self.model_name, "dim": self.embedder.dim, "min_dim": self.min_dim,
+                          "type": "qwen3-embedding" if kind == "text-embedding" else "qwen3-vl-embedding",
+                          "kind": kind, "query_instruction": self.query_instruction, **precision(self.embedder)},
                 "dim": self.embedder.dim,
-                "reranker": ({"name": str(getattr(self.reranker, "name", "")), **precision(self.reranker)}
+                "kind": kind,
+                "reranker": ({"name": str(getattr(self.reranker, "name", "")),
+                              "kind": str(getattr(self.reranker, "kind", "vl-reranker")), **precision(self.reranker)}
                              if self.reranker is not None else None),
                 "limits": {"max_items": s.max_items, "max_body_bytes": s.max_body_bytes,
                            "max_text_chars": s.max_text_chars, "max_frames": s.max_frames,
@@ -270,13 +274,23 @@ class Service:
             return int(self.settings.max_batch_tokens)
         return int(getattr(model, "max_batch_tokens", None) or 16384)
 
+    @property
+    def min_dim(self) -> int:
+        """The served embedder's smallest Matryoshka dimension (64; 32 for a text model)."""
+        return int(getattr(self.embedder, "min_dim", MIN_DIM))
+
+    @property
+    def query_instruction(self) -> str:
+        """The served embedder's default query instruction (routes that ask for "a query")."""
+        return str(getattr(self.embedder, "default_query_instruction", DEFAULT_QUERY_INSTRUCTION))
+
     def resolve_dim(self, dim: int | None, route: str) -> int:
         full = int(self.embedder.dim)
         if dim is None:
             dim = self.settings.dim_for(route) or full
             return min(int(dim), full)
-        if not MIN_DIM <= dim <= full:
-            raise InputError(f"dimension must be an integer from {MIN_DIM} to {full}, got {dim}")
+        if not self.min_dim <= dim <= full:
+            raise InputError(f"dimension must be an integer from {self.min_dim} to {full}, got {dim}")
         return int(dim)
 
     def _check_count(self, n: int, what: str) -> None:
@@ -353,7 +367,8 @@ class Service:
             raise HTTPFailure(501, "no_reranker", "no reranker is loaded; start the service with --reranker")
         self._check_count(len(documents), "documents")
         rr = self.reranker
-        instr = instruction.strip() if instruction and instruction.strip() else DEFAULT_RERANK_INSTRUCTION
+        instr = rr.resolve_instruction(instruction) if hasattr(rr, "resolve_instruction") else (
+            instruction.strip() if instruction and instruction.strip() else DEFAULT_RERANK_INSTRUCTION)
         (q,) = await self._map(rr.prepare_side, [(query,)])
         if isinstance(q, BaseException):
             if not isinstance(q, Exception) or isinstance(q, MissingDependencyError):

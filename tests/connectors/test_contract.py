@@ -626,3 +626,27 @@ def test_create_again_needs_exist_ok_and_the_same_fields(store, backend, tmp_pat
     with pytest.raises(SchemaMismatchError, match=r"exists with fields \{'color': 'str'\}, not \{'color': 'int'\}"):
         store.create(fields={"color": int}, exist_ok=True)
     assert store.fields == {"color": str} and store.count() == 0
+
+
+# ---------------------------------------------------------------------------- issue 20: a text-only embedder
+TEXT_DIM = 32  # the text models' smallest Matryoshka dimension
+
+
+def test_text_model_lands_text_rows_and_reports_media_rows(backend, tmp_path, request, text_embedder,
+                                                           image_files):
+    rows = [{"id": "t1", "text": "a red car", "color": "red"},
+            {"id": "img", "image": image_files[0], "color": "blue"},
+            {"id": "fused", "text": "a caption", "image": image_files[1], "color": "red"},
+            {"id": "t2", "text": "stock market news", "color": "green"}]
+    with open_store(backend, tmp_path, "text_" + request.node.name, embedder=text_embedder, dim=TEXT_DIM,
+                    fields={"color": str}) as store:
+        report = store.upsert(rows)
+        assert sorted(report.written) == ["t1", "t2"] and store.count() == 2
+        assert sorted(rid for rid, _ in report.failed) == ["fused", "img"]
+        assert all("this model embeds text only" in reason for _, reason in report.failed)
+        for row in (rows[0], rows[3]):
+            hit = store.search(text_embedder.embed_documents([row["text"]], dim=TEXT_DIM)[0], k=1)[0]
+            assert hit.id == row["id"] and hit.score == pytest.approx(1.0, abs=1e-3)
+            assert hit.fields["color"] == row["color"]
+        assert sorted(h.id for h in store.search("red car", k=5)) == ["t1", "t2"]  # a query, embedded as one
+        assert store.fingerprint["kind"] == "text-embedding"

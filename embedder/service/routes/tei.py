@@ -16,6 +16,7 @@ Errors: ``{"error", "error_type"}`` with TEI's types (``Validation``, ``Unauthor
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
@@ -116,7 +117,10 @@ def rerank_response(scores: np.ndarray, request: P.RerankRequest) -> list:
 
 # ---------------------------------------------------------------------------- routes
 def _parse_embed(body: Any, call: Call) -> P.EmbedRequest:
-    return P.validate(EmbedBody, body, call.limits).request(call.limits)
+    req = P.validate(EmbedBody, body, call.limits).request(call.limits)
+    if req.instruction is DEFAULT_QUERY_INSTRUCTION:  # prompt_name "query": the served model's own default
+        req = dataclasses.replace(req, instruction=call.service.query_instruction)
+    return req
 
 
 async def _run_embed(req: P.EmbedRequest, call: Call) -> tuple[Any, int]:

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator, model_validator
 
-from ...embedder import DEFAULT_QUERY_INSTRUCTION
 from .. import protocols as P
 from .common import Call, handle, require_key, start_clock
 
@@ -130,7 +129,7 @@ async def vectorize(request: Request) -> Response:
 async def _run_vectors(req: P.VectorsRequest, call: Call) -> tuple[Any, int]:
     service = call.service
     dim = service.resolve_dim(req.dim, "transformers")
-    instruction = DEFAULT_QUERY_INSTRUCTION if req.task_type == "query" else None
+    instruction = service.query_instruction if req.task_type == "query" else None
     if not req.texts:
         return {"vectors": [], "dims": dim}, 0
     out = await service.embed(list(req.texts), dim=dim, instruction=instruction)
