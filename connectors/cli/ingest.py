@@ -74,6 +74,9 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--retries", type=int, default=5, help="tries for transient failures (default: 5)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_model_args(p, reranker=False)
+    from .ray_ingest import add_ray_args
+
+    add_ray_args(p)
     p.set_defaults(func=run_ingest)
 
 
@@ -145,6 +148,10 @@ def run_ingest(args: argparse.Namespace) -> int:
     except QVLError as exc:
         print_error(str(exc))
         return 2
+    if args.engine == "ray":
+        from .ray_ingest import run_on_ray
+
+        return run_on_ray(args, source, spec)
     embedder = store = None
     try:
         try:
