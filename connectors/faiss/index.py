@@ -12,6 +12,13 @@ Index kinds (all on L2-normalised vectors, inner product = cosine):
   reaches that count trains IVF-PQ on the stored vectors (a sample of at most
   ``MAX_TRAIN`` rows) and moves every row into it. Its approximate scores are re-scored
   exactly from the stored vectors.
+
+``quantization=`` (flat and hnsw; recorded in the spec): ``float16`` is Faiss' scalar quantizer
+``QT_fp16`` (``IndexScalarQuantizer`` / ``IndexHNSWSQ``), ``int8`` its ``QT_8bit_uniform``, one
+range for every dimension trained on the first vectors added and their negation (a symmetric
+global scale, as :mod:`connectors.quantization` does; :meth:`FaissStore.rebuild` trains it again
+on the stored rows), ``binary`` an ``IndexBinaryFlat`` / ``IndexBinaryHNSW`` of sign bits
+(:class:`BinaryIndex`) whose Hamming candidates the store re-scores from the stored vectors.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from ..core import import_optional
 
 KINDS = ("flat", "hnsw", "ivfpq")
 MAX_TRAIN = 100_000  # rows an IVF-PQ index is trained on at most
+SQ_TYPES = {"float16": "QT_fp16", "int8": "QT_8bit_uniform"}  # quantization -> Faiss' scalar quantizer
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class IndexSpec:
         nbits: bits per PQ code.
         train_rows: rows needed before IVF-PQ is trained (None: ``max(10000, 39 * nlist)``); the
             automatic ``nlist`` is sized on the rows stored when it trains.
+        quantization: how flat and HNSW indexes store the vectors (see the module docstring).
     """
 
     kind: str = "flat"
@@ -57,6 +66,7 @@ class IndexSpec:
     pq_m: int | None = None
     nbits: int = 8
     train_rows: int | None = None
+    quantization: str = "float32"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -86,14 +96,55 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
     return out / norms
 
 
+class BinaryIndex:
+    """An ``IndexBinaryIDMap2`` behind the float index API the store uses: float vectors in (their
+    sign bits stored), scores out as ``1 - 2 * hamming / dim`` (higher is better)."""
+
+    def __init__(self, index: Any) -> None:
+        self.index, self.dim = index, int(index.d)
+
+    ntotal = property(lambda self: self.index.ntotal)
+    id_map = property(lambda self: self.index.id_map)
+    is_trained = True
+
+    def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self.index.add_with_ids(np.packbits(vectors > 0, axis=1), ids)
+
+    def remove_ids(self, selector: Any) -> int:
+        return self.index.remove_ids(selector)
+
+    def search(self, query: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        hamming, labels = self.index.search(np.packbits(query > 0, axis=1), k, params=params)
+        return 1.0 - 2.0 * hamming.astype(np.float32) / self.dim, labels
+
+
 def empty_index(spec: IndexSpec, dim: int) -> Any:
     """A new, empty index for ``spec`` (for ``ivfpq``: the exact one used until training)."""
     faiss = faiss_module()
+    if spec.quantization == "binary":
+        inner = faiss.IndexBinaryHNSW(dim, spec.hnsw_m) if spec.kind == "hnsw" else faiss.IndexBinaryFlat(dim)
+        if spec.kind == "hnsw":
+            inner.hnsw.efConstruction = spec.ef_construction
+        return BinaryIndex(faiss.IndexBinaryIDMap2(inner))
+    if spec.quantization in SQ_TYPES:
+        qtype = getattr(faiss.ScalarQuantizer, SQ_TYPES[spec.quantization])
+        if spec.kind != "hnsw":
+            return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, qtype, faiss.METRIC_INNER_PRODUCT))
+        inner = faiss.IndexHNSWSQ(dim, qtype, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = spec.ef_construction
+        return faiss.IndexIDMap2(inner)
     if spec.kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = spec.ef_construction
         return faiss.IndexIDMap2(inner)
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def add(index: Any, vectors: np.ndarray, fids: np.ndarray) -> None:
+    """Add normalised vectors; an untrained int8 quantizer is first trained on them and their negation."""
+    if not index.is_trained:
+        index.train(np.vstack([vectors, -vectors]))
+    index.add_with_ids(vectors, fids)
 
 
 def is_trained_ivf(index: Any) -> bool:
@@ -179,7 +230,10 @@ def write_index(index: Any, folder: pathlib.Path, collection: str, gen: int) -> 
     faiss = faiss_module()
     final = index_path(folder, collection, gen)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    faiss.write_index(index, str(tmp))
+    if isinstance(index, BinaryIndex):
+        faiss.write_index_binary(index.index, str(tmp))
+    else:
+        faiss.write_index(index, str(tmp))
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -194,11 +248,13 @@ def write_index(index: Any, folder: pathlib.Path, collection: str, gen: int) -> 
     return final
 
 
-def read_index(folder: pathlib.Path, collection: str, gen: int) -> Any:
+def read_index(folder: pathlib.Path, collection: str, gen: int, *, binary: bool = False) -> Any:
     """The index file of generation ``gen`` (FileNotFoundError when it is gone)."""
     path = index_path(folder, collection, gen)
     if not path.is_file():
         raise FileNotFoundError(errno.ENOENT, "index file is gone", str(path))
+    if binary:
+        return BinaryIndex(faiss_module().read_index_binary(str(path)))
     return faiss_module().read_index(str(path))
 
 

@@ -11,6 +11,9 @@ rows written (and the ids removed) since, so a crash at any point leaves an inde
 agrees with its fields: the worst case is a replay. Snapshots are written when a writing
 store closes, by :meth:`FaissStore.save`, and when the rows written since the last one
 reach half the collection (at least 10,000).
+
+(Over 600 lines: the generation bookkeeping, sync, snapshot and replay, and the search paths
+that depend on which index the generation holds, read best in one place.)
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import logging
 import pathlib
 import sqlite3
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -31,6 +34,7 @@ from embedder.errors import ConnectorError, InputError, NotFoundError, SchemaMis
 from ..base import BaseStore, Schema, StoredRow, check_field_types
 from ..core import Hit, Row
 from ..filters import Node
+from ..quantization import PRECISIONS, RESCORE_OVERSAMPLING, check_precision, unsupported
 from . import index as ix
 from . import sql
 
@@ -71,20 +75,24 @@ class FaissStore(BaseStore):
     max_bytes = 64 * 1024 * 1024
     native_filter = "an SQL condition string on the fields (trusted input; values in params=)"
     text_filter = True
+    quantizations = PRECISIONS  # SQfp16, SQ8 (uniform), binary + re-scoring: flat and hnsw
 
     def __init__(self, folder: str | pathlib.Path, *, collection: str, target: str | None = None,
                  embedder: EmbedderLike | None = None, dim: int | None = None, allow_mismatch: bool = False,
                  index: str | None = None, hnsw_m: int = 32, ef_construction: int = 80, nlist: int | None = None,
                  pq_m: int | None = None, nbits: int = 8, train_rows: int | None = None, ef_search: int = 64,
-                 nprobe: int | None = None, rescore: int = 8, exact_below: int = 2048) -> None:
+                 nprobe: int | None = None, rescore: int = 8, exact_below: int = 2048,
+                 quantization: str | None = None) -> None:
         sql.check_name(collection)
         self._asked_kind = index
-        self._spec = ix.IndexSpec(index or "flat", hnsw_m, ef_construction, nlist, pq_m, nbits, train_rows)
+        self._spec = ix.IndexSpec(index or "flat", hnsw_m, ef_construction, nlist, pq_m, nbits, train_rows,
+                                  check_precision(quantization))
         for name, value in (("ef_search", ef_search), ("rescore", rescore), ("exact_below", exact_below),
                             ("nprobe", nprobe)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
-        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch)
+        super().__init__(collection=collection, embedder=embedder, dim=dim, allow_mismatch=allow_mismatch,
+                         quantization=quantization)
         self.folder = pathlib.Path(folder).expanduser().resolve()
         self.target = target or f"faiss:{self.folder}"
         self.ef_search, self.nprobe, self.rescore, self.exact_below = ef_search, nprobe, rescore, exact_below
@@ -216,7 +224,9 @@ class FaissStore(BaseStore):
             st, fresh = _State(meta["uid"], 0, ix.empty_index(self._spec, meta["dim"])), True
             if meta["index_gen"]:
                 try:
-                    st.index, st.gen = ix.read_index(self.folder, self.collection, meta["index_gen"]), meta["index_gen"]
+                    st.index = ix.read_index(self.folder, self.collection, meta["index_gen"],
+                                             binary=self._spec.quantization == "binary")
+                    st.gen = meta["index_gen"]
                 except (FileNotFoundError, RuntimeError) as exc:  # gone (replaced: read the record again) or bad
                     if not last:
                         raise FileNotFoundError(str(exc)) from exc
@@ -245,7 +255,7 @@ class FaissStore(BaseStore):
     @staticmethod
     def _add(index: Any, batch: list[tuple[int, bytes]]) -> None:
         fids, vecs = ix.from_rows(batch)
-        index.add_with_ids(vecs, fids)
+        ix.add(index, vecs, fids)
 
     def _become_writer(self) -> None:
         if not self._writer:
@@ -339,9 +349,19 @@ class FaissStore(BaseStore):
                                       f"{self._asked_kind}; open it with index={spec.kind!r} (or index=None) or use another collection")
         self._spec = spec
         fingerprint = json.loads(meta["fingerprint"]) if meta["fingerprint"] else None
-        return Schema(int(meta["dim"]), sql.fields_from_json(meta["fields"], self.collection), fingerprint)
+        return Schema(int(meta["dim"]), sql.fields_from_json(meta["fields"], self.collection), fingerprint,
+                      spec.quantization)
+
+    def _check_quantization(self, precision: str, dim: int) -> None:
+        if precision != "float32" and self._spec.kind == "ivfpq":
+            raise unsupported("faiss", precision, ("float32",), "index='ivfpq' compresses with product "
+                              "quantization already (flat and hnsw take every option)")
+        if precision == "binary" and dim % 8:
+            raise unsupported("faiss", precision, ("float32", "float16", "int8"),
+                              f"Faiss binary indexes need a dim divisible by 8, not {dim}")
 
     def _create(self, schema: Schema) -> None:
+        self._spec = replace(self._spec, quantization=schema.quantization)
         self._become_writer()
         uid = uuid.uuid4().hex
         with self._lock.mutex, self._errors("creating"):
@@ -444,7 +464,7 @@ class FaissStore(BaseStore):
                 else:
                     ix.remove(st.index, np.array(old, dtype=np.int64))
                 if records and vectors is not None:
-                    st.index.add_with_ids(ix.normalized(vectors), np.array(fids, dtype=np.int64))
+                    ix.add(st.index, ix.normalized(vectors), np.array(fids, dtype=np.int64))
                 st.gen, st.pending = gen, st.pending + changed
             except Exception:  # noqa: BLE001 - the rows are stored; the index is rebuilt from them
                 log.warning("faiss: updating the index of %r failed; it is reloaded", self.collection, exc_info=True)
@@ -515,11 +535,12 @@ class FaissStore(BaseStore):
             p = faiss.SearchParametersIVF(sel=sel, nprobe=int(min(index.nlist, probes * sparse)))
             k = n * max(1, rescore if rescore is not None else self.rescore)
         else:
+            k = n * (RESCORE_OVERSAMPLING if self._spec.quantization == "binary" else 1)
             p = faiss.SearchParameters(sel=sel) if sel is not None else None
         k = int(min(k, max(1, index.ntotal)))
         scores, labels = index.search(query, k, params=p)
         found = [(int(f), float(s)) for f, s in zip(labels[0], scores[0]) if f >= 0]
-        if ix.is_trained_ivf(index) and found:  # PQ scores are approximate: exact ones from the stored vectors
+        if (ix.is_trained_ivf(index) or self._spec.quantization == "binary") and found:  # exact from the floats
             return self._exact(query[0], np.array([f for f, _ in found], dtype=np.int64), n)
         return found[:n]
 
@@ -527,7 +548,7 @@ class FaissStore(BaseStore):
         """Brute force over the stored vectors (of ``fids``, or all); a flat or HNSW index
         gives back the normalised vectors it holds faster than SQLite."""
         rows_t, index, step = sql.rows_table(self.collection), self._st.index, 8192
-        if fids is not None and not ix.is_trained_ivf(index):
+        if fids is not None and not ix.is_trained_ivf(index) and self._spec.quantization == "float32":
             return ix.top_n(((part, index.reconstruct_batch(part)) for part in np.array_split(
                 fids, max(1, len(fids) // step))), query, n)
         if fids is None:
@@ -573,7 +594,7 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
                allow_mismatch: bool = False, index: str | None = None, hnsw_m: int = 32, ef_construction: int = 80,
                nlist: int | None = None, pq_m: int | None = None, nbits: int = 8, train_rows: int | None = None,
                ef_search: int = 64, nprobe: int | None = None, rescore: int = 8,
-               exact_below: int = 2048) -> FaissStore:
+               exact_below: int = 2048, quantization: str | None = None) -> FaissStore:
     """Open a collection of a Faiss store folder (it is created by :meth:`FaissStore.create`).
 
     Args:
@@ -591,8 +612,11 @@ def open_store(target: str, *, collection: str, embedder: EmbedderLike | None = 
             ``max(16, nlist / 8)``; IVF-PQ candidates per hit re-scored exactly).
         exact_below: a filter selecting at most this many rows is searched exactly on an
             HNSW or IVF-PQ index (a graph or a few lists would miss most of them).
+        quantization: ``float32`` (default: the collection's), ``float16`` (SQfp16), ``int8``
+            (SQ8) or ``binary`` (sign bits, 4x the candidates re-scored exactly), for ``flat``
+            and ``hnsw`` (see :mod:`connectors.faiss.index`); refused for ``ivfpq``.
     """
     return FaissStore(ix.parse_target(target), collection=collection, target=target, embedder=embedder, dim=dim,
                       allow_mismatch=allow_mismatch, index=index, hnsw_m=hnsw_m, ef_construction=ef_construction,
                       nlist=nlist, pq_m=pq_m, nbits=nbits, train_rows=train_rows, ef_search=ef_search,
-                      nprobe=nprobe, rescore=rescore, exact_below=exact_below)
+                      nprobe=nprobe, rescore=rescore, exact_below=exact_below, quantization=quantization)
