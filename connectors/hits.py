@@ -5,6 +5,12 @@ Used by ``qvl search`` and ``qvl demo``::
     records = [hit_record(i, h) for i, h in enumerate(store.search("a red bicycle"), 1)]
     print(format_table(records))
     pathlib.Path("hits.html").write_text(render_html(records, title="a red bicycle"))
+
+A hit inside a document or a video (a PDF page, a slide, a video window: see
+:mod:`connectors.ingest.documents`) carries ``page`` or ``t_start`` / ``t_end`` in its
+record; the HTML page shows the page itself or the frame at ``t_start``, linked to
+``file.pdf#page=N`` or ``video.mp4#t=START,END``. :func:`group_by_doc` keeps the best
+hit of each document.
 """
 from __future__ import annotations
 
@@ -19,7 +25,10 @@ from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["hit_record", "format_table", "render_html", "THUMBNAIL_SIZE"]
+__all__ = ["hit_record", "format_table", "render_html", "group_by_doc", "doc_key", "THUMBNAIL_SIZE"]
+
+#: where a hit points inside its document: lifted from ``metadata`` into the record
+LOCATION_KEYS = ("doc_id", "page", "pages", "t_start", "t_end")
 
 THUMBNAIL_SIZE = 256
 
@@ -29,11 +38,51 @@ def hit_record(rank: int, hit: Any) -> dict[str, Any]:
     from .ingest import json_safe
 
     fields = json_safe(dict(hit.fields or {}))
-    return {"rank": rank, "id": hit.id, "score": round(float(hit.score), 6),
-            "rerank_score": None if hit.rerank_score is None else round(float(hit.rerank_score), 6),
-            "text": fields.pop("text", None), "media": fields.pop("media", None),
-            "modality": fields.pop("modality", None), "metadata": fields.pop("metadata", None) or {},
-            "fields": {k: v for k, v in fields.items() if not k.startswith("_")}}
+    record = {"rank": rank, "id": hit.id, "score": round(float(hit.score), 6),
+              "rerank_score": None if hit.rerank_score is None else round(float(hit.rerank_score), 6),
+              "text": fields.pop("text", None), "media": fields.pop("media", None),
+              "modality": fields.pop("modality", None), "metadata": fields.pop("metadata", None) or {},
+              "fields": {k: v for k, v in fields.items() if not k.startswith("_")}}
+    meta = record["metadata"] if isinstance(record["metadata"], dict) else {}
+    record.update({key: meta[key] for key in LOCATION_KEYS if key in meta})
+    return record
+
+
+def doc_key(hit: Any) -> str:
+    """The document a hit belongs to: its ``doc_id``, else its media file (without ``#page=`` /
+    ``#t=``), else its own id."""
+    fields = hit.fields if hasattr(hit, "fields") else hit
+    meta = (fields or {}).get("metadata") or {}
+    if isinstance(meta, dict) and meta.get("doc_id"):
+        return str(meta["doc_id"])
+    media = (fields or {}).get("media")
+    if media:
+        return str(media).split("#page=")[0].split("#t=")[0]
+    return str(getattr(hit, "id", None) or (fields or {}).get("id"))
+
+
+def group_by_doc(hits: Sequence[Any], k: int) -> list[Any]:
+    """The best hit of each document (hits in rank order), at most ``k`` of them."""
+    seen: set[str] = set()
+    out = []
+    for hit in hits:
+        key = doc_key(hit)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(hit)
+        if len(out) >= k:
+            break
+    return out
+
+
+def _where(record: dict[str, Any]) -> str:
+    """``p3/12`` for a page, ``25-55 s`` for a video window, else empty."""
+    if record.get("page") is not None:
+        return f"p{record['page']}" + (f"/{record['pages']}" if record.get("pages") else "")
+    if record.get("t_start") is not None:
+        return f"{record['t_start']:g}-{record.get('t_end', record['t_start']):g} s"
+    return ""
 
 
 def _clip(text: Any, width: int) -> str:
@@ -46,7 +95,9 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     if not records:
         return "(no hits)"
     reranked = any(r["rerank_score"] is not None for r in records)
-    head = ["#", "id", "score"] + (["rerank"] if reranked else []) + ["kind", "text", "media"]
+    located = any(_where(r) for r in records)
+    head = ["#", "id", "score"] + (["rerank"] if reranked else []) + ["kind", "text", "media"] + (
+        ["where"] if located else [])
     rows = []
     for r in records:
         media = r["media"] or ""
@@ -55,7 +106,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
         row = [str(r["rank"]), _clip(r["id"], 14), f"{r['score']:.4f}"]
         if reranked:
             row.append("-" if r["rerank_score"] is None else f"{r['rerank_score']:.4f}")
-        row += [r["modality"] or "", _clip(r["text"], 48), media]
+        row += [r["modality"] or "", _clip(r["text"], 48), media] + ([_where(r)] if located else [])
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
@@ -81,6 +132,9 @@ def _thumbnail(media: str, modality: str | None) -> str:
         extra = " controls preload=\"metadata\"" if tag == "video" else ""
         return f'<{tag} src="{html.escape(media)}"{extra}></{tag}>' if tag == "video" else \
             f'<img src="{html.escape(media)}" alt="">'
+    inside = _inside_thumbnail(media)
+    if inside is not None:
+        return inside
     path = pathlib.Path(media)
     if not path.is_file():
         return f'<div class="missing">missing: {html.escape(media)}</div>'
@@ -103,6 +157,61 @@ def _thumbnail(media: str, modality: str | None) -> str:
         return f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(path.name)}">'
     except Exception as exc:  # noqa: BLE001 - a broken file gets a note, not a crash
         return f'<div class="missing">cannot show {html.escape(path.name)}: {html.escape(str(exc))}</div>'
+
+
+def _jpeg_tag(img: Any, alt: str) -> str:
+    img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}" alt="{alt}">'
+
+
+def _inside_thumbnail(media: str) -> str | None:
+    """HTML for a PDF page (``x.pdf#page=N``: the page, linked to it) or a video window
+    (``x.mp4#t=A,B``: the frame at A, linked to the window); None for other media."""
+    from embedder.items import parse_page_ref
+    from embedder.video import parse_segment_ref
+
+    page, segment = parse_page_ref(media), parse_segment_ref(media)
+    if page is None and segment is None:
+        return None
+    path = pathlib.Path(page[0] if page is not None else segment[0])  # type: ignore[index]
+    fragment = media[media.rfind("#"):].split("&dpi=")[0]
+    if not path.is_file():
+        return f'<div class="missing">missing: {html.escape(media)}</div>'
+    href = html.escape(path.resolve().as_uri() + fragment)
+    try:
+        if page is not None:
+            from embedder.items import render_pdf_page
+
+            img = render_pdf_page(path, page[1], 36)
+            label = f"{path.name} page {page[1]}"
+        else:
+            img = _frame_at(path, segment[1])  # type: ignore[index]
+            label = f"{path.name} at {segment[1]:g} s"  # type: ignore[index]
+            if img is None:
+                return f'<a href="{href}">{html.escape(label)}</a>'
+        return f'<a href="{href}">{_jpeg_tag(img, html.escape(label))}</a>'
+    except Exception as exc:  # noqa: BLE001 - a broken file gets a note, not a crash
+        return f'<div class="missing">cannot show {html.escape(media)}: {html.escape(str(exc))}</div>'
+
+
+def _frame_at(path: pathlib.Path, seconds: float) -> Any:
+    """The first frame at or after ``seconds`` of a video as a PIL image, or None without a decoder."""
+    try:
+        import av
+    except ImportError:
+        return None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if seconds > 0 and stream.time_base:
+            container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
+        last = None
+        for frame in container.decode(stream):
+            last = frame
+            if frame.time is None or frame.time >= seconds - 1e-3:
+                break
+        return None if last is None else last.to_image().convert("RGB")
 
 
 def _first_frame(path: pathlib.Path) -> Any:

@@ -52,6 +52,20 @@ def _add_ingest(sub: Any) -> None:
                    help="folder that media paths in a table must be in; the first is the base of relative paths; "
                         "repeat to allow several (default: the table's folder; the current folder for SQL). A row "
                         "whose file is elsewhere (or links elsewhere) goes to the dead letters")
+    d = p.add_argument_group("documents and long videos (folders)")
+    d.add_argument("--pdf-mode", choices=["fused", "image", "text"], default="fused",
+                   help="a PDF page (or slide) is embedded from its rendered image fused with its text layer "
+                        "(default), its image alone, or its text alone (a page without text: its image)")
+    d.add_argument("--pdf-dpi", type=int, default=144, metavar="DPI",
+                   help="render pages at this DPI, never above the model's 1,843,200 pixels (default: 144)")
+    d.add_argument("--pdf-text-tokens", type=int, default=1024, metavar="N",
+                   help="keep about N tokens of a page's text (4 characters a token, cut at a word; default: 1024)")
+    d.add_argument("--video-segments", type=float, metavar="SECONDS",
+                   help="cut videos into windows of SECONDS, one row each with t_start/t_end (0: one vector per "
+                        "video; default: one vector up to 64 s, 30 s windows beyond)")
+    d.add_argument("--video-overlap", type=float, metavar="SECONDS",
+                   help="seconds each window shares with the previous one (default: 5, or a sixth of a window "
+                        "under 30 s)")
     p.add_argument("--no-recursive", dest="recursive", action="store_false", help="do not descend into sub-folders")
     p.add_argument("--follow-links", action="store_true",
                    help="follow symbolic links that lead out of the source folder (default: such links are not "
@@ -142,9 +156,13 @@ def run_ingest(args: argparse.Namespace) -> int:
         print_error(problem)
         return 2
     try:
+        from connectors.ingest.documents import PdfOptions, VideoSegments
+
+        pdf = PdfOptions(mode=args.pdf_mode, dpi=args.pdf_dpi, text_tokens=args.pdf_text_tokens)
+        segments = VideoSegments(args.video_segments, args.video_overlap)
         source = pl.open_source(args.source, from_sql=args.from_sql, query=args.query, fmt=args.fmt,
                                 columns=_columns(args), media_root=args.media_root, recursive=args.recursive,
-                                follow_links=args.follow_links)
+                                follow_links=args.follow_links, pdf=pdf, video_segments=segments)
     except QVLError as exc:
         print_error(str(exc))
         return 2

@@ -3,6 +3,7 @@
 ::
 
     qvl search "a red bicycle" --in milvus:./qvl.db --collection photos --rerank --html hits.html
+    qvl search "revenue by quarter" --collection reports --group-by doc     # the best page of each PDF
 """
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import json
 import pathlib
 from typing import Any
 
-from connectors.hits import format_table, hit_record, render_html
+from connectors.hits import format_table, group_by_doc, hit_record, render_html
 
 from .common import (DEFAULT_COLLECTION, DEFAULT_TARGET, add_model_args, api_key_of, check_dim_arg,
                      checkpoint_dim, close_quietly, load_embedder, load_reranker, model_spec, one_line,
                      open_target_first, print_error, reranker_spec)
+
+
+#: --group-by doc looks at this many hits per document asked for
+GROUP_FETCH = 5
 
 
 def add_parser(subparsers: Any) -> None:
@@ -43,6 +48,9 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--rerank", action="store_true", help="rerank the vector hits with the reranker")
     p.add_argument("--candidates", type=int, help="vector hits to rerank (default: the store's)")
     p.add_argument("--dim", type=int, help="vector dimension (default: the collection's)")
+    p.add_argument("--group-by", choices=["doc"], dest="group_by",
+                   help="doc: the best page (or video window) of each document, k documents (from the best "
+                        f"{GROUP_FETCH}k hits)")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.add_argument("--html", metavar="FILE", help="also write an HTML page with thumbnails")
     add_model_args(p, reranker=True)
@@ -149,11 +157,14 @@ def run_search(args: argparse.Namespace) -> int:
             reranker = load_reranker(reranker_spec(args), device=args.device, api_key=key) if args.rerank else None
             store = connectors.connect(args.target, collection=args.collection, embedder=embedder, dim=args.dim)
             kwargs = filter_kwargs(store, args.where)
+            k = args.k * GROUP_FETCH if args.group_by else args.k
             if reranker is not None:
                 kwargs["rerank"] = reranker
-                if args.candidates:
-                    kwargs["candidates"] = args.candidates
-            hits = store.search(query, k=args.k, **kwargs)
+                if args.candidates or args.group_by:
+                    kwargs["candidates"] = max(args.candidates or 0, k)
+            hits = store.search(query, k=k, **kwargs)
+            if args.group_by:
+                hits = group_by_doc(hits, args.k)
         except NotFoundError as exc:
             print_error(f"{exc} (in {args.target}; ingest something first: qvl ingest SOURCE --to {args.target} "
                  f"--collection {args.collection})")

@@ -5,11 +5,15 @@
 columns onto a row. Each record carries its source location (``photos/cat.jpg``,
 ``items.csv:12``) for the dead letters.
 
-Sources are read defensively: a folder's symbolic links that lead out of it are not
+A folder's PDFs and slide decks give one row per page, and its long videos one row per
+window (:mod:`connectors.ingest.documents`). Sources are read defensively: a folder's symbolic links that lead out of it are not
 followed (unless asked) and a table's media paths must lead into its media roots, each
 refused record being a dead letter with its reason (never a silent skip); file names
 that are not UTF-8 are carried as ``\\xff`` escapes (a text so named is ingested, media
 so named are dead letters), never stopping the run.
+
+(Over 600 lines: the readers share the row mapping, the media-root and link checks and
+the ``Source`` description; the document and video specifics live in ``documents``.)
 """
 from __future__ import annotations
 
@@ -23,11 +27,14 @@ import os
 import pathlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
 from embedder.errors import InputError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from .documents import PdfOptions, VideoSegments
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"})
 CAPTION_EXTENSION = ".txt"
 TEXT_EXTENSIONS = frozenset({".txt", ".md"})
+DOCUMENT_EXTENSIONS = frozenset({".pdf", ".pptx", ".ppt", ".odp", ".key"})  # documents.DOCUMENT_EXTENSIONS
 #: file suffix -> table format
 TABLE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
                  ".pq": "parquet"}
@@ -111,8 +119,8 @@ def _read_text_file(path: pathlib.Path) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _group_folder(files: Sequence[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """Split one directory's file names into ``(media, caption sidecar)`` pairs and texts."""
+def _group_folder(files: Sequence[str]) -> tuple[list[tuple[str, str | None]], list[str], list[str]]:
+    """Split one directory's file names into ``(media, caption sidecar)`` pairs, texts and documents."""
     by_stem: dict[str, list[str]] = {}
     for name in files:
         by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
@@ -126,7 +134,8 @@ def _group_folder(files: Sequence[str]) -> tuple[list[tuple[str, str | None]], l
         caption = captions[0] if media and captions else None
         pairs += [(m, caption) for m in media]
         texts += others + ([] if media else captions)
-    return pairs, texts
+    docs = [n for n in files if os.path.splitext(n)[1].lower() in DOCUMENT_EXTENSIONS]
+    return pairs, texts, docs
 
 
 def display_name(name: str) -> str:
@@ -180,14 +189,16 @@ def _link_problem(path: pathlib.Path, root: pathlib.Path, follow_links: bool) ->
     return None
 
 
-def folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links: bool = False
+def folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links: bool = False,
+                pdf: "PdfOptions | None" = None, video_segments: "VideoSegments | None" = None
                 ) -> Iterator[SourceRow]:
-    """Rows for the images, videos and text files under ``root`` (one directory at a time).
+    """Rows for the images, videos, text files, PDFs and slide decks under ``root`` (one directory at a time).
 
     ``name.txt`` next to ``name.jpg`` (or a video) is its caption: together they make one
-    fused item. Other ``.txt`` / ``.md`` files are text rows. Hidden files and other
-    extensions are ignored. Media are referred to by absolute path; ``metadata.path``
-    holds the path relative to ``root``.
+    fused item. Other ``.txt`` / ``.md`` files are text rows. A PDF or a deck gives one row
+    per page, a long video one row per window (with its caption each; see
+    :mod:`connectors.ingest.documents`). Hidden files and other extensions are ignored.
+    Media are referred to by absolute path; ``metadata.path`` holds the path relative to ``root``.
 
     A symbolic link that resolves outside ``root`` (a file, or a folder) is not followed:
     it becomes a failed row naming its target, never a silent skip. A file whose name is
@@ -198,7 +209,14 @@ def folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links
         root: the folder.
         recursive: descend into sub-folders (hidden ones are skipped).
         follow_links: follow every symbolic link, wherever it points.
+        pdf: how PDF pages and decks become rows (default :class:`~connectors.ingest.documents.PdfOptions`).
+        video_segments: how videos are cut (default: automatic, see
+            :class:`~connectors.ingest.documents.VideoSegments`).
     """
+    from .documents import PdfOptions, VideoSegments, document_rows, video_rows
+
+    pdf = pdf or PdfOptions()
+    video_segments = video_segments or VideoSegments()
     base = pathlib.Path(root).expanduser().resolve()
     for folder, files, outside in _walk(base, recursive, follow_links):
         for name in outside:
@@ -206,7 +224,7 @@ def folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links
             target = display_name(os.path.realpath(folder / name))
             yield SourceRow(rel, error=f"symbolic link to the folder {target!r}, outside the source folder: not "
                                        "followed (pass --follow-links to follow links)")
-        pairs, texts = _group_folder(files)
+        pairs, texts, docs = _group_folder(files)
         for name, caption in pairs:
             path = folder / name
             rel = display_name(path.relative_to(base).as_posix())
@@ -227,7 +245,21 @@ def folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links
                     yield SourceRow(location, error=f"caption {display_name(caption)}: {err}")
                     continue
                 row["text"] = text
-            yield SourceRow(location, row)
+            if kind == "video":
+                yield from video_rows(path, rel, location, video_segments, row)
+            else:
+                yield SourceRow(location, row)
+        for name in docs:
+            path = folder / name
+            rel = display_name(path.relative_to(base).as_posix())
+            problem = _link_problem(path, base, follow_links)
+            if problem is None and display_name(str(path)) != str(path):
+                problem = (f"the file name is not valid UTF-8 ({rel!r}); a database cannot store its path: "
+                           "rename the file")
+            if problem is not None:
+                yield SourceRow(rel, error=problem)
+                continue
+            yield from document_rows(path, rel, pdf)
         for name in texts:
             path = folder / name
             rel = display_name(path.relative_to(base).as_posix())
@@ -241,10 +273,13 @@ def folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links
 
 def count_folder_rows(root: str | os.PathLike, *, recursive: bool = True, follow_links: bool = False) -> int:
     """How many rows :func:`folder_rows` will yield (a quick walk; nothing is read)."""
+    from .documents import pdf_page_count
+
     total = 0
-    for _, files, outside in _walk(pathlib.Path(root).expanduser().resolve(), recursive, follow_links):
-        pairs, texts = _group_folder(files)
+    for folder, files, outside in _walk(pathlib.Path(root).expanduser().resolve(), recursive, follow_links):
+        pairs, texts, docs = _group_folder(files)
         total += len(outside) + len(pairs) + len(texts)
+        total += sum((name.lower().endswith(".pdf") and pdf_page_count(folder / name)) or 1 for name in docs)
     return total
 
 
@@ -505,6 +540,8 @@ class Source:
             paths (default: the table's folder, the current folder for SQL).
         recursive: descend into sub-folders (``folder`` only).
         follow_links: follow symbolic links out of the folder (``folder`` only).
+        pdf: how PDFs and decks become page rows (``folder`` only; None: the defaults).
+        video_segments: how videos are cut into windows (``folder`` only; None: automatic).
     """
 
     kind: str
@@ -514,11 +551,14 @@ class Source:
     media_root: tuple[str, ...] | None = None
     recursive: bool = True
     follow_links: bool = False
+    pdf: "PdfOptions | None" = None
+    video_segments: "VideoSegments | None" = None
 
     def rows(self) -> Iterator[SourceRow]:
         """Stream the source's records as :class:`SourceRow` objects."""
         if self.kind == "folder":
-            return folder_rows(self.location, recursive=self.recursive, follow_links=self.follow_links)
+            return folder_rows(self.location, recursive=self.recursive, follow_links=self.follow_links,
+                               pdf=self.pdf, video_segments=self.video_segments)
         if self.kind == "sql":
             return sql_rows(self.location, self.query or "", self.columns, media_root=self.media_root)
         reader = {"jsonl": jsonl_rows, "csv": csv_rows, "parquet": parquet_rows}[self.kind]
@@ -556,7 +596,8 @@ def _redact(url: str) -> str:
 
 def open_source(source: str | os.PathLike | None = None, *, from_sql: str | None = None, query: str | None = None,
                 fmt: str | None = None, columns: Columns = Columns(), media_root: MediaRoot = None,
-                recursive: bool = True, follow_links: bool = False) -> Source:
+                recursive: bool = True, follow_links: bool = False, pdf: "PdfOptions | None" = None,
+                video_segments: "VideoSegments | None" = None) -> Source:
     """Describe a source: a folder, a JSONL / CSV / Parquet file, or a SQL query.
 
     Args:
@@ -569,6 +610,9 @@ def open_source(source: str | os.PathLike | None = None, *, from_sql: str | None
             is the base of relative paths (default: the table's folder; the current folder for SQL).
         recursive: descend into sub-folders of a folder source.
         follow_links: follow symbolic links that lead out of a folder source.
+        pdf: PDF and deck options for a folder source (:class:`~connectors.ingest.documents.PdfOptions`).
+        video_segments: video windows for a folder source
+            (:class:`~connectors.ingest.documents.VideoSegments`).
 
     Raises:
         InputError: the source does not exist, its format is unknown, or arguments conflict.
@@ -591,7 +635,8 @@ def open_source(source: str | os.PathLike | None = None, *, from_sql: str | None
     if p.is_dir():
         if fmt:
             raise InputError(f"--format {fmt} applies to files, but {str(source)!r} is a folder")
-        return Source("folder", str(p), recursive=recursive, follow_links=follow_links)
+        return Source("folder", str(p), recursive=recursive, follow_links=follow_links, pdf=pdf,
+                      video_segments=video_segments)
     kind = fmt or TABLE_FORMATS.get(p.suffix.lower())
     if kind not in ("jsonl", "csv", "parquet"):
         raise InputError(f"cannot tell the format of {str(source)!r}: expected a folder or a file ending in "
