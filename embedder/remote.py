@@ -113,6 +113,12 @@ def _encode_source(source: Any, what: str, *, server_paths: bool, path_roots: Se
         return source
     if server_paths:
         return source
+    if what == "image":
+        from .items import LoadOptions, parse_page_ref, render_pdf_page
+
+        page = parse_page_ref(source)
+        if page is not None:  # a PDF page (report.pdf#page=3): rendered here, as the local embedder renders it
+            return _pil_to_uri(render_pdf_page(*page, options=LoadOptions(path_roots=path_roots)))
     path = source[7:] if lowered.startswith("file://") else source
     data = _read_local(path, what, path_roots)
     if what == "video":

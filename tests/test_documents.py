@@ -212,6 +212,23 @@ def test_every_page_is_a_row_with_its_fields_text_and_image(docs):
     assert abs(full.size[0] / full.size[1] - A4[0] / A4[1]) < 0.002
 
 
+def test_a_page_goes_to_a_remote_embedder_as_the_image_rendered_here(docs):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from embedder.items import LoadOptions, open_image, page_ref
+    from embedder.remote import encode_item
+
+    ref = page_ref(docs / "chart.pdf", 1, 36)
+    sent = encode_item({"image": ref, "text": "Revenue by year"})
+    assert sent["image"].startswith("data:image/png;base64,")
+    img = Image.open(io.BytesIO(base64.b64decode(sent["image"].split(",", 1)[1])))
+    assert np.array_equal(np.asarray(img), np.asarray(open_image(ref, LoadOptions())))
+    assert encode_item({"image": ref}, server_paths=True)["image"] == ref  # a service that reads the file itself
+
+
 def test_modes_and_the_text_budget(docs):
     rows = {r.location: r.row for r in folder_rows(docs, pdf=PdfOptions(mode="text", dpi=36)) if r.row}
     assert "image" not in rows["report.pdf#page=1"] and "topic" in rows["report.pdf#page=1"]["text"]
