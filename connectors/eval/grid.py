@@ -177,19 +177,63 @@ def make_spec(full_dim: int, *, dims: Sequence[int] | None, precisions: Sequence
 # ---------------------------------------------------------------------------- searching
 def exact_runs(spec: GridSpec, dim: int, precision: str, doc_ids: list[str], corpus: np.ndarray,
                qids: list[str], queries: np.ndarray, tick: Callable[[int], None]) -> Retrieval:
-    """numpy over the stored form: :func:`connectors.quantization.reference_search`, per query."""
-    from connectors.quantization import encode, reference_search
-
-    stored = encode(corpus, precision)
+    """numpy over the stored form, per query (what :func:`connectors.quantization.reference_search`
+    computes, with the decoded vectors normalised once rather than per query)."""
+    searcher = ExactSearch(corpus, precision)
     n = min(spec.depth, len(doc_ids))
     ranked, seconds = {}, []
     for qid, q in zip(qids, queries):
         t = time.perf_counter()
-        order, _ = reference_search(q, corpus, n, precision, stored=stored)
+        order = searcher.top(q, n)
         seconds.append(time.perf_counter() - t)
         ranked[qid] = [doc_ids[i] for i in order]
         tick(1)
     return Retrieval(Config(dim, precision, "exact"), ranked, seconds)
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
+
+
+class ExactSearch:
+    """Exact top-n over one precision's stored form: cosine to the decoded vectors (float32,
+    float16, int8), or Hamming distance on the sign bits and then the float cosine of the best
+    ``RESCORE_OVERSAMPLING * n`` (binary), as :func:`connectors.quantization.reference_search`."""
+
+    def __init__(self, vectors: np.ndarray, precision: str) -> None:
+        from connectors.quantization import encode
+
+        self.precision = precision
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        stored = encode(self.vectors, precision)
+        if precision == "binary":
+            self.bits = stored
+        else:
+            decoded = stored.astype(np.float32)
+            norms = np.linalg.norm(decoded, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            self.decoded = decoded / norms
+
+    @staticmethod
+    def _best(scores: np.ndarray, n: int) -> np.ndarray:
+        """Indices of the ``n`` highest scores, best first, ties in row order."""
+        if n < len(scores):
+            kth = np.partition(scores, len(scores) - n)[len(scores) - n]
+            part = np.flatnonzero(scores >= kth)  # every tie at the boundary, so the lowest rows win as in a stable sort
+            return part[np.lexsort((part, -scores[part]))][:n]
+        return np.argsort(-scores, kind="stable")
+
+    def top(self, query: np.ndarray, n: int) -> np.ndarray:
+        from connectors.quantization import RESCORE_OVERSAMPLING
+
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        q = q / (np.linalg.norm(q) or 1.0)
+        if self.precision != "binary":
+            return self._best(self.decoded @ q, n)
+        qbits = np.packbits(q > 0)
+        hamming = _POPCOUNT[np.bitwise_xor(self.bits, qbits)].sum(axis=1, dtype=np.int64)
+        candidates = self._best(-hamming.astype(np.float64), RESCORE_OVERSAMPLING * n)
+        exact = self.vectors[candidates] @ q
+        return candidates[self._best(exact, n)]
 
 
 def ann_options(store: Any, ef: int | None) -> dict[str, Any] | None:
