@@ -140,10 +140,11 @@ class MemoryStore(BaseStore):
             found.append(i)
             if len(found) >= wanted:
                 break
+        score = dict(zip(found, scores[found]))
         if precision == "binary":  # the binary candidates re-scored with the float vectors
             exact = similarities(vector, c.vectors[found], "float32")
-            found, scores = [found[j] for j in np.argsort(-exact, kind="stable")[:n]], dict(zip(found, exact))
-        return [Hit(id=c.ids[i], score=float(scores[i]), fields=dict(c.fields[i])) for i in found]
+            found, score = [found[j] for j in np.argsort(-exact, kind="stable")[:n]], dict(zip(found, exact))
+        return [Hit(id=c.ids[i], score=float(score[i]), fields=dict(c.fields[i])) for i in found]
 
     def _existing(self, ids: list[str]) -> Iterable[str]:
         return [i for i in ids if i in self._c.pos]
