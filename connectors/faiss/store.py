@@ -109,7 +109,8 @@ class FaissStore(BaseStore):
     # ------------------------------------------------------------------ properties
     @property
     def client(self) -> Any:
-        """The Faiss index (``faiss.Index``) at the collection's last committed state."""
+        """The Faiss index (``faiss.Index``; binary: a :class:`~connectors.faiss.index.BinaryIndex`, whose
+        ``index`` is the ``faiss.IndexBinaryIDMap2``) at the collection's last committed state."""
         with self._txn():
             return self._st.index
 
