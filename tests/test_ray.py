@@ -11,6 +11,8 @@ duplicated. One subprocess runs ``qvl ingest --engine ray`` against the same clu
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pytest
 
 from tests.conftest import skip_or_fail
 from tests.connectors.postgres_server import pg_dsn, pg_server  # noqa: F401 - session fixtures
-from tests.test_ingest import dead_letters, make_folder, make_table_rows, write_table
+from tests.test_ingest import ROOT, dead_letters, make_folder, make_table_rows, summary_of, write_table
 
 DIM = 64
 
@@ -42,11 +44,10 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, tiny_embedding_path):
+def corpus(tmp_path_factory, embedder):
     """The folder and the Parquet file, and a single-process ingest of both into a memory store."""
     from connectors.ingest import Columns, ingest, open_source
     from connectors.memory import MemoryStore
-    from embedder import Embedder
 
     base = tmp_path_factory.mktemp("ray-corpus")
     layout = make_folder(base / "folder")
@@ -56,10 +57,9 @@ def corpus(tmp_path_factory, tiny_embedding_path):
                                                                   meta=("price", "color")))]
     reference = MemoryStore(dim=DIM, collection="reference")
     reference.create(exist_ok=True)
-    with Embedder.from_pretrained(tiny_embedding_path, device="cpu") as emb:
-        for i, source in enumerate(sources):
-            summary = ingest(source.rows(), reference, emb, dim=DIM, dead_letter=base / f"ref{i}.dead")
-            assert summary.written > 0 and summary.failed > 0
+    for i, source in enumerate(sources):
+        summary = ingest(source.rows(), reference, embedder, dim=DIM, dead_letter=base / f"ref{i}.dead")
+        assert summary.written > 0 and summary.failed > 0
     dead = dead_letters(base / "ref0.dead") + dead_letters(base / "ref1.dead")
     bad = set(layout["bad"]) | {"items.parquet:row 5", "items.parquet:row 6"}
     assert {d["location"] for d in dead} == bad
@@ -80,10 +80,9 @@ def _dataset(corpus: dict, model: str, sink: Any, *, embed_class: Any = None, ba
 
     from connectors.ray import EmbedBatches, read_source
 
-    ds = read_source(corpus["sources"][0], rows_per_block=4).union(read_source(corpus["sources"][1],
-                                                                               rows_per_block=4))
+    ds = read_source(corpus["sources"][0]).union(read_source(corpus["sources"][1]))
     return ds.map_batches(embed_class or EmbedBatches, batch_size=batch_size,
-                          fn_constructor_kwargs={"model": model, "dim": DIM, "store": sink.store, "device": "cpu",
+                          fn_constructor_kwargs={"model": model, "dim": DIM, "store": sink.store,
                                                  **kwargs},
                           compute=ray.data.ActorPoolStrategy(size=1))
 
@@ -104,28 +103,36 @@ def _check_report(report: Any, dead_file: Path, corpus: dict) -> None:
     assert (report.read, report.written, report.failed) == (n_good + n_bad, n_good, n_bad)
     assert sorted(report.written_ids) == sorted(corpus["reference"])  # each id once: nothing duplicated
     dead = dead_letters(dead_file)
-    key = lambda d: (d["location"], d["stage"], d["reason"])  # noqa: E731
+    key = lambda d: (d["location"], d["stage"], d["id"])  # noqa: E731 - a qvl serve words its reasons its own way
     assert sorted(map(key, dead)) == sorted(map(key, corpus["dead"]))  # every bad row exactly once
+    assert all(d["reason"] for d in dead)
     assert sorted(f.location for f in report.failures) == sorted(d["location"] for d in dead)
 
 
 # ============================================================================ one test per database
-def test_milvus_lite_equals_single_process_and_rerun_adds_nothing(ray_cluster, corpus, tmp_path,
-                                                                  tiny_embedding_path):
-    """Milvus Lite: one process may open the file, so one actor owns it and every task calls it."""
+def test_milvus_lite_equals_single_process_then_cli_rerun_adds_nothing(ray_cluster, corpus, tmp_path,
+                                                                        tiny_embedding_path):
+    """Milvus Lite (one process may open the file: one actor owns it and every task calls it); then
+    ``qvl ingest --engine ray`` in a subprocess, on the same cluster, runs the folder again: nothing new."""
     import connectors
     from connectors.ray import StoreSink
 
     target = f"milvus:{tmp_path / 'ray.db'}"
-    reports = []
-    for run in range(2):
-        sink = StoreSink(target, collection="photos", dim=DIM, dead_letter=tmp_path / f"dead{run}.jsonl")
-        _dataset(corpus, tiny_embedding_path, sink).write_datasink(sink)
-        reports.append(sink.report)
-    _check_report(reports[0], tmp_path / "dead0.jsonl", corpus)
-    again = reports[1]  # the re-run: every good id is found in Milvus and skipped before embedding
-    assert (again.embedded, again.written, again.skipped, again.failed) == (0, 0, len(corpus["reference"]),
-                                                                           len(corpus["dead"]))
+    sink = StoreSink(target, collection="photos", dim=DIM, dead_letter=tmp_path / "dead.jsonl")
+    _dataset(corpus, tiny_embedding_path, sink).write_datasink(sink)
+    _check_report(sink.report, tmp_path / "dead.jsonl", corpus)
+
+    qvl = [shutil.which("qvl")] if shutil.which("qvl") else [sys.executable, "-m", "connectors.cli"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([*qvl, "ingest", str(corpus["base"] / "folder"), "--to", target, "--collection", "photos",
+                           "--model", tiny_embedding_path, "--dim", str(DIM), "--engine", "ray", "--address",
+                           ray_cluster.get_runtime_context().gcs_address, "--no-progress", "--dead-letter",
+                           str(tmp_path / "again.jsonl")], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # bad rows: exit code 1, as qvl ingest
+    assert summary_of(proc.stdout) == dict(read=11, embedded=0, written=0, skipped=6, failed=5)
+    assert f"dead letters: {tmp_path / 'again.jsonl'} (5 rows" in proc.stdout
+    assert len(dead_letters(tmp_path / "again.jsonl")) == 5
     with connectors.connect(target, collection="photos", dim=DIM) as store:
         assert store.count() == len(corpus["reference"])
         _check_same_as_reference(store, corpus)
@@ -175,17 +182,25 @@ def test_postgres_equals_single_process_with_an_actor_killed_mid_job(ray_cluster
             store.drop()
 
 
-def test_weaviate_equals_single_process(ray_cluster, corpus, tmp_path, tiny_embedding_path):
-    """Weaviate (the client's batcher from each write task)."""
+def test_weaviate_through_a_qvl_serve_equals_single_process(ray_cluster, corpus, tmp_path, tiny_embedding_path,
+                                                            tiny_reranker_path):
+    """Weaviate (the client's batcher from each write task), the actors calling a ``qvl serve``
+    (``model="http://..."``) instead of loading the model."""
     import connectors
     from connectors.ray import StoreSink
     from tests.connectors.backend_weaviate import drop_collection, test_server
+    from tests.connectors.weaviate_server import SHARED_SERVICE, ServerUnavailable
 
     server = test_server()
+    try:  # the session's service (the Weaviate tests start the same one, with these checkpoints)
+        service = SHARED_SERVICE.get(server, model=tiny_embedding_path, reranker=tiny_reranker_path,
+                                     default_dim=128)
+    except ServerUnavailable as exc:
+        skip_or_fail(f"qvl serve did not start: {exc}")
     drop_collection(server, "RayIngest")
     try:
         sink = StoreSink(server.target, collection="RayIngest", dim=DIM, dead_letter=tmp_path / "dead.jsonl")
-        _dataset(corpus, tiny_embedding_path, sink).write_datasink(sink)
+        _dataset(corpus, service.url, sink).write_datasink(sink)
         _check_report(sink.report, tmp_path / "dead.jsonl", corpus)
         with connectors.connect(server.target, collection="RayIngest", dim=DIM) as store:
             _check_same_as_reference(store, corpus)

@@ -88,8 +88,9 @@ def read_source(source: Source, *, rows_per_block: int = 256, limit: int | None 
     """A Ray dataset of a ``qvl ingest`` source's records (the input :class:`EmbedBatches` knows)."""
     import ray.data
 
+    # one read task streams the source; its blocks are not split further (the batches are cut by map_batches)
     return ray.data.read_datasource(SourceDatasource(source, rows_per_block=rows_per_block, limit=limit),
-                                    num_cpus=0.25)
+                                    num_cpus=0.25, override_num_blocks=1)
 
 
 def ingest_on_ray(source: Source, target: str, *, collection: str, model: str, dim: int, batch_size: int = 32,
