@@ -52,6 +52,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--instruction", help="query instruction (default: the model's)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON (what --compare reads)")
     p.add_argument("--html", metavar="FILE", help="write an HTML report with two plots (PNG files next to it)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (they show on a terminal: rate and ETA)")
     p.add_argument("--keep", action="store_true", help="keep the collections written for the measurement")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="compare two --json reports query by query (no DATASET)")
@@ -146,7 +148,7 @@ def run_eval(args: argparse.Namespace) -> int:
                               precisions=args.precisions, exact="exact" in args.index, ann="ann" in args.index,
                               ef=args.ef, candidates=args.candidates, k=args.k, tolerance=args.tolerance,
                               collection=args.collection, keep=args.keep, instruction=args.instruction,
-                              show_progress=True)
+                              show_progress=args.progress)
         except (QVLError, ValueError) as exc:
             print_error(one_line(exc))
             return 2
