@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> None:
                    help="exact (numpy over the stored form), ann (the database's index) or both (default)")
     p.add_argument("--ef", type=_ints, metavar="N,N,...",
                    help="ANN search breadths to try (Milvus ef/nprobe, pgvector ef_search, Qdrant hnsw_ef, "
-                        "Faiss ef_search; default: the store's own)")
+                        "Faiss ef_search, Weaviate the collection's ef; default: the store's own)")
     p.add_argument("--rerank", action="store_true", help="measure reranking too")
     p.add_argument("--candidates", type=_ints, metavar="N,N,...",
                    help="rerank candidate counts (default: max(4k, 20))")

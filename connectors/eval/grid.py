@@ -9,7 +9,8 @@ L2-normalised again (:func:`embedder.embedder.mrl`, what the embedder itself doe
   float32/float16/int8 exactly, binary by Hamming distance then float re-scoring), timed per query;
 * ``ann``: the database's own index (``store.search`` with the query vector), at the store's
   default search breadth or at each ``ef`` given (the store's own option: Milvus ``ef`` /
-  ``nprobe``, pgvector ``ef_search``, Qdrant ``hnsw_ef``, Faiss ``ef_search``), timed per query.
+  ``nprobe``, pgvector ``ef_search``, Qdrant ``hnsw_ef``, Faiss ``ef_search``; Weaviate's ``ef`` is a
+  collection setting, updated before that setting's searches), timed per query.
 
 Each of those runs is then scored as it is and, with a reranker, after reranking its best
 ``candidates`` hits for each candidate count. The reranker's scores of a (query, document)
@@ -27,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from embedder.errors import InputError, QVLError
+from embedder.errors import InputError
 
 from .dataset import Dataset
 from .metrics import mean_metrics, per_query_metrics, percentiles
@@ -44,7 +45,18 @@ _EF_OPTION: dict[str, Callable[[Any, int], dict[str, Any]]] = {
     "qdrant": lambda store, ef: {"hnsw_ef": ef},
     "faiss": lambda store, ef: ({"nprobe": ef} if "ivf" in str(getattr(store, "index_kind", "")).lower()
                                 else {"ef_search": ef}),
+    "weaviate": lambda store, ef: {_SETUP: lambda: _weaviate_ef(store, ef)},
 }
+_SETUP = "__setup__"  # a step to run before the searches of this setting (not a search option)
+
+
+def _weaviate_ef(store: Any, ef: int) -> None:
+    """Weaviate's HNSW ``ef`` is a collection setting: set it on every named vector (it applies at once)."""
+    from weaviate.classes.config import Reconfigure
+
+    store.weaviate_collection.config.update(vector_config=[
+        Reconfigure.Vectors.update(name=name, vector_index_config=Reconfigure.VectorIndex.hnsw(ef=ef))
+        for name in store.named_vectors])
 
 
 @dataclass(frozen=True)
@@ -263,14 +275,18 @@ def ann_runs(spec: GridSpec, store: Any, dim: int, precision: str, qids: list[st
     out = []
     for ef, options in settings.items():
         ranked, seconds = {}, []
+        options = dict(options)
         try:
+            setup = options.pop(_SETUP, None)
+            if setup is not None:
+                setup()
             for qid, q in zip(qids, queries):
                 t = time.perf_counter()
                 hits = store.search(q, k=n, **options)
                 seconds.append(time.perf_counter() - t)
                 ranked[qid] = [h.id for h in hits]
                 tick(1)
-        except (QVLError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one setting's failure (a driver's error too) does not end the run
             notes.append(f"{dim} {precision} ann{'' if ef is None else f' ef={ef}'}: failed, left out: "
                          f"searching: {' '.join(str(exc).split())}")
             continue
