@@ -98,6 +98,9 @@ def run_on_ray(args: argparse.Namespace, source: Any, spec: str) -> int:
     except (QVLError, ValueError) as exc:
         print_error(one_line(exc))
         return 2
+    if args.resume or args.state:
+        print("note: with --engine ray no state file is kept: ids already in the target are skipped, so the same "
+              "command continues an interrupted run", file=sys.stderr)
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address or None, include_dashboard=False, log_to_driver=False,
