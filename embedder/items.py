@@ -540,16 +540,20 @@ def render_pdf_page(path: str | os.PathLike, page: int, dpi: int = DEFAULT_PDF_D
         try:
             if not 1 <= page <= len(doc):
                 raise InputError(f"PDF {_describe(path)} has {len(doc)} pages, no page {page}")
+            pdf_page = doc[page - 1]
             try:
-                pdf_page = doc[page - 1]
                 width, height = pdf_page.get_size()
                 scale = pdf_page_scale(width, height, dpi, max_pixels)
                 _check_pixels((max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))), options)
                 bitmap = pdf_page.render(scale=scale, fill_color=(255, 255, 255, 255))
-                img = bitmap.to_pil().convert("RGB")
+                try:
+                    return bitmap.to_pil().convert("RGB")  # a copy: the bitmap's buffer is freed below
+                finally:
+                    bitmap.close()  # here, under the lock, not by the garbage collector on another thread
             except pdfium.PdfiumError as exc:
                 raise InputError(f"cannot render page {page} of PDF {_describe(path)}: {exc}") from exc
-            return img
+            finally:
+                pdf_page.close()
         finally:
             doc.close()
 

@@ -81,6 +81,10 @@ def _pil_to_uri(img: Any) -> str:
     return _data_uri(buf.getvalue(), "image/tiff")
 
 
+def _describe_ref(source: str) -> str:
+    return repr(source if len(source) < 200 else "..." + source[-197:])
+
+
 def _read_local(path: str, what: str, path_roots: Sequence[str] | None = None) -> bytes:
     check_path_root(path, path_roots, what)
     if not os.path.exists(path):
@@ -118,7 +122,15 @@ def _encode_source(source: Any, what: str, *, server_paths: bool, path_roots: Se
 
         page = parse_page_ref(source)
         if page is not None:  # a PDF page (report.pdf#page=3): rendered here, as the local embedder renders it
-            return _pil_to_uri(render_pdf_page(*page, options=LoadOptions(path_roots=path_roots)))
+            return _pil_to_uri(render_pdf_page(*page, options=LoadOptions(
+                path_roots=None if path_roots is None else tuple(path_roots))))
+    if what == "video":
+        from .video import parse_segment_ref
+
+        if parse_segment_ref(source) is not None:
+            raise InputError(f"video window {_describe_ref(source)} can only be embedded by a qvl serve that reads "
+                             "the file itself (RemoteEmbedder(..., server_paths=True), the service started with "
+                             "--allow-paths); or keep one vector per video (qvl ingest --video-segments 0)")
     path = source[7:] if lowered.startswith("file://") else source
     data = _read_local(path, what, path_roots)
     if what == "video":

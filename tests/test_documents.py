@@ -212,7 +212,7 @@ def test_every_page_is_a_row_with_its_fields_text_and_image(docs):
     assert abs(full.size[0] / full.size[1] - A4[0] / A4[1]) < 0.002
 
 
-def test_a_page_goes_to_a_remote_embedder_as_the_image_rendered_here(docs):
+def test_a_page_goes_to_a_remote_embedder_as_the_image_rendered_here_a_window_as_its_reference(docs):
     import base64
     import io
 
@@ -227,6 +227,10 @@ def test_a_page_goes_to_a_remote_embedder_as_the_image_rendered_here(docs):
     img = Image.open(io.BytesIO(base64.b64decode(sent["image"].split(",", 1)[1])))
     assert np.array_equal(np.asarray(img), np.asarray(open_image(ref, LoadOptions())))
     assert encode_item({"image": ref}, server_paths=True)["image"] == ref  # a service that reads the file itself
+    window = f"{docs / 'talk.mp4'}#t=25,55"
+    with pytest.raises(Exception, match="server_paths=True"):  # a window: only a service reading the file
+        encode_item({"video": window})
+    assert encode_item({"video": window}, server_paths=True)["video"] == window
 
 
 def test_modes_and_the_text_budget(docs):
@@ -281,7 +285,7 @@ def test_long_video_windows_cover_it_with_the_overlap_and_read_its_index_once(tm
 
     # a window's frames: those a reader decoding everything takes, timestamps from the window's start
     # (sampled at 0.25 fps here, 6 frames a window, to keep the upscaling to 128 tokens a frame quick)
-    picked = [(talk[i]["video"], spans[i]) for i in (1, 6)]
+    picked = [(talk[i]["video"], spans[i]) for i in (6,)]  # the last window: (150, 180)
     loaded = [ev.load_video(ref, LoadOptions(fps=0.25)) for ref, _ in picked]
     assert probes.count(str(folder / "talk.mp4")) == 1  # the packet index is read once for every window
     with av.open(str(folder / "talk.mp4")) as c:
@@ -367,15 +371,15 @@ def test_cli_ingests_a_folder_then_searches_by_document_with_html(tmp_path, docs
     folder.mkdir()
     for name in ("report.pdf", "chart.pdf", "locked.pdf"):
         shutil.copy(docs / name, folder / name)
-    write_video(folder / "talk.mp4", 20)
+    write_video(folder / "talk.mp4", 12)
     target = f"milvus:{tmp_path / 'qvl.db'}"
     qvl = [shutil.which("qvl")] if shutil.which("qvl") else [sys.executable, "-m", "connectors.cli"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [*qvl, "ingest", str(folder), "--to", target, "--collection", "docs", "--model", tiny_embedding_path,
-           "--pdf-dpi", "36", "--pdf-mode", "fused", "--video-segments", "8", "--video-overlap", "2",
+           "--pdf-dpi", "36", "--pdf-mode", "fused", "--video-segments", "6", "--video-overlap", "2",
            "--dead-letter", str(tmp_path / "dead.jsonl"), "--state", str(tmp_path / "state"), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    # 3 + 1 pages, windows 0-8, 6-14, 12-20; the locked PDF fails
+    # 3 + 1 pages, windows 0-6, 4-10, 8-12; the locked PDF fails
     assert proc.returncode == 1, proc.stderr
     assert "written 7" in proc.stdout and "failed 1" in proc.stdout, proc.stdout
     assert "encrypted" in (tmp_path / "dead.jsonl").read_text()

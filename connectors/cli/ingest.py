@@ -62,7 +62,7 @@ def _add_ingest(sub: Any) -> None:
                    help="keep about N tokens of a page's text (4 characters a token, cut at a word; default: 1024)")
     d.add_argument("--video-segments", type=float, metavar="SECONDS",
                    help="cut videos into windows of SECONDS, one row each with t_start/t_end (0: one vector per "
-                        "video; default: one vector up to 64 s, 30 s windows beyond)")
+                        "video; default: one vector up to 64 s, 30 s windows beyond; with --model URL: 0)")
     d.add_argument("--video-overlap", type=float, metavar="SECONDS",
                    help="seconds each window shares with the previous one (default: 5, or a sixth of a window "
                         "under 30 s)")
@@ -157,9 +157,13 @@ def run_ingest(args: argparse.Namespace) -> int:
         return 2
     try:
         from connectors.ingest.documents import PdfOptions, VideoSegments
+        from embedder.factory import is_url
 
         pdf = PdfOptions(mode=args.pdf_mode, dpi=args.pdf_dpi, text_tokens=args.pdf_text_tokens)
-        segments = VideoSegments(args.video_segments, args.video_overlap)
+        window = args.video_segments
+        if window is None and is_url(spec):
+            window = 0  # a window is a path and a time range: only a service that reads the file could take it
+        segments = VideoSegments(window, args.video_overlap)
         source = pl.open_source(args.source, from_sql=args.from_sql, query=args.query, fmt=args.fmt,
                                 columns=_columns(args), media_root=args.media_root, recursive=args.recursive,
                                 follow_links=args.follow_links, pdf=pdf, video_segments=segments)
