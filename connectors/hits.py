@@ -81,7 +81,10 @@ def _where(record: dict[str, Any]) -> str:
     if record.get("page") is not None:
         return f"p{record['page']}" + (f"/{record['pages']}" if record.get("pages") else "")
     if record.get("t_start") is not None:
-        return f"{record['t_start']:g}-{record.get('t_end', record['t_start']):g} s"
+        try:
+            return f"{float(record['t_start']):g}-{float(record.get('t_end', record['t_start'])):g} s"
+        except (TypeError, ValueError):
+            return f"{record['t_start']}-{record.get('t_end', '')} s"
     return ""
 
 

@@ -310,7 +310,7 @@ def test_long_video_windows_cover_it_with_the_overlap_and_read_its_index_once(tm
 def test_pages_and_windows_ingest_search_group_and_rerank(tmp_path, docs, embedder, reranker):
     """Ingest, re-run, search, group and rerank pages and windows with the tiny checkpoints."""
     from connectors.core import document_item
-    from connectors.hits import group_by_doc, hit_record
+    from connectors.hits import format_table, group_by_doc, hit_record
     from connectors.ingest import ingest
     from connectors.memory import MemoryStore
 
@@ -343,6 +343,8 @@ def test_pages_and_windows_ingest_search_group_and_rerank(tmp_path, docs, embedd
     assert sorted(r["page"] for r in pages) == [1, 2, 3] and {r["pages"] for r in pages} == {3}
     windows = sorted((r["t_start"], r["t_end"]) for r in records if "t_start" in r)
     assert windows == [(0, 8), (6, 14), (12, 20)]
+    table = format_table(records)
+    assert table.splitlines()[0].endswith("where") and "p2/3" in table and "6-14 s" in table
     best = group_by_doc(hits, 10)
     assert len(best) == 4 and len({h.fields["metadata"]["doc_id"] for h in best}) == 4  # report, scan, strip, talk
     assert best[0].id == hits[0].id
