@@ -4,6 +4,8 @@
   :class:`SourceRow`, the folder / JSONL / CSV / Parquet / SQL readers, media roots);
 * :mod:`~connectors.ingest.state`: what is remembered (the resume state file of the ids
   that landed, the dead-letter file of the rows that failed);
+* :mod:`~connectors.ingest.documents`: PDF pages, slide decks and long videos as rows
+  (:class:`PdfOptions`, :class:`VideoSegments`);
 * :mod:`~connectors.ingest.run`: the run itself (:func:`ingest`, with read, embed and
   write overlapping, :class:`IngestSummary`, :class:`Progress`, :class:`IngestAborted`).
 
@@ -32,6 +34,7 @@ from .run import IngestAborted, IngestInterrupted, IngestSummary, Progress, inge
 from .sources import (IMAGE_EXTENSIONS, SOURCE_KINDS, TABLE_FORMATS, VIDEO_EXTENSIONS, Columns, MediaRoot, Source,
                       SourceRow, count_folder_rows, csv_rows, display_name, folder_rows, json_safe, jsonl_rows,
                       media_roots, open_source, parquet_rows, record_to_row, sql_rows)
+from .documents import PdfOptions, VideoSegments, document_rows, pdf_rows
 from .state import DeadLetters, IngestState, present_ids
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "sql_rows", "record_to_row", "RetryPolicy", "is_transient", "present_ids",
     "DeadLetters", "IngestState", "Progress", "IngestSummary", "IngestAborted", "IngestInterrupted", "ingest",
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "TABLE_FORMATS",
+    "PdfOptions", "VideoSegments", "pdf_rows", "document_rows",
     # also importable from here, as from the old single module
     "SOURCE_KINDS", "MediaRoot", "count_folder_rows", "display_name", "json_safe", "media_roots",
 ]
