@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +90,12 @@ def main() -> None:
     ap.add_argument("--no-exact", action="store_true", help="skip the numpy exact runs")
     ap.add_argument("--k", type=int, default=10)
     args = ap.parse_args()
+    import logging
+
     from connectors.eval import evaluate
+
+    logging.basicConfig(format="[bench_eval %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("connectors.eval").setLevel(logging.INFO)  # "wrote N rows to ..." per collection
 
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if any(s not in STORES for s in stores):

@@ -170,9 +170,10 @@ def test_cli_end_to_end_on_milvus_postgres_and_weaviate(tmp_path, tiny_embedding
                               cwd=tmp_path, stdin=subprocess.DEVNULL)
     outputs = {}
     try:
-        for name, target, prefix in (("postgres", pg_dsn, "eval_e2e"), ("weaviate", weaviate.target, "Eval_e2e")):
+        for name, target, prefix, ef in (("postgres", pg_dsn, "eval_e2e", "20"),
+                                         ("weaviate", weaviate.target, "Eval_e2e", "20,40")):  # Weaviate: a collection setting
             capsys.readouterr()
-            code = main(["eval", str(dataset), "--in", target, "--collection", prefix, *grid,
+            code = main(["eval", str(dataset), "--in", target, "--collection", prefix, *grid, "--ef", ef,
                          "--json", str(tmp_path / f"{name}.json")])
             out, err = capsys.readouterr()
             assert code == 0, f"{name}: {err}"
@@ -192,9 +193,11 @@ def test_cli_end_to_end_on_milvus_postgres_and_weaviate(tmp_path, tiny_embedding
             for precision in ("float32", "int8"):
                 assert f"{dim} {precision} exact" in labels
                 # the database's index for each pair, or a note saying the store cannot honour the precision
-                assert (f"{dim} {precision} ann" in labels
+                ann = {"milvus": [""], "postgres": [" ef=20"], "weaviate": [" ef=20", " ef=40"]}[name]
+                assert (all(f"{dim} {precision} ann{ef}" in labels for ef in ann)
                         or any(n.startswith(f"{dim} {precision} ann: left out") for n in report["notes"])), name
-        assert "128 float32 ann" in labels and report["recommended"] in labels
+        assert any(label.startswith("128 float32 ann") for label in labels) and report["recommended"] in labels
+        assert not [n for n in report["notes"] if "failed" in n], report["notes"]
         for r in report["results"]:
             assert set(r["ranked"]) == {"q0", "q1", "q2"} and all(len(v) == 3 for v in r["ranked"].values())
             assert r["search_ms"]["p50"] > 0 and r["bytes_per_vector"] == r["config"]["dim"] * (
