@@ -17,11 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_image
+from tests.conftest import make_image, skip_or_fail
 from tests.connectors.postgres_server import pg_dsn, pg_server  # noqa: F401 - session fixtures
 from tests.test_cli_e2e import clean_env, qvl_path
 
-pytest.importorskip("pytrec_eval")
+try:
+    import matplotlib  # noqa: F401
+    import pytrec_eval  # noqa: F401
+
+    MISSING = None
+except ImportError as exc:  # the `eval` extra
+    MISSING = str(exc)
+
+
+@pytest.fixture(autouse=True)
+def _eval_extra() -> None:
+    if MISSING:
+        skip_or_fail(f"qvl eval needs the eval extra (pip install '.[eval]'): {MISSING}")
 
 DIM = 128
 
