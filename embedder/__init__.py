@@ -1,5 +1,9 @@
 """Qwen3-VL embedder and reranker: text, images, video and fused inputs in one vector space.
 
+The text-only Qwen3-Embedding / Qwen3-Reranker checkpoints load through the same
+``Embedder.from_pretrained`` / ``Reranker.from_pretrained`` (the kind is read from the
+checkpoint's ``config.json``; :mod:`embedder.text`).
+
 :func:`load_embedder` / :func:`load_reranker` turn a model spec into a model: a local
 checkpoint or hub id gives :class:`Embedder` / :class:`Reranker` (the ``local`` extra:
 torch, transformers), a ``qvl serve`` URL gives :class:`RemoteEmbedder` /

@@ -192,3 +192,6 @@ def test_service_serves_a_text_model(text_embedder, text_reranker):
         body = c.post("/v1/embeddings", json={"input": DOCUMENTS, "dimensions": 32}).json()
         got = np.array([row["embedding"] for row in body["data"]], dtype=np.float32)
         np.testing.assert_allclose(got, text_embedder.embed_documents(DOCUMENTS, dim=32), atol=1e-5)
+        # Weaviate's text2vec-transformers, a query: the text model's own query instruction
+        body = c.post("/vectors", json={"text": QUERIES[0], "config": {"task_type": "query"}}).json()
+        np.testing.assert_allclose(body["vector"], text_embedder.embed_queries(QUERIES[:1])[0], atol=1e-5)
