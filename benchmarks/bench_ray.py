@@ -103,7 +103,8 @@ def on_ray(folder: pathlib.Path, target: str, model: str, dim: int, batch_size: 
 
     with Timer() as t:
         sink = StoreSink(target, collection="bench", dim=dim)
-        ds = read_source(open_source(folder), rows_per_block=max(64, batch_size))
+        rows = max(64, batch_size)  # as ingest_on_ray sizes them: writes follow the embedding
+        ds = read_source(open_source(folder), rows_per_block=rows, block_bytes=max(64 << 10, rows * (4 * dim + 1024)))
         ds = ds.map_batches(TimedEmbed, batch_size=batch_size,
                             fn_constructor_kwargs={"model": model, "dim": dim, "store": sink.store, "device": device,
                                                    "log": log},

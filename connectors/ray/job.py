@@ -84,13 +84,23 @@ def _blocks(source: Source, size: int, limit: int | None) -> Iterator[Any]:
         yield pa.Table.from_arrays([pa.array(c, type=t.type) for c, t in zip(cols, schema)], schema=schema)
 
 
-def read_source(source: Source, *, rows_per_block: int = 256, limit: int | None = None) -> Any:
-    """A Ray dataset of a ``qvl ingest`` source's records (the input :class:`EmbedBatches` knows)."""
+def read_source(source: Source, *, rows_per_block: int = 256, limit: int | None = None,
+                block_bytes: int | None = 1 << 20) -> Any:
+    """A Ray dataset of a ``qvl ingest`` source's records (the input :class:`EmbedBatches` knows).
+
+    ``block_bytes`` caps the blocks of this dataset and of those derived from it (Ray's
+    ``target_max_block_size``, 128 MiB by default, would gather a whole source of small records
+    into one block: one embedding task, and no write before the last row is embedded). None
+    keeps the context's setting.
+    """
     import ray.data
 
     # one read task streams the source; its blocks are not split further (the batches are cut by map_batches)
-    return ray.data.read_datasource(SourceDatasource(source, rows_per_block=rows_per_block, limit=limit),
-                                    num_cpus=0.25, override_num_blocks=1)
+    ds = ray.data.read_datasource(SourceDatasource(source, rows_per_block=rows_per_block, limit=limit),
+                                  num_cpus=0.25, override_num_blocks=1)
+    if block_bytes is not None:
+        ds.context.target_max_block_size = int(block_bytes)  # this dataset's own copy of the context
+    return ds
 
 
 def ingest_on_ray(source: Source, target: str, *, collection: str, model: str, dim: int, batch_size: int = 32,
@@ -136,7 +146,9 @@ def ingest_on_ray(source: Source, target: str, *, collection: str, model: str, d
     sink = StoreSink(target, collection=collection, dim=dim, dead_letter=dead_letter, retry=retry,
                      **(sink_options or {}))
     try:
-        ds = read_source(source, rows_per_block=max(batch_size, 64), limit=limit)
+        rows = max(batch_size, 64)
+        # blocks of about ``rows`` embedded rows, so that writes follow the embedding closely
+        ds = read_source(source, rows_per_block=rows, limit=limit, block_bytes=max(64 << 10, rows * (4 * dim + 1024)))
         ds = ds.map_batches(EmbedBatches, batch_size=batch_size,
                             fn_constructor_kwargs={"model": model, "dim": dim, "store": sink.store,
                                                    "device": device, "api_key": api_key, "overwrite": overwrite,
