@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,32 @@ def test_weaviate_through_a_qvl_serve_equals_single_process(ray_cluster, corpus,
             _check_same_as_reference(store, corpus)
     finally:
         drop_collection(server, "RayIngest")
+
+
+def test_without_ray_connectors_stays_light_and_the_error_names_the_extra(tmp_path):
+    """A fresh interpreter in which Ray cannot be imported (as without the ``ray`` extra)."""
+    code = textwrap.dedent(f"""
+        import sys
+
+        class _NoRay:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "ray":
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, _NoRay())
+        import connectors, connectors.cli
+        from connectors.cli import main
+        assert "ray" not in sys.modules
+        try:
+            import connectors.ray
+        except ImportError as exc:
+            print("IMPORT:", exc)
+        code = main(["ingest", {str(tmp_path)!r}, "--engine", "ray", "--to", "memory:", "--no-progress"])
+        print("EXIT:", code)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'pip install "qwen3-vl-search[ray]"' in proc.stdout.split("IMPORT:")[1].splitlines()[0]
+    assert "EXIT: 2" in proc.stdout
+    assert 'qvl: Distributed ingest on Ray Data needs the Python package \'ray[data]\'' in proc.stderr
