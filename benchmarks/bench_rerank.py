@@ -19,9 +19,18 @@ interleaved in this process; a second table gives bf16's speed against float32's
 largest score difference and its ranking agreement (pairs kept in order where float32
 separates them by more than 1e-3, Kendall tau, top-10 overlap, same top-1).
 
+Text-only models (``--text``): a Qwen3-Reranker checkpoint with the real 0.6B widths (hidden
+1024) and 2 layers, one text query against texts of 8 to 400 words. Baselines: the official
+README's code (github.com/QwenLM/Qwen3-Embedding: ``process_inputs`` then ``compute_logits``,
+the causal LM's logits at every position, the last one's yes/no log-softmax) on batches of
+8 pairs in the caller's order, and the same with ``logits_to_keep=1`` (the LM head on the
+last position only). Ours: ``Reranker.score`` (the yes-no row instead of the LM head, the
+shared prompt head run once per query, token-budget batches sorted by length).
+
 Usage:
     python benchmarks/bench_rerank.py [--sizes 32 100] [--layers 2] [--queries text image] [--repeats 1]
         [--no-baseline]
+    python benchmarks/bench_rerank.py --text [--sizes 32 100] [--layers 2]
 """
 from __future__ import annotations
 
@@ -71,6 +80,79 @@ def make_query(kind: str):
     return Image.fromarray((rng.rand(480, 640, 3) * 255).astype("uint8"))  # a 640x480 photo
 
 
+TEXT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def text_checkpoint(layers: int) -> str:
+    """Qwen3-Reranker-0.6B widths with ``layers`` layers, random weights, cached like :func:`bench_checkpoint`."""
+    from pathlib import Path
+
+    from embedder.testing import BENCH_TEXT_06B, build_tiny_checkpoint
+
+    path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qvl" / f"bench-text-reranker-{layers}l"
+    if not (path / "model.safetensors").exists():
+        build_tiny_checkpoint(path, kind="text-reranker", widths=dict(BENCH_TEXT_06B, num_hidden_layers=layers),
+                              init_std=0.05)
+    return str(path)
+
+
+def readme_scores(rr, query: str, documents: list[str], *, batch: int = 8, last_only: bool = False) -> np.ndarray:
+    """The official README's reranker code on ``rr``'s own model and tokenizer, ``batch`` pairs per call."""
+    import torch
+
+    from embedder.prompts import TEXT_RERANK_PREFIX, TEXT_RERANK_SUFFIX
+
+    tokenizer = rr.tokenizer
+    tokenizer.padding_side = "left"
+    prefix = tokenizer.encode(TEXT_RERANK_PREFIX, add_special_tokens=False)
+    suffix = tokenizer.encode(TEXT_RERANK_SUFFIX, add_special_tokens=False)
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    pairs = [f"<Instruct>: {TEXT_TASK}\n<Query>: {query}\n<Document>: {d}" for d in documents]
+    out = []
+    for s in range(0, len(pairs), batch):
+        inputs = tokenizer(pairs[s:s + batch], padding=False, truncation="longest_first", return_attention_mask=False,
+                           max_length=8192 - len(prefix) - len(suffix))
+        inputs["input_ids"] = [prefix + ids + suffix for ids in inputs["input_ids"]]
+        inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = rr.model(**inputs, **({"logits_to_keep": 1} if last_only else {})).logits[:, -1, :]
+            pair = torch.log_softmax(torch.stack([logits[:, no], logits[:, yes]], dim=1), dim=1)
+            out.append(pair[:, 1].exp().numpy())
+    return np.concatenate(out)
+
+
+def text_main(args) -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_embed import text_corpus
+
+    from embedder import Reranker
+
+    rr = Reranker.from_pretrained(text_checkpoint(args.layers), device="cpu", dtype="float32",
+                                  max_batch_tokens=args.max_batch_tokens)
+    query = "a dog running on the beach at sunset"
+    rows = []
+    for n in args.sizes:
+        docs = text_corpus(n, seed=n)
+        rr.score(query, docs[:2])  # warm-up
+        readme_scores(rr, query, docs[:2])
+        methods = {"README code, batches of 8": lambda: readme_scores(rr, query, docs),
+                   "README code, logits_to_keep=1": lambda: readme_scores(rr, query, docs, last_only=True),
+                   "qvl Reranker.score": lambda: rr.score(query, docs)}
+        best, scores = {}, {}
+        for name, fn in methods.items():
+            with Timer() as t:
+                scores[name] = fn()
+            best[name] = t.seconds
+        ref, base = scores["README code, batches of 8"], best["README code, batches of 8"]
+        for name, seconds in best.items():
+            rows.append([name, f"1 x {n}", f"{seconds:.2f}", f"{n / seconds:.1f}", f"{base / seconds:.2f}x",
+                         f"{float(np.abs(scores[name] - ref).max()):.1e}"])
+    print(f"\ncheckpoint: Qwen3-Reranker-0.6B widths (hidden 1024), {args.layers} layers (random weights), float32; "
+          f"documents: texts of 8-400 words\n{cpu_flags_line()}\n")
+    print_table(["method", "pairs", "seconds", "pairs/s", "vs README", "max |diff| to README"], rows)
+    rr.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 100])
@@ -79,7 +161,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="interleaved float32/bfloat16 runs of the batched path")
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="default: the device's (4096 on CPU)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the one-pair-per-forward baseline")
+    ap.add_argument("--text", action="store_true", help="the text-only Qwen3-Reranker against the README's code")
     args = ap.parse_args()
+    if args.text:
+        return text_main(args)
 
     from embedder import Reranker
     from embedder.cpu import choose_cpu_dtype
