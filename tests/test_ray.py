@@ -10,11 +10,14 @@ duplicated. One subprocess runs ``qvl ingest --engine ray`` against the same clu
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +210,49 @@ def test_weaviate_through_a_qvl_serve_equals_single_process(ray_cluster, corpus,
             _check_same_as_reference(store, corpus)
     finally:
         drop_collection(server, "RayIngest")
+
+
+def test_ctrl_c_stops_the_job_and_what_landed_stays(ray_cluster, tmp_path, pg_dsn, tiny_embedding_path):
+    """SIGINT to ``qvl ingest --engine ray`` once rows have landed: exit 130 in seconds, the rows stay."""
+    import connectors
+
+    n = 6000
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps({"id": f"r{i}", "text": f"row {i}"}) + "\n" for i in range(n)))
+    qvl = [shutil.which("qvl")] if shutil.which("qvl") else [sys.executable, "-m", "connectors.cli"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [*qvl, "ingest", str(src), "--to", pg_dsn, "--collection", "ray_interrupted", "--model",
+           tiny_embedding_path, "--dim", str(DIM), "--engine", "ray", "--address",
+           ray_cluster.get_runtime_context().gcs_address, "--no-progress", "--batch-size", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    store = connectors.connect(pg_dsn, collection="ray_interrupted", dim=DIM)
+    try:
+        landed = 0
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and not landed:
+            time.sleep(0.05)
+            try:
+                landed = store.count()
+            except Exception:  # noqa: BLE001 - not created yet
+                landed = 0
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            pytest.skip("the ingest finished before it could be interrupted")
+        assert proc.returncode == 130, err[-3000:]
+        assert time.monotonic() - sent < 30  # the job stops; it does not run to the end
+        assert "interrupted: the rows that landed stay" in err
+        after = store.count()
+        assert landed <= after < n  # what landed stays; the rest did not
+        assert store.existing_ids([f"r{i}" for i in range(n)]) and len(store.existing_ids(
+            [f"r{i}" for i in range(n)])) == after  # every stored row is one of the source's, once
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        store.drop()
+        store.close()
 
 
 def test_without_ray_connectors_stays_light_and_the_error_names_the_extra(tmp_path):
