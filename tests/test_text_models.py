@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from embedder import Embedder, InputError, ModelLoadError, Reranker
-from embedder.model import modality_of_config
+from embedder.model import checkpoint_modality, modality_of_config
 from embedder.prompts import (TEXT_QUERY_INSTRUCTION, TEXT_RERANK_PREFIX, TEXT_RERANK_SUFFIX, text_rerank_pair,
                               tokenize_text, tokenize_text_rerank)
 
@@ -61,8 +61,9 @@ def test_kind_comes_from_config_architectures_not_the_name(tiny_text_embedding_p
     disguised.mkdir()
     for name in os.listdir(tiny_text_embedding_path):
         os.symlink(os.path.join(tiny_text_embedding_path, name), disguised / name)
-    with Embedder.from_pretrained(str(disguised), device="cpu") as emb:
-        assert emb.kind == "text-embedding"
+    assert checkpoint_modality(str(disguised)) == "text"  # what from_pretrained dispatches on
+    assert Embedder.implementation("text") is type(text_embedder) and Embedder.implementation("vl") is Embedder
+    assert Reranker.implementation("text").__name__ == "TextReranker"
     assert modality_of_config({"architectures": ["Qwen3VLForConditionalGeneration"]}) == "vl"
     assert modality_of_config({"architectures": ["Qwen3ForCausalLM"]}) == "text"
     with pytest.raises(ModelLoadError, match="unsupported architecture"):
@@ -124,6 +125,7 @@ def test_vectors_equal_the_official_readme_way(tiny_text_embedding_path, text_em
         assert got.shape == (4, dim) and np.all(cos >= 0.9999), cos
 
 
+@pytest.mark.filterwarnings("ignore:`max_length` is ignored")  # the README passes it to tokenizer.pad
 def test_scores_equal_the_official_readme_way(text_reranker_path, text_reranker):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
