@@ -23,6 +23,7 @@ at every start). ``inference_url=`` enables the ``multi2vec-clip``,
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pathlib
@@ -162,8 +163,17 @@ def ensure_binary(*, build: bool = True, progress: Callable[[str], None] | None 
     go = shutil.which("go")
     if go is None or not build:
         raise LocalServerError(no_go_message())
-    say = progress or log.warning
     gobin.mkdir(parents=True, exist_ok=True)
+    # One build per machine: a second process (another `qvl db weaviate`, a second test worker)
+    # waits for the first one's build instead of compiling the same module next to it.
+    with open(gobin / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return binary
+        return _build(go, gobin, binary, progress or log.warning)
+
+
+def _build(go: str, gobin: pathlib.Path, binary: pathlib.Path, say: Callable[[str], None]) -> pathlib.Path:
     env = dict(os.environ, GOBIN=str(gobin))
     env.setdefault("GOFLAGS", "-buildvcs=false")
     say(f"building Weaviate {WEAVIATE_VERSION} once into {gobin} with {go} (a few minutes) ...")
