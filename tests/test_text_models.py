@@ -6,6 +6,7 @@ kind read from config.json; MRL from 32; images refused by row; the service serv
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -197,3 +198,33 @@ def test_service_serves_a_text_model(text_embedder, text_reranker):
         # Weaviate's text2vec-transformers, a query: the text model's own query instruction
         body = c.post("/vectors", json={"text": QUERIES[0], "config": {"task_type": "query"}}).json()
         np.testing.assert_allclose(body["vector"], text_embedder.embed_queries(QUERIES[:1])[0], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- the CLI, as users run it
+def test_cli_ingests_and_searches_at_the_text_models_smallest_dim(tiny_text_embedding_path, tmp_path):
+    """`qvl ingest/search --dim 32` with a Qwen3-Embedding checkpoint (the VL models stop at 64); 31 is
+    refused before the model loads, naming the model's range; an image in the folder is a reported row."""
+    from tests.conftest import make_image
+    from tests.test_cli_e2e import assert_clean_stderr, error_lines, qvl
+    from tests.test_ingest import summary_of
+
+    docs = tmp_path / "notes"
+    docs.mkdir()
+    for i, text in enumerate(["red bicycle for sale", "blue kettle, barely used", "garden chairs, set of four"]):
+        (docs / f"note{i}.txt").write_text(text, encoding="utf-8")
+    make_image(48, 48).save(docs / "photo.png")
+    target = f"milvus:{tmp_path / 'notes.db'}"
+    model = ["--model", tiny_text_embedding_path]
+
+    bad = qvl("ingest", docs, "--to", target, *model, "--dim", 31)
+    assert bad.returncode == 2 and error_lines(bad) == ["qvl: --dim 31: the dim must be an integer from 32 to 128 "
+                                                        "(the model's full dim); nothing was created"], bad.stderr
+    done = qvl("ingest", docs, "--to", target, *model, "--dim", 32, "--no-progress", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr  # 1: a row failed (the image), the others landed
+    assert summary_of(done.stdout)["written"] == 3 and summary_of(done.stdout)["failed"] == 1
+    (dead,) = [json.loads(line) for line in (tmp_path / "qvl.dead-letters.jsonl").read_text().splitlines()]
+    assert dead["location"] == "photo.png" and "this model embeds text only" in dead["reason"], dead
+    found = qvl("search", "a bike", "--in", target, *model, "--dim", 32, "--json", "-k", 5)
+    assert found.returncode == 0, found.stderr
+    assert_clean_stderr(found)
+    assert len(json.loads(found.stdout)["hits"]) == 3

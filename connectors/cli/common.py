@@ -129,25 +129,48 @@ def format_summary(summary: Any) -> str:
 
 
 
-def checkpoint_dim(spec: str) -> int | None:
-    """The full dim of a local checkpoint folder, read from its ``config.json`` (None when unknown)."""
+def _checkpoint_config(spec: str) -> dict | None:
     if _is_url(spec) or not os.path.isdir(spec):
         return None
     try:
         config = json.loads((pathlib.Path(spec) / "config.json").read_text(encoding="utf-8"))
-        return int((config.get("text_config") or config)["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def checkpoint_dim(spec: str) -> int | None:
+    """The full dim of a local checkpoint folder, read from its ``config.json`` (None when unknown)."""
+    config = _checkpoint_config(spec)
+    try:
+        return int((config.get("text_config") or config)["hidden_size"]) if config else None
+    except (ValueError, KeyError, TypeError):
         return None
 
 
-def check_dim_arg(dim: int | None, *, full: int | None = None, flag: str = "--dim") -> str | None:
-    """Why ``--dim`` cannot be used (one line), or None. ``full``: the model's full dim, when known."""
+def checkpoint_min_dim(spec: str) -> int | None:
+    """The smallest Matryoshka dim of a local checkpoint folder (32 for the Qwen3-Embedding text
+    models, 64 for Qwen3-VL), from its ``config.json``'s architectures; None when unknown."""
+    config = _checkpoint_config(spec)
+    if not config:
+        return None
+    from embedder.contracts import MIN_DIM
+
+    text = {"Qwen3ForCausalLM", "Qwen3Model"} & set(config.get("architectures") or [])
+    return 32 if text else MIN_DIM
+
+
+def check_dim_arg(dim: int | None, *, full: int | None = None, minimum: int | None = None,
+                  flag: str = "--dim") -> str | None:
+    """Why ``--dim`` cannot be used (one line), or None. ``full`` and ``minimum``: the model's full
+    and smallest dims, when known (the smallest defaults to the VL models' 64)."""
     if dim is None:
         return None
     from embedder.embedder import MIN_DIM
 
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < MIN_DIM or (full is not None and dim > full):
-        allowed = f"from {MIN_DIM} to {full} (the model's full dim)" if full else f"at least {MIN_DIM}"
+    low = minimum or MIN_DIM
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < low or (full is not None and dim > full):
+        allowed = f"from {low} to {full} (the model's full dim)" if full else f"at least {low}"
         return f"{flag} {dim}: the dim must be an integer {allowed}; nothing was created"
     return None
 

@@ -13,8 +13,8 @@ import json
 import sys
 from typing import Any
 
-from .common import (add_model_args, api_key_of, check_dim_arg, checkpoint_dim, close_quietly, load_embedder,
-                     load_reranker, model_spec, one_line, open_target_first, print_error, reranker_spec)
+from .common import (add_model_args, api_key_of, check_dim_arg, checkpoint_dim, checkpoint_min_dim, close_quietly,
+                     load_embedder, load_reranker, model_spec, one_line, open_target_first, print_error, reranker_spec)
 
 DEFAULT_EVAL_TARGET = "milvus:./qvl-eval.db"
 
@@ -128,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     for d in args.dims or []:
         problem = check_dim_arg(d, full=None if data.has_vectors else checkpoint_dim(model_spec(args)),
-                                flag="--dims")
+                                minimum=32 if data.has_vectors else checkpoint_min_dim(model_spec(args)), flag="--dims")
         if problem:
             print_error(problem.replace("; nothing was created", ""))
             return 2

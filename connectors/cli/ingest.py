@@ -20,7 +20,8 @@ import sys
 from typing import Any
 
 from .common import (DEFAULT_COLLECTION, DEFAULT_DIM, DEFAULT_TARGET, add_model_args, api_key_of, check_dim_arg,
-                     checkpoint_dim, close_quietly, format_summary, load_embedder, model_spec, one_line,
+                     checkpoint_dim, checkpoint_min_dim, close_quietly, format_summary, load_embedder, model_spec,
+                     one_line,
                      open_target_first, print_error, progress_bar)
 
 
@@ -151,7 +152,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             print_error(problem)
             return 2
     spec = model_spec(args)
-    problem = check_dim_arg(args.dim, full=checkpoint_dim(spec))
+    problem = check_dim_arg(args.dim, full=checkpoint_dim(spec), minimum=checkpoint_min_dim(spec))
     if problem:
         print_error(problem)
         return 2
@@ -181,7 +182,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             # the client does not retry underneath: ingest retries with its one policy (--retries)
             embedder = load_embedder(spec, device=args.device, api_key=api_key_of(args), retries=0)
             dim = args.dim or min(DEFAULT_DIM, int(embedder.dim))
-            problem = check_dim_arg(dim, full=int(embedder.dim))
+            problem = check_dim_arg(dim, full=int(embedder.dim), minimum=int(embedder.min_dim))
             if problem:
                 print_error(problem)
                 return 2

@@ -15,7 +15,8 @@ from typing import Any
 from connectors.hits import format_table, group_by_doc, hit_record, render_html
 
 from .common import (DEFAULT_COLLECTION, DEFAULT_TARGET, add_model_args, api_key_of, check_dim_arg,
-                     checkpoint_dim, close_quietly, load_embedder, load_reranker, model_spec, one_line,
+                     checkpoint_dim, checkpoint_min_dim, close_quietly, load_embedder, load_reranker, model_spec,
+                     one_line,
                      open_target_first, print_error, reranker_spec)
 
 
@@ -144,7 +145,8 @@ def run_search(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print_error(str(exc))
         return 2
-    problem = check_dim_arg(args.dim, full=checkpoint_dim(model_spec(args)))
+    spec = model_spec(args)
+    problem = check_dim_arg(args.dim, full=checkpoint_dim(spec), minimum=checkpoint_min_dim(spec))
     if problem:
         print_error(problem.replace("; nothing was created", ""))
         return 2

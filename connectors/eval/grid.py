@@ -153,8 +153,9 @@ class GridSpec:
 
 
 def make_spec(full_dim: int, *, dims: Sequence[int] | None, precisions: Sequence[str], exact: bool, ann: bool,
-              efs: Sequence[int] | None, candidates: Sequence[int], k: int) -> GridSpec:
-    """The grid, checked: dims from 64 to the full dim (default: the MRL ladder up to it),
+              efs: Sequence[int] | None, candidates: Sequence[int], k: int, min_dim: int | None = None) -> GridSpec:
+    """The grid, checked: dims from ``min_dim`` (the model's smallest: 64 for Qwen3-VL, 32 for the
+    text models; default 64) to the full dim (default: the MRL ladder up to it),
     known precisions, at least one index, candidate counts of at least k.
 
     Raises:
@@ -170,8 +171,9 @@ def make_spec(full_dim: int, *, dims: Sequence[int] | None, precisions: Sequence
     if not dims and full_dim not in wanted:
         wanted.insert(0, full_dim)
     for d in wanted:
-        if isinstance(d, bool) or not isinstance(d, int) or not MIN_DIM <= d <= full_dim:
-            raise InputError(f"dim {d!r}: the dims must be integers from {MIN_DIM} to {full_dim} (the full dim)")
+        low = min_dim or MIN_DIM
+        if isinstance(d, bool) or not isinstance(d, int) or not low <= d <= full_dim:
+            raise InputError(f"dim {d!r}: the dims must be integers from {low} to {full_dim} (the full dim)")
     precs = list(dict.fromkeys(check_precision(p) for p in precisions)) or ["float32"]
     if not (exact or ann):
         raise InputError("nothing to measure: choose the exact search, the database's index, or both")

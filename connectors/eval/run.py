@@ -68,7 +68,8 @@ def evaluate(dataset: Dataset | str | pathlib.Path, target: str = "memory:", *, 
     embed_seconds = time.monotonic() - t0
     cands = list(candidates or ([default_rerank_candidates(k)] if reranker is not None else []))
     spec = make_spec(corpus.shape[1], dims=dims, precisions=precisions, exact=exact, ann=ann, efs=ef,
-                     candidates=cands if reranker is not None else [], k=k)
+                     candidates=cands if reranker is not None else [], k=k,
+                     min_dim=32 if embedder is None else getattr(embedder, "min_dim", None))  # 32: any Qwen3 model
     doc_ids = [d["id"] for d in data.corpus]
     qids = [q["id"] for q in data.queries]
     rerank = RerankCache(reranker, data) if reranker is not None else None
