@@ -198,6 +198,11 @@ def test_service_serves_a_text_model(text_embedder, text_reranker):
         # Weaviate's text2vec-transformers, a query: the text model's own query instruction
         body = c.post("/vectors", json={"text": QUERIES[0], "config": {"task_type": "query"}}).json()
         np.testing.assert_allclose(body["vector"], text_embedder.embed_queries(QUERIES[:1])[0], atol=1e-5)
+        # Weaviate's reranker-transformers: the text reranker's scores, in the documents' order
+        body = c.post("/rerank", json={"query": QUERIES[0], "documents": DOCUMENTS}).json()
+        assert [s["document"] for s in body["scores"]] == list(DOCUMENTS)
+        np.testing.assert_allclose([s["score"] for s in body["scores"]],
+                                   text_reranker.score(QUERIES[0], DOCUMENTS), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- the CLI, as users run it
