@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import math
 import os
@@ -39,7 +40,7 @@ import pathlib
 import re
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import InputError, LimitError, MissingDependencyError
 
@@ -532,6 +533,27 @@ def render_pdf_page(path: str | os.PathLike, page: int, dpi: int = DEFAULT_PDF_D
     options = options or LoadOptions()
     path = _page_path(os.fspath(path), options)
     pdfium = import_pdfium()
+    with _pdf_with_page(path, page) as doc:
+        pdf_page = doc[page - 1]
+        try:
+            width, height = pdf_page.get_size()
+            scale = pdf_page_scale(width, height, dpi, max_pixels)
+            _check_pixels((max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))), options)
+            bitmap = pdf_page.render(scale=scale, fill_color=(255, 255, 255, 255))
+            try:
+                return bitmap.to_pil().convert("RGB")  # a copy: the bitmap's buffer is freed below
+            finally:
+                bitmap.close()  # here, under the lock, not by the garbage collector on another thread
+        except pdfium.PdfiumError as exc:
+            raise InputError(f"cannot render page {page} of PDF {_describe(path)}: {exc}") from exc
+        finally:
+            pdf_page.close()
+
+
+@contextlib.contextmanager
+def _pdf_with_page(path: str, page: int) -> Iterator[Any]:
+    """The open PDF (under the PDFium lock: PDFium is not thread-safe), checked to have ``page``."""
+    pdfium = import_pdfium()
     with PDFIUM_LOCK:
         try:
             doc = pdfium.PdfDocument(path)
@@ -540,39 +562,16 @@ def render_pdf_page(path: str | os.PathLike, page: int, dpi: int = DEFAULT_PDF_D
         try:
             if not 1 <= page <= len(doc):
                 raise InputError(f"PDF {_describe(path)} has {len(doc)} pages, no page {page}")
-            pdf_page = doc[page - 1]
-            try:
-                width, height = pdf_page.get_size()
-                scale = pdf_page_scale(width, height, dpi, max_pixels)
-                _check_pixels((max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))), options)
-                bitmap = pdf_page.render(scale=scale, fill_color=(255, 255, 255, 255))
-                try:
-                    return bitmap.to_pil().convert("RGB")  # a copy: the bitmap's buffer is freed below
-                finally:
-                    bitmap.close()  # here, under the lock, not by the garbage collector on another thread
-            except pdfium.PdfiumError as exc:
-                raise InputError(f"cannot render page {page} of PDF {_describe(path)}: {exc}") from exc
-            finally:
-                pdf_page.close()
+            yield doc
         finally:
             doc.close()
 
 
 def _page_size(path: str, page: int, dpi: int, options: LoadOptions) -> tuple[int, int]:
     """The size :func:`render_pdf_page` will give, from the page's dimensions (nothing rendered)."""
-    pdfium = import_pdfium()
     path = _page_path(path, options)
-    with PDFIUM_LOCK:
-        try:
-            doc = pdfium.PdfDocument(path)
-        except pdfium.PdfiumError as exc:
-            raise InputError(f"cannot open PDF {_describe(path)}: {exc}") from exc
-        try:
-            if not 1 <= page <= len(doc):
-                raise InputError(f"PDF {_describe(path)} has {len(doc)} pages, no page {page}")
-            width, height = doc.get_page_size(page - 1)
-        finally:
-            doc.close()
+    with _pdf_with_page(path, page) as doc:
+        width, height = doc.get_page_size(page - 1)
     scale = pdf_page_scale(width, height, dpi)
     size = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
     _check_pixels(size, options)
