@@ -6,6 +6,7 @@ One module per sub-command, each with an ``add_parser(subparsers)`` function tha
 * :mod:`connectors.cli.serve`: ``qvl serve`` (the embedding service, :mod:`embedder.service`)
 * :mod:`connectors.cli.ingest`: ``qvl ingest`` (:mod:`connectors.ingest`)
 * :mod:`connectors.cli.search`: ``qvl search``
+* :mod:`connectors.cli.ui`: ``qvl ui`` (the search page, :mod:`connectors.ui`)
 * :mod:`connectors.cli.demo`: ``qvl demo``
 * :mod:`connectors.cli.migrate`: ``qvl migrate`` (:mod:`connectors.migrate`)
 * :mod:`connectors.cli.eval`: ``qvl eval`` (:mod:`connectors.eval`)
@@ -31,6 +32,7 @@ COMMAND_MODULES: dict[str, str | None] = {
     "connectors.cli.serve": "embedder.service",    # qvl serve
     "connectors.cli.ingest": None,                 # qvl ingest
     "connectors.cli.search": None,                 # qvl search
+    "connectors.cli.ui": None,                     # qvl ui
     "connectors.cli.demo": None,                   # qvl demo
     "connectors.cli.migrate": None,                # qvl migrate
     "connectors.cli.eval": None,                   # qvl eval
