@@ -124,6 +124,12 @@ def test_media_only_from_the_roots(client, ui_data):
     page = client.get("/thumb", params={"m": f"{root / 'deck.pdf'}#page=2"})
     assert page.status_code == 200 and page.content[:2] == b"\xff\xd8"
     assert client.get("/media", params={"m": str(root / "deck.pdf")}).content[:4] == b"%PDF"
+    from .test_media_video import write_video
+
+    video = write_video(str(root / "clip.mp4"), frames=12, fps=4, size=(64, 48))
+    frames = [client.get("/thumb", params={"m": f"{video}#t={t},{t + 1}"}) for t in (0, 2)]
+    assert [f.headers["content-type"] for f in frames] == ["image/jpeg"] * 2
+    assert frames[0].content != frames[1].content  # the frame at each window's start
     for bad in (str(outside / "secret.png"), str(root / "link.png"), f"{root}/../elsewhere/secret.png",
                 "/etc/passwd", "relative.png", f"file://{outside / 'secret.png'}"):
         for route in ("/thumb", "/media"):
