@@ -258,3 +258,56 @@ def test_search_page_in_a_real_browser(browser, page_url, ui_data, reranker, tmp
     wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert browser.find_element(By.ID, "error").text.startswith("the uploaded file is not an image")
     assert "Traceback" not in browser.page_source
+
+
+def test_qvl_ui_command_serves_the_page(tmp_path, tiny_embedding_path, embedder):
+    """``qvl ui`` as users start it (a new process of the console script): the key from
+    ``$QVL_API_KEY`` guards the page, the page and a search answer, Ctrl-C stops it (exit 130, one line)."""
+    import json
+    import signal
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    import connectors
+
+    from .test_cli_e2e import clean_env, qvl_path
+
+    target = f"faiss:{tmp_path / 'index'}"
+    with connectors.connect(target, collection="notes", embedder=embedder) as store:
+        store.create(fields={"topic": str})
+        assert store.upsert([{"id": "n1", "text": "a red bicycle", "topic": "bikes"},
+                             {"id": "n2", "text": "quarterly revenue", "topic": "money"}]).ok
+    proc = subprocess.Popen([qvl_path(), "ui", "--in", target, "--collection", "notes", "--model",
+                             tiny_embedding_path, "--port", "0", "--media-root", str(tmp_path)],
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env=clean_env(QVL_API_KEY="k3y"))
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("serving notes on http://127.0.0.1:") and "(2 rows, auth on)" in line, line
+        url = line.split()[3]
+
+        def call(path: str, body: dict | None = None, key: str | None = "k3y") -> tuple[int, dict | str]:
+            req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {key}"} if key else {})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    raw = resp.read().decode()
+                    return resp.status, json.loads(raw) if path.startswith("/api") else raw
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        assert call("/api/info", key=None)[0] == 401
+        status, page = call("/")
+        assert status == 200 and '<label for="q">' in page  # the page ships with the package
+        assert call("/api/info")[1]["fields"] == {"topic": "str"}
+        status, answer = call("/api/search", {"text": "a bicycle", "k": 2, "filter": {"topic": "bikes"}})
+        assert status == 200 and [h["id"] for h in answer["hits"]] == ["n1"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130  # Ctrl-C: the qvl commands' "interrupted" exit code
+        rest = proc.stderr.read()
+        assert "Traceback" not in rest and rest.strip().endswith("interrupted"), rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
