@@ -14,7 +14,6 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,7 @@ def ui_data(tmp_path_factory, embedder):
     """A Milvus Lite collection (fields color: str, year: int) of images and a PDF page under a
     media root, plus one image outside it; yields (store, root, outside)."""
     try:
-        import milvus_lite  # noqa: F401
+        import milvus_lite  # noqa: F401  (Milvus Lite's server)
     except ImportError:
         skip_or_fail("milvus-lite is not installed")
     import connectors

@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
             if args.reranker or os.environ.get("QVL_RERANKER"):
                 reranker = load_reranker(args.reranker or os.environ["QVL_RERANKER"], device=args.device, api_key=key)
             store = connectors.connect(args.target, collection=args.collection, embedder=embedder, dim=args.dim)
-            if not store.open_existing():
-                raise NotFoundError(f"collection {args.collection!r} does not exist")
+            rows = store.count()  # NotFoundError when the collection does not exist
         except NotFoundError as exc:
             print_error(f"{exc} (in {args.target}; ingest something first: qvl ingest SOURCE --to {args.target} "
                         f"--collection {args.collection})")
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         except (QVLError, ValueError) as exc:
             print_error(one_line(exc))
             return 2
-        return _serve(args, sock, store, reranker, key)
+        return _serve(args, sock, store, reranker, key, rows)
     finally:
         sock.close()
         close_quietly(store)
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         close_quietly(embedder)
 
 
-def _serve(args: argparse.Namespace, sock: Any, store: Any, reranker: Any, key: str | None) -> int:
+def _serve(args: argparse.Namespace, sock: Any, store: Any, reranker: Any, key: str | None, rows: int) -> int:
     try:
         import uvicorn
 
@@ -105,7 +104,7 @@ def _serve(args: argparse.Namespace, sock: Any, store: Any, reranker: Any, key: 
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    banner = (f"serving {args.collection} on http://{host}:{port} ({store.count()} rows"
+    banner = (f"serving {args.collection} on http://{host}:{port} ({rows} rows"
               f"{', reranker' if reranker else ''}{', auth on' if key else ''})")
 
     class Server(uvicorn.Server):
