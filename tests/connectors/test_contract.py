@@ -650,3 +650,29 @@ def test_text_model_lands_text_rows_and_reports_media_rows(backend, tmp_path, re
             assert hit.fields["color"] == row["color"]
         assert sorted(h.id for h in store.search("red car", k=5)) == ["t1", "t2"]  # a query, embedded as one
         assert store.fingerprint["kind"] == "text-embedding"
+
+
+# ---------------------------------------------------------------------------- issue 22: the search page
+def test_search_page_answers_what_store_search_answers(backend, tmp_path, request, embedder, reranker):
+    """``qvl ui``'s search API on every store: the same ids, order and scores as ``store.search`` for a
+    text query with a filter on a declared field, with and without reranking; an unknown field is refused."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from connectors.ui import create_app
+
+    rows = [{"id": f"r{i}", "text": f"note {i} about {c}", "color": c}
+            for i, c in enumerate(["red", "blue", "red", "green", "red", "red"])]
+    with open_store(backend, tmp_path, "ui_" + request.node.name, embedder=embedder, dim=DIM,
+                    fields={"color": str}) as store:
+        assert store.upsert(rows).ok
+        with TestClient(create_app(store, reranker=reranker)) as client:
+            for extra, kwargs in (({}, {}), ({"rerank": True, "candidates": 4}, {"rerank": reranker, "candidates": 4})):
+                body = {"text": "a note about red", "k": 3, "filter": {"color": "red"}, **extra}
+                got = client.post("/api/search", json=body)
+                assert got.status_code == 200, got.text
+                want = store.search("a note about red", k=3, filter={"color": "red"}, **kwargs)
+                assert [h["id"] for h in got.json()["hits"]] == [h.id for h in want]
+                assert [h["score"] for h in got.json()["hits"]] == pytest.approx([h.score for h in want], abs=1e-5)
+            bad = client.post("/api/search", json={"text": "x", "filter": {"colour": "red"}})
+            assert bad.status_code == 400 and "unknown filter field 'colour'" in bad.json()["error"]
