@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["hit_record", "format_table", "render_html", "group_by_doc", "doc_key", "THUMBNAIL_SIZE"]
+__all__ = ["hit_record", "format_table", "render_html", "group_by_doc", "doc_key", "where_of", "frame_at", "first_frame",
+           "THUMBNAIL_SIZE"]
 
 #: where a hit points inside its document: lifted from ``metadata`` into the record
 LOCATION_KEYS = ("doc_id", "page", "pages", "t_start", "t_end")
@@ -76,7 +77,7 @@ def group_by_doc(hits: Sequence[Any], k: int) -> list[Any]:
     return out
 
 
-def _where(record: dict[str, Any]) -> str:
+def where_of(record: dict[str, Any]) -> str:
     """``p3/12`` for a page, ``25-55 s`` for a video window, else empty."""
     if record.get("page") is not None:
         return f"p{record['page']}" + (f"/{record['pages']}" if record.get("pages") else "")
@@ -98,7 +99,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     if not records:
         return "(no hits)"
     reranked = any(r["rerank_score"] is not None for r in records)
-    located = any(_where(r) for r in records)
+    located = any(where_of(r) for r in records)
     head = ["#", "id", "score"] + (["rerank"] if reranked else []) + ["kind", "text", "media"] + (
         ["where"] if located else [])
     rows = []
@@ -109,7 +110,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
         row = [str(r["rank"]), _clip(r["id"], 14), f"{r['score']:.4f}"]
         if reranked:
             row.append("-" if r["rerank_score"] is None else f"{r['rerank_score']:.4f}")
-        row += [r["modality"] or "", _clip(r["text"], 48), media] + ([_where(r)] if located else [])
+        row += [r["modality"] or "", _clip(r["text"], 48), media] + ([where_of(r)] if located else [])
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
@@ -145,7 +146,7 @@ def _thumbnail(media: str, modality: str | None) -> str:
         from PIL import Image
 
         if modality == "video" or path.suffix.lower() in {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}:
-            frame = _first_frame(path)
+            frame = first_frame(path)
             if frame is None:
                 return (f'<video src="{html.escape(path.resolve().as_uri())}" controls preload="metadata">'
                         "</video>")
@@ -190,7 +191,7 @@ def _inside_thumbnail(media: str) -> str | None:
             img = render_pdf_page(path, page[1], 36)
             label = f"{path.name} page {page[1]}"
         else:
-            img = _frame_at(path, segment[1])  # type: ignore[index]
+            img = frame_at(path, segment[1])  # type: ignore[index]
             label = f"{path.name} at {segment[1]:g} s"  # type: ignore[index]
             if img is None:
                 return f'<a href="{href}">{html.escape(label)}</a>'
@@ -199,7 +200,7 @@ def _inside_thumbnail(media: str) -> str | None:
         return f'<div class="missing">cannot show {html.escape(media)}: {html.escape(str(exc))}</div>'
 
 
-def _frame_at(path: pathlib.Path, seconds: float) -> Any:
+def frame_at(path: pathlib.Path, seconds: float) -> Any:
     """The first frame at or after ``seconds`` of a video as a PIL image, or None without a decoder."""
     try:
         import av
@@ -217,7 +218,7 @@ def _frame_at(path: pathlib.Path, seconds: float) -> Any:
         return None if last is None else last.to_image().convert("RGB")
 
 
-def _first_frame(path: pathlib.Path) -> Any:
+def first_frame(path: pathlib.Path) -> Any:
     """The first frame of a video as a PIL image, or None when no decoder is available."""
     try:
         import av

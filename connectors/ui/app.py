@@ -179,7 +179,7 @@ class SearchPage:
     def search(self, body: Any) -> dict[str, Any]:
         """Run one query from the page; the answer's ``hits`` are :func:`connectors.hits.hit_record`
         dicts with ``thumb``, ``link`` and ``where`` added."""
-        from connectors.hits import _where, hit_record
+        from connectors.hits import hit_record, where_of
 
         if not isinstance(body, Mapping):
             raise PageError(400, "the request must be a JSON object")
@@ -205,7 +205,7 @@ class SearchPage:
         records = []
         for i, hit in enumerate(hits, 1):
             record = hit_record(i, hit)
-            record.update(self.links(record["media"] or ""), where=_where(record))
+            record.update(self.links(record["media"] or ""), where=where_of(record))
             records.append(record)
         return {"hits": records, "elapsed_ms": round(elapsed * 1000, 1)}
 

@@ -126,7 +126,7 @@ class Thumbnails:
         return data
 
     def _draw(self, real: str, location: Any, modality: str | None) -> Any:
-        from connectors.hits import _first_frame, _frame_at  # the frames qvl search --html shows
+        from connectors.hits import first_frame, frame_at  # the frames qvl search --html shows
 
         if location is not None and location[0] == "page":
             from embedder.items import render_pdf_page
@@ -136,8 +136,8 @@ class Thumbnails:
         if location is not None or video:
             import pathlib
 
-            frame = _frame_at(pathlib.Path(real), location[1]) if location is not None else \
-                _first_frame(pathlib.Path(real))
+            frame = frame_at(pathlib.Path(real), location[1]) if location is not None else \
+                first_frame(pathlib.Path(real))
             if frame is None:
                 raise MediaRefused(404, "no video decoder (PyAV) to draw a frame; install the 'video' extra")
             return frame
