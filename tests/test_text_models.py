@@ -233,3 +233,14 @@ def test_cli_ingests_and_searches_at_the_text_models_smallest_dim(tiny_text_embe
     assert found.returncode == 0, found.stderr
     assert_clean_stderr(found)
     assert len(json.loads(found.stdout)["hits"]) == 3
+
+
+def test_cli_dim_check_before_the_model_loads(tiny_text_embedding_path, tiny_embedding_path):
+    """Before a model loads, --dim is checked against its own range when the folder tells it, and
+    against the least any model takes (32) for a hub id or a URL, so Qwen3-Embedding's 32 passes."""
+    from connectors.cli.common import check_dim_arg, checkpoint_min_dim
+
+    assert (checkpoint_min_dim(tiny_text_embedding_path), checkpoint_min_dim(tiny_embedding_path)) == (32, 64)
+    assert checkpoint_min_dim("Qwen/Qwen3-Embedding-0.6B") is None and check_dim_arg(32) is None
+    assert "at least 32" in check_dim_arg(31)
+    assert "from 64 to 128" in check_dim_arg(32, minimum=checkpoint_min_dim(tiny_embedding_path), full=128)

@@ -148,6 +148,9 @@ def checkpoint_dim(spec: str) -> int | None:
         return None
 
 
+ANY_MODEL_MIN_DIM = 32  # Qwen3-Embedding's smallest Matryoshka dim (Qwen3-VL-Embedding's is 64)
+
+
 def checkpoint_min_dim(spec: str) -> int | None:
     """The smallest Matryoshka dim of a local checkpoint folder (32 for the Qwen3-Embedding text
     models, 64 for Qwen3-VL), from its ``config.json``'s architectures; None when unknown."""
@@ -157,18 +160,18 @@ def checkpoint_min_dim(spec: str) -> int | None:
     from embedder.contracts import MIN_DIM
 
     text = {"Qwen3ForCausalLM", "Qwen3Model"} & set(config.get("architectures") or [])
-    return 32 if text else MIN_DIM
+    return ANY_MODEL_MIN_DIM if text else MIN_DIM
 
 
 def check_dim_arg(dim: int | None, *, full: int | None = None, minimum: int | None = None,
                   flag: str = "--dim") -> str | None:
     """Why ``--dim`` cannot be used (one line), or None. ``full`` and ``minimum``: the model's full
-    and smallest dims, when known (the smallest defaults to the VL models' 64)."""
+    and smallest dims, when known. Unknown before the model loads (a hub id, a URL), the smallest
+    is the least any supported model takes (32, the text models'): a Qwen3-Embedding hub id
+    must not be refused ``--dim 32``; the loaded model checks its own range."""
     if dim is None:
         return None
-    from embedder.embedder import MIN_DIM
-
-    low = minimum or MIN_DIM
+    low = minimum or ANY_MODEL_MIN_DIM
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < low or (full is not None and dim > full):
         allowed = f"from {low} to {full} (the model's full dim)" if full else f"at least {low}"
         return f"{flag} {dim}: the dim must be an integer {allowed}; nothing was created"

@@ -128,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     for d in args.dims or []:
         problem = check_dim_arg(d, full=None if data.has_vectors else checkpoint_dim(model_spec(args)),
-                                minimum=32 if data.has_vectors else checkpoint_min_dim(model_spec(args)), flag="--dims")
+                                minimum=None if data.has_vectors else checkpoint_min_dim(model_spec(args)), flag="--dims")
         if problem:
             print_error(problem.replace("; nothing was created", ""))
             return 2
