@@ -106,19 +106,8 @@ def build_tiny_checkpoint(path: str | os.PathLike, kind: str = "embedding", *, s
     with torch.device("meta"):  # shapes only: building real modules would cost seconds
         shapes = {k: tuple(v.shape) for k, v in Qwen3VLForConditionalGeneration(config).state_dict().items()}
     shapes.pop("lm_head.weight")  # tied to the input embeddings, as in the 2B checkpoints
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, shape in sorted(shapes.items()):
-        if len(shape) >= 2:
-            scale = init_std if "embed_tokens" in name else init_std * 4.0 / shape[-1] ** 0.5
-            value = torch.randn(shape, generator=gen) * scale
-        elif "norm" in name:
-            value = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-            if name == "model.language_model.norm.weight" and kind == "reranker":
-                value *= 0.02  # keeps sigmoid(logit_yes - logit_no) away from 0 and 1
-        else:
-            value = 0.02 * torch.randn(shape, generator=gen)
-        tensors[name] = value.to(torch.bfloat16 if bf16 else torch.float32).contiguous()
+    tensors = _random_weights(shapes, seed=seed, init_std=init_std, bf16=bf16,
+                              quiet_norm="model.language_model.norm.weight" if kind == "reranker" else None)
     config.dtype = "bfloat16" if bf16 else "float32"
     config.save_pretrained(out)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
@@ -157,6 +146,21 @@ def _build_text_checkpoint(path: str | os.PathLike, kind: str, *, seed: int, wid
         module = Qwen3ForCausalLM(config) if reranker else Qwen3Model(config)
         shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     shapes.pop("lm_head.weight", None)  # tied
+    tensors = _random_weights(shapes, seed=seed, init_std=init_std, bf16=bf16, quiet_norm="model.norm.weight")
+    config.dtype = "bfloat16" if bf16 else "float32"
+    config.save_pretrained(out)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    _write_tokenizer(out, append_eos=not reranker, chat_template=False)
+    return str(out)
+
+
+def _random_weights(shapes: dict[str, tuple[int, ...]], *, seed: int, init_std: float, bf16: bool,
+                    quiet_norm: str | None) -> dict[str, Any]:
+    """Seeded random tensors for a checkpoint's ``shapes`` (in name order, so a seed always gives the
+    same weights). ``quiet_norm``: a final norm scaled by 0.02, which keeps a reranker's
+    sigmoid(logit_yes - logit_no) away from 0 and 1 (a text embedding checkpoint has none by that name)."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, shape in sorted(shapes.items()):
@@ -165,16 +169,12 @@ def _build_text_checkpoint(path: str | os.PathLike, kind: str, *, seed: int, wid
             value = torch.randn(shape, generator=gen) * scale
         elif "norm" in name:
             value = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-            if name == "model.norm.weight":
-                value *= 0.02  # keeps sigmoid(logit_yes - logit_no) away from 0 and 1
+            if name == quiet_norm:
+                value *= 0.02
         else:
             value = 0.02 * torch.randn(shape, generator=gen)
         tensors[name] = value.to(torch.bfloat16 if bf16 else torch.float32).contiguous()
-    config.dtype = "bfloat16" if bf16 else "float32"
-    config.save_pretrained(out)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    _write_tokenizer(out, append_eos=not reranker, chat_template=False)
-    return str(out)
+    return tensors
 
 
 def _write_tokenizer(out: Path, *, append_eos: bool, chat_template: bool = True) -> None:
