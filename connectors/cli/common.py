@@ -178,6 +178,12 @@ def check_dim_arg(dim: int | None, *, full: int | None = None, minimum: int | No
     return None
 
 
+def print_missing_collection(exc: Exception, target: str, collection: str) -> None:
+    """The one-line error for a search on a collection that does not exist, with the command that makes it."""
+    print_error(f"{exc} (in {target}; ingest something first: qvl ingest SOURCE --to {target} "
+                f"--collection {collection})")
+
+
 #: schemes whose stores talk to a database that can be checked before the model loads
 _DATABASE_SCHEMES = frozenset({"milvus", "postgresql", "postgres", "weaviate", "qdrant", "faiss"})
 

@@ -16,8 +16,7 @@ from connectors.hits import format_table, group_by_doc, hit_record, render_html
 
 from .common import (DEFAULT_COLLECTION, DEFAULT_TARGET, add_model_args, api_key_of, check_dim_arg,
                      checkpoint_dim, checkpoint_min_dim, close_quietly, load_embedder, load_reranker, model_spec,
-                     one_line,
-                     open_target_first, print_error, reranker_spec)
+                     one_line, open_target_first, print_error, print_missing_collection, reranker_spec)
 
 
 #: --group-by doc looks at this many hits per document asked for
@@ -168,8 +167,7 @@ def run_search(args: argparse.Namespace) -> int:
             if args.group_by:
                 hits = group_by_doc(hits, args.k)
         except NotFoundError as exc:
-            print_error(f"{exc} (in {args.target}; ingest something first: qvl ingest SOURCE --to {args.target} "
-                 f"--collection {args.collection})")
+            print_missing_collection(exc, args.target, args.collection)
             return 2
         except (QVLError, ValueError) as exc:
             print_error(one_line(exc))

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from .common import (DEFAULT_COLLECTION, DEFAULT_TARGET, add_model_args, api_key_of, close_quietly, load_embedder,
-                     load_reranker, model_spec, one_line, open_target_first, print_error)
+                     load_reranker, model_spec, one_line, open_target_first, print_error, print_missing_collection)
 
 DEFAULT_PORT = 8090
 
@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
             store = connectors.connect(args.target, collection=args.collection, embedder=embedder, dim=args.dim)
             rows = store.count()  # NotFoundError when the collection does not exist
         except NotFoundError as exc:
-            print_error(f"{exc} (in {args.target}; ingest something first: qvl ingest SOURCE --to {args.target} "
-                        f"--collection {args.collection})")
+            print_missing_collection(exc, args.target, args.collection)
             return 2
         except (QVLError, ValueError) as exc:
             print_error(one_line(exc))
