@@ -1,0 +1,41 @@
+"""The Python process of one docs page (see tests/docs_harness.py): runs blocks in one namespace.
+
+Reads one JSON request a line on stdin (``{"code": ..., "where": "docs/x.md:12"}``), runs
+the code in the page's namespace (an expression statement's value is printed, as in a
+notebook), and answers ``{"ok": bool, "error": traceback}`` on the file descriptor given
+as the first argument. The blocks' own output goes to stdout/stderr.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+import traceback
+
+
+def main() -> None:
+    results = os.fdopen(int(sys.argv[1]), "w")
+    namespace: dict = {"__name__": "__main__"}
+    sys.path[0] = os.getcwd()  # as `python` in the page's folder: not this script's tests/ folder
+    for line in sys.stdin:
+        request = json.loads(line)
+        print(f"\n>>> {request['where']}", flush=True)
+        try:
+            tree = ast.parse(request["code"], request["where"])
+            last = tree.body[-1] if tree.body else None
+            if isinstance(last, ast.Expr):  # show the last expression's value, like a notebook cell
+                tree.body[-1] = ast.Expr(ast.Call(ast.Name("print", ast.Load()), [last.value], []))
+                ast.fix_missing_locations(tree)
+            exec(compile(tree, request["where"], "exec"), namespace)
+            reply = {"ok": True}
+        except BaseException:  # noqa: BLE001 - report everything, SystemExit included
+            reply = {"ok": False, "error": traceback.format_exc(limit=-8)}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        results.write(json.dumps(reply) + "\n")
+        results.flush()
+
+
+if __name__ == "__main__":
+    main()
