@@ -37,6 +37,7 @@ Markers, HTML comments that a rendered page does not show:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -517,5 +518,25 @@ def write_pdf(path: pathlib.Path, pages: list[str]) -> None:
     pdf.output(str(path))
 
 
-def iter_pages() -> Iterator[pathlib.Path]:
-    yield from PAGES
+PORT = re.compile(r"(?:localhost:|127\.0\.0\.1:|--port[ =]|--grpc-port[ =]|grpc=)(\d{4,5})\b")
+
+
+@contextlib.contextmanager
+def port_locks(page: pathlib.Path) -> Iterator[list[int]]:
+    """Hold a machine-wide lock on each fixed port the page names (``localhost:8080``, ``--port 8000``),
+    so two pages (two pytest workers, two checkouts) never start servers on the same port at once."""
+    import fcntl
+
+    ports = sorted({int(p) for p in PORT.findall(page.read_text())})
+    folder = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / "qvl-docs-port-locks"
+    folder.mkdir(exist_ok=True)
+    handles = []
+    try:
+        for port in ports:  # in order: no deadlock between two pages
+            handle = open(folder / f"{port}.lock", "w")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handles.append(handle)
+        yield ports
+    finally:
+        for handle in handles:
+            handle.close()

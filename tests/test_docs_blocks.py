@@ -15,7 +15,8 @@ import pytest
 
 from connectors.localdb.weaviate import cache_dir as weaviate_cache_dir
 from tests.connectors.postgres_server import start_embedded
-from tests.docs_harness import PAGES, REPO, DocsError, PageRun, build_hub_cache, parse_page, write_reader_files
+from tests.docs_harness import PAGES, REPO, DocsError, PageRun, build_hub_cache, parse_page, port_locks,
+                                 write_reader_files
 
 STEPS = {page: parse_page(page) for page in PAGES}
 RUN_PAGES = [p for p, steps in STEPS.items() if any(s.kind in ("python", "bash") and not s.skip for s in steps)]
@@ -98,12 +99,14 @@ def test_page_blocks_run(page, tmp_path, hub_cache, docs_pg):
     run = PageRun(work, page_env(home, hub_cache, docs_pg))
     failure = None
     try:
-        run.run(STEPS[page])
+        with port_locks(page):  # the servers a page starts on its documented ports are stopped inside
+            try:
+                run.run(STEPS[page])
+            finally:
+                run.close()
     except DocsError as exc:
         failure = str(exc)
-    finally:
-        run.close()
-        print("\n".join(f"{seconds:6.1f} s  {kind:15} {where}" for where, kind, seconds in run.timings))
+    print("\n".join(f"{seconds:6.1f} s  {kind:15} {where}" for where, kind, seconds in run.timings))
     if failure:
         pytest.fail(failure, pytrace=False)
 
