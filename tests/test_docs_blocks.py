@@ -15,8 +15,8 @@ import pytest
 
 from connectors.localdb.weaviate import cache_dir as weaviate_cache_dir
 from tests.connectors.postgres_server import start_embedded
-from tests.docs_harness import PAGES, REPO, DocsError, PageRun, build_hub_cache, parse_page, port_locks,
-                                 write_reader_files
+from tests.docs_harness import (PAGES, REPO, DocsError, PageRun, build_hub_cache, parse_page, port_locks,
+                                 write_reader_files)
 
 STEPS = {page: parse_page(page) for page in PAGES}
 RUN_PAGES = [p for p, steps in STEPS.items() if any(s.kind in ("python", "bash") and not s.skip for s in steps)]
