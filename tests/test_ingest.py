@@ -334,10 +334,21 @@ def test_table_sources_with_mapping(tmp_path, capsys, stores, tiny_embedding_pat
     store = stores.stores["t/items"]
     got = {r.id: r.fields for page, _ in store.scan() for r in page}
     assert sorted(got) == ["A1", "A2", "A3", "A4"]
-    assert got["A1"]["metadata"] == {"price": 10.5, "color": "red"} or got["A1"]["metadata"] == {
-        "price": "10.5", "color": "red"}  # CSV cells are strings
+    assert got["A1"]["metadata"] == {"price": 10.5, "color": "red"}  # a CSV cell written as a number is one
     assert got["A1"]["media"] == str(folder / "img" / "p0.png") and got["A1"]["modality"] == "vl"
     assert got["A3"]["modality"] == "image" and got["A2"]["modality"] == "text"
+
+
+def test_csv_cells_written_as_numbers_are_numbers_in_metadata(tmp_path):
+    """So ``--where '{"price": {"$lt": 100}}'`` finds the rows of a CSV (it found none when prices were text)."""
+    from connectors.ingest import Columns
+    from connectors.ingest.sources import csv_rows
+
+    path = tmp_path / "p.csv"
+    path.write_text("sku,title,price,qty,code,ratio,note\n007,42,79,-3,007,1e-3,12a\n")
+    [row] = list(csv_rows(path, Columns(id="sku", text="title")))
+    assert row.row["id"] == "007" and row.row["text"] == "42"  # id and content columns stay text
+    assert row.row["metadata"] == {"price": 79, "qty": -3, "code": "007", "ratio": 0.001, "note": "12a"}
 
 
 def test_sql_source_sqlite(tmp_path, capsys, stores, tiny_embedding_path, monkeypatch):

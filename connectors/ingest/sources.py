@@ -450,6 +450,10 @@ def csv_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
              media_root: MediaRoot = None, delimiter: str | None = None) -> Iterator[SourceRow]:
     """Rows of a CSV (or ``.tsv``) file with a header line; empty cells are missing values.
 
+    A metadata cell that is a number (``79``, ``-3``, ``9.5``, ``1e-3``) is stored as one, so a
+    filter such as ``{"price": {"$lt": 100}}`` compares numbers; a leading zero (``007``) keeps a
+    cell text, and the id, text and media columns are always text.
+
     Raises:
         InputError: a named column is not in the header.
     """
@@ -459,10 +463,26 @@ def csv_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
     with p.open("r", encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=sep)
         columns.check(reader.fieldnames or [], p.name)
+        content = {c or name for c, name in ((columns.id, "id"), (columns.text, "text"),
+                                             (columns.image, "image"), (columns.video, "video"))}
         for record in reader:
             location = f"{p.name}:{reader.line_num}"
-            clean = {k: (None if v == "" else v) for k, v in record.items() if k is not None}
+            clean = {k: (None if v == "" else v if k in content else _number_or_text(v))
+                     for k, v in record.items() if k is not None}
             yield _mapped(location, clean, columns, base)
+
+
+_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"[-+]?(0|[1-9][0-9]*)?\.[0-9]+([eE][-+]?[0-9]+)?|[-+]?(0|[1-9][0-9]*)[eE][-+]?[0-9]+")
+
+
+def _number_or_text(cell: str) -> Any:
+    """A CSV cell as an int or a float when it is written as one, else the text as it is."""
+    if _INT.fullmatch(cell):
+        return int(cell)
+    if _FLOAT.fullmatch(cell):
+        return float(cell)
+    return cell
 
 
 def parquet_rows(path: str | os.PathLike, columns: Columns = Columns(), *,
