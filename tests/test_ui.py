@@ -283,8 +283,9 @@ def test_qvl_ui_command_serves_the_page(tmp_path, tiny_embedding_path, embedder)
                             env=clean_env(QVL_API_KEY="k3y"))
     try:
         line = proc.stderr.readline()
-        assert line.startswith("serving notes on http://127.0.0.1:") and "(2 rows, auth on)" in line, line
-        url = line.split()[3]
+        # "serving on" like qvl serve: what scripts (and the docs test) wait for
+        assert line.startswith("serving on http://127.0.0.1:") and "(notes: 2 rows, auth on)" in line, line
+        url = line.split()[2]
 
         def call(path: str, body: dict | None = None, key: str | None = "k3y") -> tuple[int, dict | str]:
             req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),

@@ -103,7 +103,7 @@ def _serve(args: argparse.Namespace, sock: Any, store: Any, reranker: Any, key: 
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    banner = (f"serving {args.collection} on http://{host}:{port} ({rows} rows"
+    banner = (f"serving on http://{host}:{port} ({args.collection}: {rows} rows"
               f"{', reranker' if reranker else ''}{', auth on' if key else ''})")
 
     class Server(uvicorn.Server):
