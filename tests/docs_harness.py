@@ -17,8 +17,12 @@ the checkout's ``examples/``, ``benchmarks/``, ``tests/`` and ``pyproject.toml``
   still select tests; the suite itself is the run) and ``python benchmarks/*.py ...`` (the
   script is imported and its documented arguments parsed; the measurement takes minutes and
   its figures are in docs/performance.md). ``curl`` fails on an HTTP error status.
+* ``qvl`` is the console script's ``connectors.cli.main`` run in a fork of a process that has
+  imported torch and transformers once (:mod:`tests.docs_zygote`): the same command, its own
+  folder, environment, output and exit code, without seconds of imports each time (the
+  console script itself as a subprocess is tests/test_cli_e2e.py's subject).
 * Other languages (``text``, ``json``, ``yaml``, ``sql``) are not run; a fence must name
-  its language.
+  its language. A documented ``qvl search`` that prints ``(no hits)`` fails the block.
 
 The models are the hub ids the docs name, served from a Hugging Face cache that holds tiny
 random checkpoints (``HF_HUB_OFFLINE=1``), so the real hub-id loading code runs. The
@@ -75,8 +79,9 @@ GIVEN = {
     "precomputed_1024_dim_vector": (
         "import numpy as _np\n_v = _np.random.default_rng(0).standard_normal(1024).astype('float32')\n"
         "precomputed_1024_dim_vector = (_v / _np.linalg.norm(_v)).tolist()"),
-    "base64_png": "import base64\nbase64_png = base64.b64encode(open('photos/dog.jpg', 'rb').read()).decode()",
-    "base64_query_image": "import base64\nbase64_query_image = base64.b64encode(open('query.jpg', 'rb').read()).decode()",
+    "base64_png": "import base64, pathlib\nbase64_png = base64.b64encode(pathlib.Path('photos/dog.jpg').read_bytes()).decode()",
+    "base64_query_image": ("import base64, pathlib\n"
+                           "base64_query_image = base64.b64encode(pathlib.Path('query.jpg').read_bytes()).decode()"),
     "items": "items = ['a red car', {'image': 'car.jpg'}, {'image': 'missing.png'}]",
     "docs": "docs = ['A red car parked.', {'image': 'car.jpg'}, 'a bowl of ramen']",
     "url": "url = 'postgresql://app@localhost/shop'",
@@ -278,9 +283,11 @@ class PageRun:
         if self.session is None or self.session.poll() is not None:
             r, w = os.pipe()
             log = open(self.session_log, "ab")
-            self.session = subprocess.Popen(
-                [sys.executable, str(REPO / "tests" / "docs_session.py"), str(w)], cwd=self.work, env=self.env,
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,), start_new_session=True)
+            sock = self.env.get("DOCS_QVL_SOCKET")  # forked from the warm process when there is one
+            command = ([sys.executable, str(REPO / "tests" / "docs_zygote.py"), "session", sock, str(w)] if sock else
+                       [sys.executable, str(REPO / "tests" / "docs_session.py"), str(w)])
+            self.session = subprocess.Popen(command, cwd=self.work, env=self.env, stdin=subprocess.PIPE, stdout=log,
+                                            stderr=subprocess.STDOUT, pass_fds=(w,), start_new_session=True)
             os.close(w)
             log.close()
             self._results = r
@@ -334,6 +341,9 @@ class PageRun:
         if proc.returncode != 0:
             raise DocsError(f"{step.where}: the shell block exited with {proc.returncode}:\n{step.code}\n"
                             f"--- output ---\n{text[-6000:]}")
+        if "(no hits)" in text:  # qvl search's empty answer: an example that finds nothing shows nothing
+            raise DocsError(f"{step.where}: a documented search found nothing:\n{step.code}\n--- output ---\n"
+                            f"{text[-6000:]}")
         return text
 
     # background --------------------------------------------------------------
@@ -516,6 +526,30 @@ def write_pdf(path: pathlib.Path, pages: list[str]) -> None:
         pdf.set_font("helvetica", size=18)
         pdf.multi_cell(0, 12, text)
     pdf.output(str(path))
+
+
+def start_warm_qvl(folder: pathlib.Path, env: dict[str, str]) -> tuple[subprocess.Popen, pathlib.Path]:
+    """Start :mod:`tests.docs_zygote` (torch and transformers imported once) and a ``qvl`` that asks it.
+
+    Returns the server process and a folder to put first on PATH, whose ``qvl`` runs each
+    command in a fork of that server (``DOCS_QVL_SOCKET`` in the environment names it).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    sock = folder / "qvl.sock"
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "docs_zygote.py"), "serve", str(sock)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if line.strip() != "ready":
+        proc.kill()
+        raise DocsError(f"the warm qvl did not start: {line}{proc.stdout.read().decode()[-3000:]}")
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "qvl"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(REPO / "tests" / "docs_zygote.py"))} '
+                       'client "$DOCS_QVL_SOCKET" "$@"\n')
+    wrapper.chmod(0o755)
+    return proc, bin_dir
 
 
 PORT = re.compile(r"(?:localhost:|127\.0\.0\.1:|--port[ =]|--grpc-port[ =]|grpc=)(\d{4,5})\b")

@@ -14,10 +14,12 @@ import sys
 import traceback
 
 
-def main() -> None:
-    results = os.fdopen(int(sys.argv[1]), "w")
+def main(results_fd: int) -> None:
+    results = os.fdopen(results_fd, "w")
     namespace: dict = {"__name__": "__main__"}
-    sys.path[0] = os.getcwd()  # as `python` in the page's folder: not this script's tests/ folder
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)  # not this script's tests/ folder (tests/connectors is not the package)
+    sys.path.insert(0, os.getcwd())  # as `python` in the page's folder
     for line in sys.stdin:
         request = json.loads(line)
         print(f"\n>>> {request['where']}", flush=True)
@@ -38,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]))

@@ -16,7 +16,7 @@ import pytest
 from connectors.localdb.weaviate import cache_dir as weaviate_cache_dir
 from tests.connectors.postgres_server import start_embedded
 from tests.docs_harness import (PAGES, REPO, DocsError, PageRun, build_hub_cache, parse_page, port_locks,
-                                 write_reader_files)
+                                 start_warm_qvl, write_reader_files)
 
 STEPS = {page: parse_page(page) for page in PAGES}
 RUN_PAGES = [p for p, steps in STEPS.items() if any(s.kind in ("python", "bash") and not s.skip for s in steps)]
@@ -48,6 +48,23 @@ def docs_pg(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def warm_qvl(tmp_path_factory, hub_cache):
+    """PATH entry and socket of the session's warm ``qvl`` (see tests/docs_zygote.py)."""
+    folder = tmp_path_factory.mktemp("docs-qvl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HF_"))}
+    env.update(hub_env(hub_cache))
+    proc, bin_dir = start_warm_qvl(folder, env)
+    yield bin_dir, folder / "qvl.sock"
+    proc.terminate()
+    proc.wait(30)
+
+
+def hub_env(hub_cache: pathlib.Path) -> dict[str, str]:
+    return {"HF_HOME": str(hub_cache.parent / "hf-home"), "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "QVL_CPU_DTYPE": os.environ.get("QVL_CPU_DTYPE", "float32")}
+
+
 def fresh_databases(server) -> None:
     import psycopg
 
@@ -60,16 +77,14 @@ def fresh_databases(server) -> None:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
-def page_env(home: pathlib.Path, hub_cache: pathlib.Path, server) -> dict[str, str]:
+def page_env(home: pathlib.Path, hub_cache: pathlib.Path, server, warm_qvl) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PG", "HF_", "QVL_"))}
+    env.update(hub_env(hub_cache))
     env.update({
         "HOME": str(home),
         "XDG_CACHE_HOME": str(home / ".cache"),  # ingest state files stay in the test's folder
-        "HF_HOME": str(hub_cache.parent / "hf-home"),
-        "HF_HUB_CACHE": str(hub_cache),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "QVL_CPU_DTYPE": os.environ.get("QVL_CPU_DTYPE", "float32"),
+        "PATH": f"{warm_qvl[0]}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DOCS_QVL_SOCKET": str(warm_qvl[1]),
         "PGPORT": str(server.port),
         "PGUSER": "app",
         "PYTHONUNBUFFERED": "1",
@@ -84,7 +99,7 @@ def test_every_page_is_parsed_and_most_blocks_run():
 
 
 @pytest.mark.parametrize("page", RUN_PAGES, ids=[str(p.relative_to(REPO)) for p in RUN_PAGES])
-def test_page_blocks_run(page, tmp_path, hub_cache, docs_pg):
+def test_page_blocks_run(page, tmp_path, hub_cache, docs_pg, warm_qvl):
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
@@ -96,7 +111,7 @@ def test_page_blocks_run(page, tmp_path, hub_cache, docs_pg):
     (home / ".cache" / "qvl").mkdir(parents=True)
     (home / ".cache" / "qvl" / "weaviate-bin").symlink_to(weaviate_cache_dir(), target_is_directory=True)
     fresh_databases(docs_pg)
-    run = PageRun(work, page_env(home, hub_cache, docs_pg))
+    run = PageRun(work, page_env(home, hub_cache, docs_pg, warm_qvl))
     failure = None
     try:
         with port_locks(page):  # the servers a page starts on its documented ports are stopped inside
