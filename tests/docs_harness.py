@@ -158,7 +158,7 @@ def parse_page(path: pathlib.Path) -> list[Step]:
             pending_skip = None
             i += 1
             continue
-        if "<!--" in lines[i] and "docs-test:" in lines[i]:
+        if re.match(r"\s*<!--\s*docs-test:", lines[i]):  # a marker starts its line (not one quoted in prose)
             start = i + 1
             text = lines[i]
             while "-->" not in text and i + 1 < len(lines):
@@ -338,6 +338,7 @@ class PageRun:
             raise DocsError(f"{step.where}: the shell block did not finish in {BLOCK_TIMEOUT:.0f} s:\n"
                             + out.decode(errors="replace")[-4000:])
         text = out.decode(errors="replace")
+        (self.state / f"bash-{step.line}.out").write_text(text)  # kept for a look after a pass, too
         if proc.returncode != 0:
             raise DocsError(f"{step.where}: the shell block exited with {proc.returncode}:\n{step.code}\n"
                             f"--- output ---\n{text[-6000:]}")

@@ -25,11 +25,12 @@ def main(results_fd: int) -> None:
         print(f"\n>>> {request['where']}", flush=True)
         try:
             tree = ast.parse(request["code"], request["where"])
-            last = tree.body[-1] if tree.body else None
-            if isinstance(last, ast.Expr):  # show the last expression's value, like a notebook cell
-                tree.body[-1] = ast.Expr(ast.Call(ast.Name("print", ast.Load()), [last.value], []))
-                ast.fix_missing_locations(tree)
+            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
             exec(compile(tree, request["where"], "exec"), namespace)
+            if last is not None:  # show the last expression's value (not None), like a notebook cell
+                value = eval(compile(ast.Expression(last.value), request["where"], "eval"), namespace)
+                if value is not None:
+                    print(repr(value))
             reply = {"ok": True}
         except BaseException:  # noqa: BLE001 - report everything, SystemExit included
             reply = {"ok": False, "error": traceback.format_exc(limit=-8)}
