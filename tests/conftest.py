@@ -104,7 +104,8 @@ def pytest_collection_finish(session) -> None:
     A fresh machine compiles it once (minutes); doing it here keeps that out of any one
     test's timeout. Failures are left to the tests, which skip (or fail in CI) with the reason.
     """
-    if os.environ.get("WEAVIATE_URL") or not any("weaviate" in item.nodeid.lower() for item in session.items):
+    if os.environ.get("WEAVIATE_URL") or not any("weaviate" in item.nodeid.lower() or "test_docs_blocks" in item.nodeid
+                                                 for item in session.items):
         return
     from connectors.localdb import LocalServerError
     from connectors.localdb.weaviate import binary_path, ensure_binary

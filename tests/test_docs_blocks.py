@@ -1,95 +1,19 @@
 """Every fenced Python and shell block of README.md and docs/*.md runs (issue 23).
 
 How a page is run (its own folder, one Python process per page, shell blocks in bash, the
-models from a Hugging Face cache of tiny random checkpoints, the session's PostgreSQL behind
+models from a Hugging Face cache of tiny random checkpoints, an embedded PostgreSQL behind
 the docs' ``postgresql://app@localhost/...`` URLs) and the markers a page may carry: see
 :mod:`tests.docs_harness`. A block is skipped only when marked as needing a GPU or the
-network, and then it is reported as a skipped test with its reason.
+network, and then it is reported as a skipped test with its reason. This file runs the pages
+not in :data:`tests.docs_fixtures.MORE`; tests/test_docs_blocks_more.py runs those.
 """
 from __future__ import annotations
 
-import os
-import pathlib
-
 import pytest
 
-from connectors.localdb.weaviate import cache_dir as weaviate_cache_dir
-from tests.connectors.postgres_server import start_embedded
-from tests.docs_harness import (PAGES, REPO, DocsError, PageRun, build_hub_cache, parse_page, port_locks,
-                                 start_warm_qvl, write_reader_files)
+from tests.docs_fixtures import REPO, SKIPPED, STEPS, docs_pg, hub_cache, pages, run_page, warm_qvl  # noqa: F401
 
-STEPS = {page: parse_page(page) for page in PAGES}
-RUN_PAGES = [p for p, steps in STEPS.items() if any(s.kind in ("python", "bash") and not s.skip for s in steps)]
-SKIPPED = [s for steps in STEPS.values() for s in steps if s.skip]
-PG_DATABASES = ("shop", "media", "app")
-
-
-@pytest.fixture(scope="session")
-def hub_cache(tmp_path_factory) -> pathlib.Path:
-    return build_hub_cache(tmp_path_factory.mktemp("docs-hf-cache"))
-
-
-@pytest.fixture(scope="session")
-def docs_pg(tmp_path_factory):
-    """A server of its own (never PG_TEST_DSN's: each page drops and creates the databases ``shop``,
-    ``media`` and ``app``) with the docs' role ``app``."""
-    import psycopg
-
-    from tests.conftest import skip_or_fail
-
-    try:
-        server = start_embedded(tmp_path_factory.mktemp("docs-postgres"))
-    except Exception as exc:  # noqa: BLE001 - reported through skip_or_fail
-        skip_or_fail(f"cannot start PostgreSQL with pgvector: {exc}")
-        raise
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute("CREATE ROLE app LOGIN SUPERUSER")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def warm_qvl(tmp_path_factory, hub_cache):
-    """PATH entry and socket of the session's warm ``qvl`` (see tests/docs_zygote.py)."""
-    folder = tmp_path_factory.mktemp("docs-qvl")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HF_"))}
-    env.update(hub_env(hub_cache))
-    proc, bin_dir = start_warm_qvl(folder, env)
-    yield bin_dir, folder / "qvl.sock"
-    proc.terminate()
-    proc.wait(30)
-
-
-def hub_env(hub_cache: pathlib.Path) -> dict[str, str]:
-    return {"HF_HOME": str(hub_cache.parent / "hf-home"), "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "QVL_CPU_DTYPE": os.environ.get("QVL_CPU_DTYPE", "float32")}
-
-
-def fresh_databases(server) -> None:
-    import psycopg
-
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        for name in PG_DATABASES:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {name} OWNER app")
-    for name in PG_DATABASES:
-        with psycopg.connect(server.url().rsplit("/", 1)[0] + f"/{name}", autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-
-
-def page_env(home: pathlib.Path, hub_cache: pathlib.Path, server, warm_qvl) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PG", "HF_", "QVL_"))}
-    env.update(hub_env(hub_cache))
-    env.update({
-        "HOME": str(home),
-        "XDG_CACHE_HOME": str(home / ".cache"),  # ingest state files stay in the test's folder
-        "PATH": f"{warm_qvl[0]}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DOCS_QVL_SOCKET": str(warm_qvl[1]),
-        "PGPORT": str(server.port),
-        "PGUSER": "app",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
+PAGES = pages(more=False)
 
 
 def test_every_page_is_parsed_and_most_blocks_run():
@@ -98,32 +22,9 @@ def test_every_page_is_parsed_and_most_blocks_run():
     assert len(SKIPPED) <= len(blocks) // 5, [s.where for s in SKIPPED]
 
 
-@pytest.mark.parametrize("page", RUN_PAGES, ids=[str(p.relative_to(REPO)) for p in RUN_PAGES])
-def test_page_blocks_run(page, tmp_path, hub_cache, docs_pg, warm_qvl):
-    work, home = tmp_path / "work", tmp_path / "home"
-    work.mkdir()
-    home.mkdir()
-    snapshot = next((hub_cache / "models--Qwen--Qwen3-VL-Embedding-2B" / "snapshots").iterdir())
-    write_reader_files(work, checkpoint=snapshot)
-    for name in ("photos", "reports", "talks"):
-        (home / name).symlink_to(work / name)
-    (home / "Pictures").symlink_to(work / "photos")
-    (home / ".cache" / "qvl").mkdir(parents=True)
-    (home / ".cache" / "qvl" / "weaviate-bin").symlink_to(weaviate_cache_dir(), target_is_directory=True)
-    fresh_databases(docs_pg)
-    run = PageRun(work, page_env(home, hub_cache, docs_pg, warm_qvl))
-    failure = None
-    try:
-        with port_locks(page):  # the servers a page starts on its documented ports are stopped inside
-            try:
-                run.run(STEPS[page])
-            finally:
-                run.close()
-    except DocsError as exc:
-        failure = str(exc)
-    print("\n".join(f"{seconds:6.1f} s  {kind:15} {where}" for where, kind, seconds in run.timings))
-    if failure:
-        pytest.fail(failure, pytrace=False)
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_page_blocks_run(page, tmp_path, hub_cache, docs_pg, warm_qvl):  # noqa: F811
+    run_page(page, tmp_path, hub_cache, docs_pg, warm_qvl)
 
 
 @pytest.mark.parametrize("step", SKIPPED, ids=[s.where for s in SKIPPED])
