@@ -73,6 +73,10 @@ def _save_state(path: pathlib.Path, key: dict, cursor: str | None, done: bool) -
 def prepare_target(source: BaseStore, target: BaseStore, *, allow_mismatch: bool = False) -> None:
     """Create the target like the source (dim, fields, fingerprint), or check an existing one.
 
+    The target stores vectors with its own ``quantization`` (the one it was opened with; a new one
+    float32 by default): a warning says so when that is not the source's, and how to keep it
+    (open the target with ``quantization=``; ``qvl migrate --quantization same``).
+
     Raises:
         SchemaMismatchError: the target exists with another dim or fields, or holds vectors
             made another way than the source's (unless ``allow_mismatch``).
@@ -82,7 +86,9 @@ def prepare_target(source: BaseStore, target: BaseStore, *, allow_mismatch: bool
                                   f"{target.collection!r} dim {target.dim}: open the target with dim={source.dim}")
     if not target.open_existing():
         target.create(fields=source.fields, fingerprint=source.fingerprint)
+        _note_quantization(source, target)
         return
+    _note_quantization(source, target)
     if target.fields != source.fields:
         raise SchemaMismatchError(f"the target {target.collection!r} has fields {target.fields}, the source "
                                   f"{source.collection!r} {source.fields}")
@@ -91,6 +97,13 @@ def prepare_target(source: BaseStore, target: BaseStore, *, allow_mismatch: bool
         if problems and not allow_mismatch:
             raise SchemaMismatchError(f"the target {target.collection!r} holds vectors made another way than the "
                                       f"source's: {'; '.join(problems)} (allow_mismatch=True copies anyway)")
+
+
+def _note_quantization(source: BaseStore, target: BaseStore) -> None:
+    if source.quantization != target.quantization:
+        log.warning("the copy of %r stores %s vectors, the source %s ones; to keep %s, copy into a new target opened "
+                    "with quantization=%r (qvl migrate --quantization same)", source.collection, target.quantization,
+                    source.quantization, source.quantization, source.quantization)
 
 
 def migrate(source: BaseStore, target: BaseStore, *, page_size: int = PAGE_ROWS,

@@ -236,6 +236,33 @@ def test_migrate_copies_to_every_target_and_search_there_agrees(target, corpus, 
 
 
 # ============================================================================ qvl demo
+def test_migrate_keeps_the_quantization_when_asked_and_says_when_it_does_not(tmp_path):
+    """An int8 Faiss collection copied to Qdrant local mode: float32 with a warning by default,
+    int8 with ``--quantization same``; an unknown precision is refused by the parser."""
+    import numpy as np
+
+    import connectors
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(6, 64)).astype(np.float32)
+    src = f"faiss:{tmp_path / 'src'}"
+    with connectors.connect(src, collection="items", dim=64, quantization="int8") as store:
+        store.create()
+        assert store.upsert([{"id": f"r{i}", "vector": v} for i, v in enumerate(vectors)]).ok
+    plain = qvl("migrate", src, f"qdrant:{tmp_path / 'plain'}", "--collection", "items", "--state",
+                tmp_path / "m1.json", cwd=tmp_path)
+    assert plain.returncode == 0 and "copied 6 rows" in plain.stdout, plain.stderr
+    assert "stores float32 vectors, the source int8 ones" in plain.stderr and "--quantization same" in plain.stderr
+    kept = qvl("migrate", src, f"qdrant:{tmp_path / 'kept'}", "--collection", "items", "--quantization", "same",
+               "--state", tmp_path / "m2.json", cwd=tmp_path)
+    assert kept.returncode == 0 and "copied 6 rows" in kept.stdout and "WARNING" not in kept.stderr, kept.stderr
+    for folder, precision in (("plain", "float32"), ("kept", "int8")):
+        with connectors.connect(f"qdrant:{tmp_path / folder}", collection="items") as copy:
+            assert copy.count() == 6 and copy.quantization == precision
+    bad = qvl("migrate", src, f"qdrant:{tmp_path / 'x'}", "--quantization", "int4", cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice: 'int4'" in bad.stderr
+
+
 def test_demo_prints_a_search_that_works_in_a_new_process(tmp_path):
     folder = tmp_path / "demo"
     demo = qvl("demo", "--offline-test-model", "--dir", folder, "--html", tmp_path / "demo.html", cwd=tmp_path)

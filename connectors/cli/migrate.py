@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+from ..quantization import PRECISIONS
 from .common import DEFAULT_COLLECTION, close_quietly, one_line, print_error
 
 
@@ -40,6 +41,9 @@ def add_parser(subparsers: Any) -> None:
                    "where the last copy stopped")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="copy into an existing collection whose vectors were made by another model")
+    p.add_argument("--quantization", choices=("same", *PRECISIONS), metavar="PRECISION",
+                   help="how a new TO collection stores the vectors: same (as FROM), float32, float16, int8 or "
+                        "binary (default: float32; an existing one keeps its own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_migrate)
 
@@ -68,7 +72,9 @@ def run_migrate(args: argparse.Namespace) -> int:
         try:
             source = connectors.connect(args.source, collection=args.collection, embedder=None)
             total = source.count()
-            target = connectors.connect(args.target, collection=to_collection, embedder=None, dim=source.dim)
+            quantization = source.quantization if args.quantization == "same" else args.quantization
+            target = connectors.connect(args.target, collection=to_collection, embedder=None, dim=source.dim,
+                                        **({"quantization": quantization} if quantization else {}))
         except NotFoundError as exc:
             print_error(f"{one_line(exc)} (in {args.source})")
             return 2
