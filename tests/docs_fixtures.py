@@ -12,6 +12,7 @@ import pathlib
 import pytest
 
 from connectors.localdb.weaviate import cache_dir as weaviate_cache_dir
+from tests.conftest import skip_or_fail
 from tests.connectors.postgres_server import start_embedded
 from tests.docs_harness import (PAGES, REPO, DocsError, PageRun, build_hub_cache, parse_page, port_locks,
                                  start_warm_qvl, write_reader_files)
@@ -39,8 +40,6 @@ def docs_pg(tmp_path_factory):
     """A server of its own (never PG_TEST_DSN's: each page drops and creates the databases ``shop``,
     ``media`` and ``app``) with the docs' role ``app``."""
     import psycopg
-
-    from tests.conftest import skip_or_fail
 
     try:
         server = start_embedded(tmp_path_factory.mktemp("docs-postgres"))
@@ -98,7 +97,19 @@ def page_env(home: pathlib.Path, hub_cache: pathlib.Path, server, warm_qvl) -> d
 
 
 def run_page(page: pathlib.Path, tmp_path: pathlib.Path, hub_cache: pathlib.Path, docs_pg, warm_qvl) -> None:
-    """Run one page's steps in a fresh folder, with fresh databases; fail with the block that failed."""
+    """Run one page's steps in a fresh folder, with fresh databases; fail with the block that failed.
+
+    A page that starts Weaviate (``qvl db weaviate``) needs its server binary: built here when
+    missing (once per machine), and when it cannot be, the page skips with the reason (fails in CI).
+    """
+    if any("qvl db weaviate" in step.code for step in STEPS[page]):
+        from connectors.localdb import LocalServerError
+        from connectors.localdb.weaviate import ensure_binary
+
+        try:
+            ensure_binary()
+        except LocalServerError as exc:
+            skip_or_fail(f"{page.relative_to(REPO)} starts Weaviate, and its server cannot be built here: {exc}")
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
