@@ -2,8 +2,9 @@
 
 Reads one JSON request a line on stdin (``{"code": ..., "where": "docs/x.md:12"}``), runs
 the code in the page's namespace (an expression statement's value is printed, as in a
-notebook), and answers ``{"ok": bool, "error": traceback}`` on the file descriptor given
-as the first argument. The blocks' own output goes to stdout/stderr.
+notebook; a block that assigns ``hits`` must leave it non-empty), and answers
+``{"ok": bool, "error": traceback}`` on the file descriptor given as the first argument. The
+blocks' own output goes to stdout/stderr.
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def main(results_fd: int) -> None:
                 value = eval(compile(ast.Expression(last.value), request["where"], "eval"), namespace)
                 if value is not None:
                     print(repr(value))
+            assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            if "hits" in assigned and not namespace.get("hits"):  # as for qvl search's "(no hits)"
+                raise AssertionError("a documented search found nothing (`hits` is empty)")
             reply = {"ok": True}
         except BaseException:  # noqa: BLE001 - report everything, SystemExit included
             reply = {"ok": False, "error": traceback.format_exc(limit=-8)}
