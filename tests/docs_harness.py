@@ -22,12 +22,16 @@ the checkout's ``examples/``, ``benchmarks/``, ``tests/`` and ``pyproject.toml``
   folder, environment, output and exit code, without seconds of imports each time (the
   console script itself as a subprocess is tests/test_cli_e2e.py's subject).
 * Other languages (``text``, ``json``, ``yaml``, ``sql``) are not run; a fence must name
-  its language. A documented ``qvl search`` that prints ``(no hits)`` fails the block.
+  its language.
 
 The models are the hub ids the docs name, served from a Hugging Face cache that holds tiny
 random checkpoints (``HF_HUB_OFFLINE=1``), so the real hub-id loading code runs. The
-PostgreSQL URLs of the docs (``postgresql://app@localhost/shop``) reach the session's
-embedded server through ``PGPORT``/``PGUSER``/``PGPASSWORD``.
+PostgreSQL URLs of the docs (``postgresql://app@localhost/shop``) reach an embedded server
+of the docs test's own through ``PGPORT``/``PGUSER`` (databases ``shop``, ``media``, ``app``,
+new for every page). Servers a page starts use the documented ports (8080, 8000, ...): a
+machine-wide lock per port (:func:`port_locks`) keeps two pages from starting them at once.
+A block that assigns ``hits`` must leave it non-empty, as a ``qvl search`` must not print
+``(no hits)``: an example that finds nothing shows nothing.
 
 Markers, HTML comments that a rendered page does not show:
 
@@ -83,8 +87,6 @@ GIVEN = {
     "base64_query_image": ("import base64, pathlib\n"
                            "base64_query_image = base64.b64encode(pathlib.Path('query.jpg').read_bytes()).decode()"),
     "items": "items = ['a red car', {'image': 'car.jpg'}, {'image': 'missing.png'}]",
-    "docs": "docs = ['A red car parked.', {'image': 'car.jpg'}, 'a bowl of ramen']",
-    "url": "url = 'postgresql://app@localhost/shop'",
     # A table the Postgres examples "already have": products(id, title, photo_path, price, in_stock).
     "products_table": (
         "import psycopg\n"
@@ -117,7 +119,11 @@ class Step:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(REPO)}:{self.line}"
+        return f"{_rel(self.page)}:{self.line}"
+
+
+def _rel(path: pathlib.Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 class DocsError(AssertionError):
@@ -145,16 +151,16 @@ def parse_page(path: pathlib.Path) -> list[Step]:
                 body.append(lines[i][indent:] if lines[i][:indent].strip() == "" else lines[i])
                 i += 1
             if i == len(lines):
-                raise DocsError(f"{path.relative_to(REPO)}:{start}: a fence that is never closed")
+                raise DocsError(f"{_rel(path)}:{start}: a fence that is never closed")
             if not lang:
-                raise DocsError(f"{path.relative_to(REPO)}:{start}: a fence without a language (use ```text for output)")
+                raise DocsError(f"{_rel(path)}:{start}: a fence without a language (use ```text for output)")
             kind = "python" if lang in PYTHON_LANGS else "bash" if lang in SHELL_LANGS else None
             if kind is None and lang not in OTHER_LANGS:
-                raise DocsError(f"{path.relative_to(REPO)}:{start}: unknown fence language {lang!r}")
+                raise DocsError(f"{_rel(path)}:{start}: unknown fence language {lang!r}")
             if kind:
                 steps.append(Step(path, start, kind, "\n".join(body), skip=pending_skip))
             elif pending_skip:
-                raise DocsError(f"{path.relative_to(REPO)}:{start}: a skip marker before a {lang} block, which is not run")
+                raise DocsError(f"{_rel(path)}:{start}: a skip marker before a {lang} block, which is not run")
             pending_skip = None
             i += 1
             continue
@@ -166,10 +172,10 @@ def parse_page(path: pathlib.Path) -> list[Step]:
                 text += "\n" + lines[i]
             mm = MARKER.search(text)
             if not mm:
-                raise DocsError(f"{path.relative_to(REPO)}:{start}: a docs-test comment that does not close")
+                raise DocsError(f"{_rel(path)}:{start}: a docs-test comment that does not close")
             head, _, rest = mm.group(1).partition("\n")
             words = head.split()
-            where = f"{path.relative_to(REPO)}:{start}"
+            where = f"{_rel(path)}:{start}"
             if words[:1] == ["skip"]:
                 sk = re.match(r"skip\s+(\w+):\s*(\S.*)$", head)
                 if not sk or sk.group(1) not in SKIP_KINDS:
@@ -188,7 +194,7 @@ def parse_page(path: pathlib.Path) -> list[Step]:
                 raise DocsError(f"{where}: unknown docs-test marker {head!r}")
         i += 1
     if pending_skip:
-        raise DocsError(f"{path.relative_to(REPO)}: a skip marker with no block after it")
+        raise DocsError(f"{_rel(path)}: a skip marker with no block after it")
     return steps
 
 
