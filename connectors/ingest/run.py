@@ -116,6 +116,21 @@ class _SourceFailure:
     exc: BaseException
 
 
+def read_row(sr: SourceRow, index: int, declared: Mapping[str, type] | None) -> tuple[Row | None, str | None]:
+    """A source record as a store row, or None and why it cannot be one (a "read" failure).
+
+    One odd record never stops a run: any error becomes its reason.
+    """
+    if sr.error is not None or sr.row is None:
+        return None, sr.error or "unreadable record"
+    try:
+        return normalize_row(sr.row, index, declared_fields=declared), None
+    except InputError as exc:
+        return None, exc.reason
+    except Exception as exc:  # noqa: BLE001 - reported as the row's failure
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 def _read_into(rows: Iterable[SourceRow], out: "queue.Queue[Any]", stop: threading.Event, limit: int | None) -> None:
     """Reader thread: move source rows into the bounded queue until the end, ``limit`` or ``stop``."""
     it = iter(rows)
@@ -318,16 +333,9 @@ def ingest(rows: Iterable[SourceRow], store: Any, embedder: EmbedderLike, *, dim
                     with c.lock:
                         c.read += 1
                     index += 1
-                    if sr.error is not None or sr.row is None:
-                        fail(sr, "read", sr.error or "unreadable record")
-                        continue
-                    try:
-                        row = normalize_row(sr.row, index - 1, declared_fields=declared)
-                    except InputError as exc:
-                        fail(sr, "read", exc.reason)
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - one odd row must not stop the run
-                        fail(sr, "read", f"{type(exc).__name__}: {exc}")
+                    row, reason = read_row(sr, index - 1, declared)
+                    if row is None:
+                        fail(sr, "read", reason)
                         continue
                     if row.id in landed:
                         with c.lock:

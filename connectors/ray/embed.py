@@ -27,7 +27,8 @@ import numpy as np
 
 from embedder.errors import InputError, NotFoundError
 
-from ..core import Failure, RetryPolicy, Row, check_dim, is_transient, normalize_row, retrying
+from ..core import Failure, RetryPolicy, Row, check_dim, is_transient, retrying
+from ..ingest.run import read_row
 from ..ingest.sources import Columns, SourceRow, media_roots, record_to_row
 from ..ingest.state import _row_summary
 from ..pipeline import embed_rows
@@ -180,16 +181,9 @@ class EmbedBatches:
         todo: dict[str, int] = {}  # id -> index (the last row of an id wins, as in an upsert)
         rows: dict[int, Row] = {}
         for i, sr in enumerate(sources):
-            if sr.error is not None or sr.row is None:
-                fail(i, "read", sr.error or "unreadable record")
-                continue
-            try:
-                row = normalize_row(sr.row, i, declared_fields=declared)
-            except InputError as exc:
-                fail(i, "read", exc.reason)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one odd row must not fail the block
-                fail(i, "read", f"{type(exc).__name__}: {exc}")
+            row, reason = read_row(sr, i, declared)
+            if row is None:  # one odd row must not fail the block
+                fail(i, "read", reason)
                 continue
             ids[i] = row.id
             if row.id in todo:
