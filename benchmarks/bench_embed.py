@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Timer, bench_checkpoint, cpu_flags_line, kendall_tau, mixed_corpus, print_table,  # noqa: E402
+from common import (best_of_interleaved, bench_checkpoint, cpu_flags_line, kendall_tau, mixed_corpus, print_table,  # noqa: E402
                     top_k_overlap)
 
 from embedder.testing import stock_patch_embed  # noqa: E402
@@ -121,13 +121,7 @@ def text_main(args) -> None:
                "qvl Embedder.embed": lambda: emb.embed(texts)}
     emb.embed(texts[:4])  # warm-up
     readme_way(emb, texts[:4])
-    best = {name: float("inf") for name in methods}
-    vectors: dict[str, np.ndarray] = {}
-    for _ in range(args.repeats):  # interleaved: load on the machine hits every method alike
-        for name, fn in methods.items():
-            with Timer() as t:
-                vectors[name] = fn()
-            best[name] = min(best[name], t.seconds)
+    best, vectors = best_of_interleaved(methods, args.repeats)
     ref = vectors["README way: whole list in one padded call"]
     base = best["README way: batches of 8, caller order"]
     rows = []
@@ -175,13 +169,7 @@ def main() -> None:
     if not args.no_baseline:
         baseline(fp32, items[:4])
 
-    best = {name: float("inf") for name in methods}
-    vectors: dict[str, np.ndarray] = {}
-    for _ in range(args.repeats):  # interleaved: load on the machine hits every method alike
-        for name, fn in methods.items():
-            with Timer() as t:
-                vectors[name] = fn()
-            best[name] = min(best[name], t.seconds)
+    best, vectors = best_of_interleaved(methods, args.repeats)
 
     ref_t, ref_v = best["qvl float32"], vectors["qvl float32"]
     base_t = best.get("baseline: caller order, batches of 8 (float32)")

@@ -97,6 +97,19 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def best_of_interleaved(methods: dict, repeats: int) -> tuple[dict[str, float], dict]:
+    """Run each of ``methods`` (name -> callable) ``repeats`` times, interleaved so that other load
+    on the machine hits every method alike; returns each one's best seconds and its last result."""
+    best = {name: float("inf") for name in methods}
+    results: dict = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            with Timer() as t:
+                results[name] = fn()
+            best[name] = min(best[name], t.seconds)
+    return best, results
+
+
 def print_table(headers: list[str], rows: list[list]) -> None:
     cells = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
