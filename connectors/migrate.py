@@ -74,8 +74,8 @@ def prepare_target(source: BaseStore, target: BaseStore, *, allow_mismatch: bool
     """Create the target like the source (dim, fields, fingerprint), or check an existing one.
 
     The target stores vectors with its own ``quantization`` (the one it was opened with; a new one
-    float32 by default): a warning says so when that is not the source's, and how to keep it
-    (open the target with ``quantization=``; ``qvl migrate --quantization same``).
+    float32 by default): when that is float32 and the source's is not, a warning says so and how
+    to keep the source's (open the target with ``quantization=``; ``qvl migrate --quantization same``).
 
     Raises:
         SchemaMismatchError: the target exists with another dim or fields, or holds vectors
@@ -100,7 +100,7 @@ def prepare_target(source: BaseStore, target: BaseStore, *, allow_mismatch: bool
 
 
 def _note_quantization(source: BaseStore, target: BaseStore) -> None:
-    if source.quantization != target.quantization:
+    if target.quantization == "float32" != source.quantization:  # the default target: the source's option lost
         log.warning("the copy of %r stores %s vectors, the source %s ones; to keep %s, copy into a new target opened "
                     "with quantization=%r (qvl migrate --quantization same)", source.collection, target.quantization,
                     source.quantization, source.quantization, source.quantization)
